@@ -1,0 +1,403 @@
+//! Model files and the sparse scorer that serves them.
+//!
+//! A model file is JSON: the feature settings, the labels, the hashed buckets the model kept,
+//! one weight row per kept bucket and the intercept. [`Scorer`] loads it into a compact table
+//! (bucket → row, rows padded for SIMD) and predicts by summing the weight rows of a movement's
+//! active features, adding the intercept and taking the softmax: the same arithmetic as
+//! `x · W + b` over the dense matrix linfa trained on, without building that matrix.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ClassifierError;
+use crate::features::{bucket, is_negative, FeatureSettings, Features, Featurizer, MovementInput};
+use crate::labels::{Confidence, Label};
+
+/// The format this build reads and writes. A file of another format is refused, not guessed at.
+pub const MODEL_FORMAT: &str = "credit-classifier/1";
+
+/// A trained model as stored on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// Always [`MODEL_FORMAT`].
+    pub format: String,
+    /// How to featurise; the scorer uses exactly these settings.
+    pub features: FeatureSettings,
+    /// Class labels, in the order of the weight columns.
+    pub labels: Vec<String>,
+    /// The hashed buckets that have weights, one per weight row.
+    pub buckets: Vec<u32>,
+    /// `buckets.len() × labels.len()` weights, row-major.
+    pub weights: Vec<f32>,
+    /// One intercept per label.
+    pub intercept: Vec<f32>,
+    /// How the model was made (data, seed, solver settings); informational.
+    #[serde(default)]
+    pub training: serde_json::Value,
+}
+
+impl ModelFile {
+    /// Reads and checks a model file.
+    pub fn load(path: &Path) -> Result<Self, ClassifierError> {
+        let bytes = std::fs::read(path).map_err(|e| ClassifierError::io(path, e))?;
+        let model_err = |problem: String| ClassifierError::Model {
+            path: path.to_path_buf(),
+            problem,
+        };
+        // Peek at the format first so an old or foreign file gets a clear answer rather than
+        // a complaint about whichever field happens to differ.
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| model_err(format!("not valid JSON ({e})")))?;
+        match value.get("format").and_then(|f| f.as_str()) {
+            Some(MODEL_FORMAT) => {}
+            Some(other) => {
+                return Err(model_err(format!(
+                    "format `{}` is not supported (this build reads `{MODEL_FORMAT}`)",
+                    other.chars().take(64).collect::<String>()
+                )))
+            }
+            None => return Err(model_err("no `format` field: not a classifier model".into())),
+        }
+        let model: ModelFile =
+            serde_json::from_value(value).map_err(|e| model_err(e.to_string()))?;
+        model.check().map_err(model_err)?;
+        Ok(model)
+    }
+
+    /// Writes the model as JSON.
+    pub fn save(&self, path: &Path) -> Result<(), ClassifierError> {
+        let json = serde_json::to_vec(self).map_err(|e| ClassifierError::InvalidModel(e.to_string()))?;
+        std::fs::write(path, json).map_err(|e| ClassifierError::io(path, e))
+    }
+
+    /// Checks that the parts fit together.
+    pub fn check(&self) -> Result<(), String> {
+        if self.format != MODEL_FORMAT {
+            return Err(format!("format `{}` is not `{MODEL_FORMAT}`", self.format));
+        }
+        self.features.validate()?;
+        let k = self.labels.len();
+        if k < 2 {
+            return Err(format!("{k} labels; a classifier needs at least 2"));
+        }
+        for l in &self.labels {
+            l.parse::<Label>().map_err(|e| e.to_string())?;
+        }
+        if self.intercept.len() != k {
+            return Err(format!("{} intercepts for {k} labels", self.intercept.len()));
+        }
+        if self.weights.len() != self.buckets.len() * k {
+            return Err(format!(
+                "{} weights, expected {} buckets × {k} labels",
+                self.weights.len(),
+                self.buckets.len()
+            ));
+        }
+        let limit = 1u64 << self.features.hash_bits;
+        if let Some(b) = self.buckets.iter().find(|&&b| b as u64 >= limit) {
+            return Err(format!("bucket {b} is outside the 2^{} hash space", self.features.hash_bits));
+        }
+        let mut sorted = self.buckets.clone();
+        sorted.sort_unstable();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return Err("a bucket is listed twice".into());
+        }
+        if self.weights.iter().chain(&self.intercept).any(|w| !w.is_finite()) {
+            return Err("a weight is not a finite number".into());
+        }
+        Ok(())
+    }
+}
+
+/// One of the labels the model did not pick, with its probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Alternative {
+    pub label: Label,
+    pub probability: f32,
+}
+
+/// What the scorer says of one movement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Prediction {
+    pub label: Label,
+    pub probability: f32,
+    pub confidence: Confidence,
+    /// The next two most probable labels, best first.
+    pub runners_up: [Option<Alternative>; 2],
+}
+
+const EMPTY: u32 = u32::MAX;
+
+/// Serves a model: featurises movements and scores them against the sparse weights.
+#[derive(Debug, Clone)]
+pub struct Scorer {
+    featurizer: Featurizer,
+    labels: Vec<Label>,
+    /// Open-addressing table of (bucket, row); `EMPTY` marks a free slot.
+    slots: Vec<(u32, u32)>,
+    slot_mask: u32,
+    /// Weight rows padded to `stride` floats so the row sum vectorises.
+    weights: Vec<f32>,
+    stride: usize,
+    intercept: Vec<f32>,
+}
+
+/// Per-thread scratch space, reused across calls so the hot path does not allocate.
+#[derive(Debug, Default, Clone)]
+pub struct Workspace {
+    features: Features,
+    logits: Vec<f32>,
+}
+
+impl Scorer {
+    /// Builds a scorer from a checked model.
+    pub fn new(model: &ModelFile) -> Result<Self, ClassifierError> {
+        model.check().map_err(ClassifierError::InvalidModel)?;
+        let featurizer =
+            Featurizer::new(model.features.clone()).map_err(ClassifierError::InvalidModel)?;
+        let labels: Vec<Label> = model
+            .labels
+            .iter()
+            .map(|l| l.parse().map_err(|e: crate::labels::UnknownLabel| ClassifierError::InvalidModel(e.to_string())))
+            .collect::<Result<_, _>>()?;
+        let k = labels.len();
+        let stride = k.div_ceil(8) * 8;
+        let mut weights = vec![0f32; model.buckets.len() * stride];
+        for (row, chunk) in model.weights.chunks_exact(k).enumerate() {
+            weights[row * stride..row * stride + k].copy_from_slice(chunk);
+        }
+        let capacity = (model.buckets.len() * 2).next_power_of_two().max(16);
+        let slot_mask = (capacity - 1) as u32;
+        let mut slots = vec![(EMPTY, 0u32); capacity];
+        for (row, &b) in model.buckets.iter().enumerate() {
+            let mut i = Self::home(b, slot_mask);
+            while slots[i].0 != EMPTY {
+                i = (i + 1) & slot_mask as usize;
+            }
+            slots[i] = (b, row as u32);
+        }
+        let mut intercept = vec![0f32; stride];
+        intercept[..k].copy_from_slice(&model.intercept);
+        Ok(Scorer {
+            featurizer,
+            labels,
+            slots,
+            slot_mask,
+            weights,
+            stride,
+            intercept,
+        })
+    }
+
+    /// Loads a model file and builds its scorer.
+    pub fn load(path: &Path) -> Result<Self, ClassifierError> {
+        Self::new(&ModelFile::load(path)?)
+    }
+
+    pub fn labels(&self) -> &[Label] {
+        &self.labels
+    }
+
+    pub fn featurizer(&self) -> &Featurizer {
+        &self.featurizer
+    }
+
+    #[inline(always)]
+    fn home(bucket: u32, mask: u32) -> usize {
+        // Buckets are already uniformly spread hash bits; a multiply breaks up any stride.
+        (bucket.wrapping_mul(0x9E37_79B1) >> 7 & mask) as usize
+    }
+
+    #[inline(always)]
+    fn row_of(&self, b: u32) -> Option<usize> {
+        let mut i = Self::home(b, self.slot_mask);
+        loop {
+            let (key, row) = self.slots[i];
+            if key == b {
+                return Some(row as usize);
+            }
+            if key == EMPTY {
+                return None;
+            }
+            i = (i + 1) & self.slot_mask as usize;
+        }
+    }
+
+    #[inline(always)]
+    fn add_rows(&self, features: &[u32], acc: &mut [f32]) {
+        let s = self.stride;
+        for &f in features {
+            if let Some(row) = self.row_of(bucket(f)) {
+                let w = &self.weights[row * s..row * s + s];
+                if is_negative(f) {
+                    acc.iter_mut().zip(w).for_each(|(a, w)| *a -= w);
+                } else {
+                    acc.iter_mut().zip(w).for_each(|(a, w)| *a += w);
+                }
+            }
+        }
+    }
+
+    /// Computes the logits (`x · W + b`) of features already extracted, into `logits`.
+    pub fn logits_of(&self, features: &Features, logits: &mut Vec<f32>) {
+        logits.clear();
+        logits.resize(self.stride, 0.0);
+        self.add_rows(&features.text, logits);
+        let scale = features.text_scale;
+        logits.iter_mut().for_each(|l| *l *= scale);
+        self.add_rows(&features.other, logits);
+        logits
+            .iter_mut()
+            .zip(&self.intercept)
+            .for_each(|(l, b)| *l += b);
+        logits.truncate(self.labels.len());
+    }
+
+    /// Class probabilities of one movement, in the order of [`Scorer::labels`].
+    pub fn probabilities(&self, input: &MovementInput<'_>, ws: &mut Workspace) -> Vec<f32> {
+        self.featurizer.featurize(input, &mut ws.features);
+        let mut logits = std::mem::take(&mut ws.logits);
+        self.logits_of(&ws.features, &mut logits);
+        softmax_in_place(&mut logits);
+        let out = logits.clone();
+        ws.logits = logits;
+        out
+    }
+
+    /// Predicts one movement, reusing `ws` between calls.
+    pub fn predict_with(&self, input: &MovementInput<'_>, ws: &mut Workspace) -> Prediction {
+        self.featurizer.featurize(input, &mut ws.features);
+        let mut logits = std::mem::take(&mut ws.logits);
+        self.logits_of(&ws.features, &mut logits);
+        softmax_in_place(&mut logits);
+        let prediction = self.top3(&logits);
+        ws.logits = logits;
+        prediction
+    }
+
+    /// Predicts one movement.
+    pub fn predict(&self, input: &MovementInput<'_>) -> Prediction {
+        self.predict_with(input, &mut Workspace::default())
+    }
+
+    /// Predicts a batch, in order.
+    pub fn predict_batch(&self, inputs: &[MovementInput<'_>]) -> Vec<Prediction> {
+        let mut ws = Workspace::default();
+        inputs.iter().map(|m| self.predict_with(m, &mut ws)).collect()
+    }
+
+    fn top3(&self, probs: &[f32]) -> Prediction {
+        let mut best = [(usize::MAX, f32::NEG_INFINITY); 3];
+        for (i, &p) in probs.iter().enumerate() {
+            if p > best[0].1 {
+                best = [(i, p), best[0], best[1]];
+            } else if p > best[1].1 {
+                best = [best[0], (i, p), best[1]];
+            } else if p > best[2].1 {
+                best[2] = (i, p);
+            }
+        }
+        // NaN cannot arise from finite weights, but a prediction must exist whatever happens.
+        let (top, p) = if best[0].0 == usize::MAX { (0, 0.0) } else { best[0] };
+        let alt = |(i, p): (usize, f32)| {
+            (i != usize::MAX).then(|| Alternative {
+                label: self.labels[i],
+                probability: p,
+            })
+        };
+        Prediction {
+            label: self.labels[top],
+            probability: p,
+            confidence: Confidence::from_probability(p),
+            runners_up: [alt(best[1]), alt(best[2])],
+        }
+    }
+}
+
+/// Softmax of `v`, stable for any finite logits.
+pub fn softmax_in_place(v: &mut [f32]) {
+    let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for x in v.iter_mut() {
+        *x = (*x - max).exp();
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    v.iter_mut().for_each(|x| *x *= inv);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hand-made model: the word "pizza" votes FOOD_AND_DRINK, money in votes INCOME.
+    fn tiny_model() -> ModelFile {
+        let f = Featurizer::new(FeatureSettings::default()).unwrap();
+        let mut feats = Features::default();
+        f.featurize(
+            &MovementInput { description: "pizza", amount: 10.0, mcc: None, kind: None },
+            &mut feats,
+        );
+        let word = *feats.text.last().unwrap();
+        let money_in = feats.other[0];
+        let sign = |f: u32| if is_negative(f) { -1.0 } else { 1.0 };
+        ModelFile {
+            format: MODEL_FORMAT.into(),
+            features: FeatureSettings::default(),
+            labels: vec!["FOOD_AND_DRINK".into(), "INCOME".into(), "BANK_FEES".into()],
+            buckets: vec![bucket(word), bucket(money_in)],
+            weights: vec![
+                8.0 * sign(word), 0.0, 0.0,
+                0.0, 2.0 * sign(money_in), 0.0,
+            ],
+            intercept: vec![0.0, 0.0, 0.5],
+            training: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn active_feature_weights_decide_the_label_and_probabilities_sum_to_one() {
+        let scorer = Scorer::new(&tiny_model()).unwrap();
+        let p = scorer.predict(&MovementInput { description: "PIZZA", amount: -30.0, mcc: None, kind: None });
+        assert_eq!(p.label, Label::FoodAndDrink);
+        let p = scorer.predict(&MovementInput { description: "TED", amount: 900.0, mcc: None, kind: None });
+        assert_eq!(p.label, Label::Income);
+        assert_eq!(p.runners_up[0].unwrap().label, Label::BankFees);
+        let mut ws = Workspace::default();
+        let probs = scorer.probabilities(&MovementInput { description: "x", amount: 1.0, mcc: None, kind: None }, &mut ws);
+        assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn an_inconsistent_model_is_refused_with_the_reason() {
+        let mut m = tiny_model();
+        m.weights.pop();
+        assert!(Scorer::new(&m).unwrap_err().to_string().contains("5 weights, expected 2 buckets × 3 labels"));
+        let mut m = tiny_model();
+        m.labels[1] = "SALARY".into();
+        assert!(Scorer::new(&m).unwrap_err().to_string().contains("`SALARY`"));
+        let mut m = tiny_model();
+        m.intercept[0] = f32::NAN;
+        assert!(Scorer::new(&m).unwrap_err().to_string().contains("finite"));
+    }
+
+    #[test]
+    fn missing_corrupt_and_foreign_model_files_get_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("clf-model-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = ModelFile::load(&dir.join("nope.json")).unwrap_err().to_string();
+        assert!(missing.contains("nope.json"), "{missing}");
+        let corrupt = dir.join("corrupt.json");
+        std::fs::write(&corrupt, b"{\"format\": \"credit-classifier/1\", \"labe").unwrap();
+        assert!(ModelFile::load(&corrupt).unwrap_err().to_string().contains("not valid JSON"));
+        let foreign = dir.join("foreign.json");
+        std::fs::write(&foreign, b"{\"format\": \"credit-classifier/0\"}").unwrap();
+        assert!(ModelFile::load(&foreign).unwrap_err().to_string().contains("`credit-classifier/0` is not supported"));
+        let good = dir.join("good.json");
+        tiny_model().save(&good).unwrap();
+        assert_eq!(ModelFile::load(&good).unwrap(), tiny_model());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

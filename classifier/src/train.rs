@@ -1,0 +1,313 @@
+//! Training: featurise, pick the columns, fit `linfa_logistic::MultiLogisticRegression`.
+//!
+//! linfa's logistic regression takes a dense matrix. A dense matrix over the whole
+//! `2^hash_bits` space would need terabytes, so training keeps only the buckets that occur in
+//! at least `min_df` training rows (at most `max_columns` of them, the most frequent first) and
+//! builds the dense matrix over those columns. Buckets left out get no weight, which is what an
+//! L2-regularised model would give a feature it has barely seen anyway. The fitted rows are
+//! written back keyed by bucket, so the sparse scorer computes exactly `x · W + b`.
+//!
+//! linfa's solver (argmin's L-BFGS) reports no progress, so the fit runs in chunks of
+//! iterations, each starting from where the last stopped; the progress callback fires after
+//! each. That restarts L-BFGS's curvature memory per chunk, a small cost for a user who can see
+//! that training is moving.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use linfa::prelude::*;
+use linfa_logistic::{MultiFittedLogisticRegression, MultiLogisticRegression};
+use ndarray::{concatenate, Array1, Array2, Axis};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::data::Transaction;
+use crate::error::ClassifierError;
+use crate::features::{bucket, is_negative, FeatureSettings, Features, Featurizer};
+use crate::labels::Label;
+use crate::metrics::Confusion;
+use crate::model::{ModelFile, Scorer, MODEL_FORMAT};
+
+/// Everything that decides what model comes out. Same settings and data, same model.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSettings {
+    /// Seeds the hold-out split.
+    pub seed: u64,
+    /// Share of rows held out for the model card's metrics.
+    pub holdout: f64,
+    /// L2 penalty of linfa's loss (which sums over rows, so it is 1/C in scikit-learn's terms).
+    pub alpha: f32,
+    /// L-BFGS iterations in all.
+    pub max_iterations: u64,
+    /// Iterations per progress step.
+    pub chunk_iterations: u64,
+    /// A bucket becomes a column when at least this many training rows have it.
+    pub min_df: u32,
+    /// At most this many columns (memory is rows × columns × 4 bytes).
+    pub max_columns: usize,
+    pub features: FeatureSettings,
+}
+
+impl Default for TrainSettings {
+    fn default() -> Self {
+        TrainSettings {
+            seed: 42,
+            holdout: 0.1,
+            alpha: 1.0,
+            max_iterations: 200,
+            chunk_iterations: 25,
+            min_df: 2,
+            max_columns: 12_000,
+            features: FeatureSettings::default(),
+        }
+    }
+}
+
+/// The buckets that became columns, in column order (ascending bucket).
+#[derive(Debug, Clone)]
+pub struct Vocabulary {
+    buckets: Vec<u32>,
+    column: HashMap<u32, usize>,
+}
+
+impl Vocabulary {
+    /// Keeps buckets present in at least `min_df` rows, the `max_columns` most frequent.
+    pub fn build(rows: &[Features], min_df: u32, max_columns: usize) -> Self {
+        let mut df: HashMap<u32, u32> = HashMap::new();
+        let mut seen = Vec::new();
+        for f in rows {
+            seen.clear();
+            seen.extend(f.text.iter().chain(&f.other).map(|&x| bucket(x)));
+            seen.sort_unstable();
+            seen.dedup();
+            for &b in &seen {
+                *df.entry(b).or_default() += 1;
+            }
+        }
+        let mut kept: Vec<(u32, u32)> = df.into_iter().filter(|&(_, n)| n >= min_df).collect();
+        // Most frequent first; the bucket breaks ties so the choice is deterministic.
+        kept.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        kept.truncate(max_columns);
+        let mut buckets: Vec<u32> = kept.into_iter().map(|(b, _)| b).collect();
+        buckets.sort_unstable();
+        let column = buckets.iter().enumerate().map(|(i, &b)| (b, i)).collect();
+        Vocabulary { buckets, column }
+    }
+
+    pub fn buckets(&self) -> &[u32] {
+        &self.buckets
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// The dense matrix linfa trains on: the same values the scorer sums.
+    pub fn matrix(&self, rows: &[Features]) -> Array2<f32> {
+        let mut x = Array2::<f32>::zeros((rows.len(), self.buckets.len()));
+        for (mut out, f) in x.axis_iter_mut(Axis(0)).zip(rows) {
+            let mut put = |feature: u32, value: f32| {
+                if let Some(&c) = self.column.get(&bucket(feature)) {
+                    out[c] += if is_negative(feature) { -value } else { value };
+                }
+            };
+            for &t in &f.text {
+                put(t, f.text_scale);
+            }
+            for &o in &f.other {
+                put(o, 1.0);
+            }
+        }
+        x
+    }
+}
+
+/// Featurises every row.
+pub fn featurize_all(featurizer: &Featurizer, rows: &[Transaction]) -> Vec<Features> {
+    rows.iter()
+        .map(|t| {
+            let mut f = Features::default();
+            featurizer.featurize(&t.input(), &mut f);
+            f
+        })
+        .collect()
+}
+
+/// Splits row indices into (train, hold-out) with a seeded shuffle.
+pub fn split(n: usize, holdout: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut idx: Vec<usize> = (0..n).collect();
+    idx.shuffle(&mut ChaCha8Rng::seed_from_u64(seed));
+    let n_holdout = ((n as f64) * holdout.clamp(0.0, 0.9)).round() as usize;
+    let train = idx.split_off(n_holdout);
+    (train, idx)
+}
+
+/// Fits linfa's multinomial logistic regression in chunks, calling `progress(done, total)`.
+pub fn fit(
+    x: &Array2<f32>,
+    y: &Array1<usize>,
+    settings: &TrainSettings,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<MultiFittedLogisticRegression<f32, usize>, ClassifierError> {
+    let dataset = DatasetBase::new(x.view(), y.view());
+    let total = settings.max_iterations.max(1);
+    let chunk = settings.chunk_iterations.clamp(1, total);
+    let mut done = 0;
+    let mut fitted: Option<MultiFittedLogisticRegression<f32, usize>> = None;
+    while done < total {
+        let step = chunk.min(total - done);
+        let mut params = MultiLogisticRegression::default()
+            .alpha(settings.alpha)
+            .max_iterations(step)
+            .gradient_tolerance(1e-5);
+        if let Some(f) = &fitted {
+            let start = concatenate(
+                Axis(0),
+                &[f.params().view(), f.intercept().view().insert_axis(Axis(0))],
+            )
+            .map_err(|e| ClassifierError::Training(e.to_string()))?;
+            params = params.initial_params(start);
+        }
+        let next = params
+            .fit(&dataset)
+            .map_err(|e| ClassifierError::Training(e.to_string()))?;
+        fitted = Some(next);
+        done += step;
+        progress(done, total);
+    }
+    fitted.ok_or_else(|| ClassifierError::Training("no iterations were run".into()))
+}
+
+/// Writes a fitted linfa model as a model file.
+pub fn to_model_file(
+    fitted: &MultiFittedLogisticRegression<f32, usize>,
+    vocabulary: &Vocabulary,
+    features: &FeatureSettings,
+    training: serde_json::Value,
+) -> ModelFile {
+    let labels = fitted
+        .classes()
+        .iter()
+        .map(|&i| Label::ALL[i].as_str().to_string())
+        .collect();
+    ModelFile {
+        format: MODEL_FORMAT.into(),
+        features: features.clone(),
+        labels,
+        buckets: vocabulary.buckets().to_vec(),
+        weights: fitted.params().iter().copied().collect(),
+        intercept: fitted.intercept().to_vec(),
+        training,
+    }
+}
+
+/// What a training run produced and measured.
+#[derive(Debug)]
+pub struct TrainReport {
+    pub model: ModelFile,
+    pub holdout: Confusion,
+    pub train_rows: usize,
+    pub holdout_rows: usize,
+    pub label_counts: Vec<(Label, u64)>,
+    pub columns: usize,
+    pub seconds: f64,
+    pub fit_seconds: f64,
+    /// Peak resident memory of the process, when the platform tells it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Trains a model on labelled rows and measures it on a seeded hold-out.
+pub fn train(
+    rows: &[Transaction],
+    settings: &TrainSettings,
+    progress: impl FnMut(u64, u64),
+) -> Result<TrainReport, ClassifierError> {
+    let started = Instant::now();
+    let featurizer =
+        Featurizer::new(settings.features.clone()).map_err(ClassifierError::Training)?;
+    let mut labels = Vec::with_capacity(rows.len());
+    for t in rows {
+        labels.push(t.category.ok_or_else(|| ClassifierError::Row {
+            line: t.line,
+            problem: "missing category".into(),
+        })?);
+    }
+    let (train_idx, holdout_idx) = split(rows.len(), settings.holdout, settings.seed);
+    let train_rows: Vec<Transaction> = train_idx.iter().map(|&i| rows[i].clone()).collect();
+    let distinct = {
+        let mut l: Vec<Label> = train_idx.iter().map(|&i| labels[i]).collect();
+        l.sort_unstable();
+        l.dedup();
+        l.len()
+    };
+    if distinct < 2 {
+        return Err(ClassifierError::Training(format!(
+            "the training rows hold {distinct} distinct label(s); at least 2 are needed"
+        )));
+    }
+    let features = featurize_all(&featurizer, &train_rows);
+    let vocabulary = Vocabulary::build(&features, settings.min_df, settings.max_columns);
+    if vocabulary.is_empty() {
+        return Err(ClassifierError::Training(
+            "no feature occurs often enough to become a column; lower min_df or add data".into(),
+        ));
+    }
+    let x = vocabulary.matrix(&features);
+    drop(features);
+    let y: Array1<usize> = train_idx.iter().map(|&i| labels[i].index()).collect();
+    let fit_started = Instant::now();
+    let fitted = fit(&x, &y, settings, progress)?;
+    let fit_seconds = fit_started.elapsed().as_secs_f64();
+    drop(x);
+
+    let mut label_counts: Vec<(Label, u64)> = Label::ALL.iter().map(|&l| (l, 0)).collect();
+    for l in &labels {
+        label_counts[l.index()].1 += 1;
+    }
+    let metadata = serde_json::json!({
+        "seed": settings.seed,
+        "holdout": settings.holdout,
+        "alpha": settings.alpha,
+        "max_iterations": settings.max_iterations,
+        "chunk_iterations": settings.chunk_iterations,
+        "min_df": settings.min_df,
+        "max_columns": settings.max_columns,
+        "train_rows": train_idx.len(),
+        "holdout_rows": holdout_idx.len(),
+        "columns": vocabulary.len(),
+        "solver": "linfa-logistic 0.8.1 MultiLogisticRegression (argmin L-BFGS, More-Thuente)",
+    });
+    let model = to_model_file(&fitted, &vocabulary, &settings.features, metadata);
+    let scorer = Scorer::new(&model)?;
+    let mut holdout = Confusion::default();
+    let mut ws = crate::model::Workspace::default();
+    for &i in &holdout_idx {
+        let p = scorer.predict_with(&rows[i].input(), &mut ws);
+        holdout.add(labels[i], p.label);
+    }
+    Ok(TrainReport {
+        columns: vocabulary.len(),
+        model,
+        holdout,
+        train_rows: train_idx.len(),
+        holdout_rows: holdout_idx.len(),
+        label_counts,
+        seconds: started.elapsed().as_secs_f64(),
+        fit_seconds,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
