@@ -89,7 +89,9 @@ impl TransactionReader {
         let mut buffered = BufReader::with_capacity(1 << 16, file);
         let gz = {
             use std::io::BufRead;
-            let head = buffered.fill_buf().map_err(|e| ClassifierError::io(path, e))?;
+            let head = buffered
+                .fill_buf()
+                .map_err(|e| ClassifierError::io(path, e))?;
             head.starts_with(&[0x1f, 0x8b])
         };
         let inner: Box<dyn Read> = if gz {
@@ -109,11 +111,16 @@ impl TransactionReader {
         Self::new(reader, PathBuf::from(name), options)
     }
 
-    fn new(inner: Box<dyn Read>, path: PathBuf, options: ReadOptions) -> Result<Self, ClassifierError> {
-        let mut reader = csv::ReaderBuilder::new()
-            .flexible(true)
-            .from_reader(inner);
-        let header = reader.byte_headers().map_err(|e| csv_error(&path, e))?.clone();
+    fn new(
+        inner: Box<dyn Read>,
+        path: PathBuf,
+        options: ReadOptions,
+    ) -> Result<Self, ClassifierError> {
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(inner);
+        let header = reader
+            .byte_headers()
+            .map_err(|e| csv_error(&path, e))?
+            .clone();
         let headers: Vec<String> = header
             .iter()
             .enumerate()
@@ -287,8 +294,7 @@ pub fn parse_amount(raw: &str) -> Result<f64, String> {
     let s = raw.trim();
     let shown: String = s.chars().take(32).collect();
     let valid = !s.is_empty()
-        && s
-            .trim_start_matches(['-', '+'])
+        && s.trim_start_matches(['-', '+'])
             .chars()
             .all(|c| c.is_ascii_digit() || c == '.')
         && s.chars().filter(|&c| c == '.').count() <= 1
@@ -373,7 +379,10 @@ mod tests {
 
     #[test]
     fn each_kind_of_bad_row_is_named_with_its_line() {
-        assert_eq!(first_error(b"2,,X,-1\n"), "line 3: expected 6 columns, found 4");
+        assert_eq!(
+            first_error(b"2,,X,-1\n"),
+            "line 3: expected 6 columns, found 4"
+        );
         assert_eq!(
             first_error(b"2,,X,abc,,BANK_FEES\n"),
             "line 3: amount `abc` is not a decimal number like -12.50"
@@ -386,7 +395,10 @@ mod tests {
             first_error(b"2,,X\xff\xfe,-1,,BANK_FEES\n"),
             "line 3: column `description` is not valid UTF-8"
         );
-        assert_eq!(first_error(b"2,,  ,-1,,BANK_FEES\n"), "line 3: empty description");
+        assert_eq!(
+            first_error(b"2,,  ,-1,,BANK_FEES\n"),
+            "line 3: empty description"
+        );
         let long = format!("2,,{},-1,,BANK_FEES\n", "A".repeat(10_240));
         assert_eq!(
             first_error(long.as_bytes()),
@@ -401,7 +413,7 @@ mod tests {
             first_error(b"2,,X,-1,54111,BANK_FEES\n"),
             "line 3: mcc `54111` is not a 4-digit merchant category code"
         );
-        assert_eq!(first_error(b"2,,X,NaN,,BANK_FEES\n").contains("line 3"), true);
+        assert!(first_error(b"2,,X,NaN,,BANK_FEES\n").contains("line 3"));
     }
 
     #[test]
@@ -415,7 +427,8 @@ mod tests {
 
     #[test]
     fn with_skip_invalid_bad_rows_are_counted_and_good_ones_kept() {
-        let csv = format!("{HEADER}1,,A,-1,,\n2,,B,oops,,\n3,,,-1,,\n4,,D,-2,,GARBAGE\n5,,E,-3,,\n");
+        let csv =
+            format!("{HEADER}1,,A,-1,,\n2,,B,oops,,\n3,,,-1,,\n4,,D,-2,,GARBAGE\n5,,E,-3,,\n");
         let (rows, skipped) = read(
             csv.as_bytes(),
             ReadOptions {
@@ -424,7 +437,10 @@ mod tests {
             },
         );
         let rows = rows.unwrap();
-        assert_eq!(rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["1", "5"]);
+        assert_eq!(
+            rows.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["1", "5"]
+        );
         assert_eq!(skipped, 3);
     }
 }

@@ -10,7 +10,9 @@ pub enum ClassifierError {
     Row { line: u64, problem: String },
 
     /// The CSV header lacks a required column.
-    #[error("the CSV header has no `{0}` column (expected id,date,description,amount,mcc,category)")]
+    #[error(
+        "the CSV header has no `{0}` column (expected id,date,description,amount,mcc,category)"
+    )]
     MissingColumn(&'static str),
 
     /// A file could not be opened, read or written.

@@ -16,6 +16,7 @@
 //! The feature settings are stored inside the model file, so the code that trains a model and
 //! the code that serves it cannot featurise differently.
 
+pub mod card;
 pub mod corpus;
 pub mod data;
 pub mod error;

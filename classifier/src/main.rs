@@ -1,1 +1,332 @@
-fn main() {}
+//! `classifier`: build the corpus, train, evaluate and predict from the command line.
+//!
+//! The work is done by the library; this binary parses arguments, shows progress and reports
+//! errors as one line naming what was wrong.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use classifier::card::{model_card, Evaluation};
+use classifier::corpus::{self, CorpusSettings};
+use classifier::data::{ReadOptions, TransactionReader};
+use classifier::features::FeatureSettings;
+use classifier::metrics::Confusion;
+use classifier::model::{Scorer, Workspace};
+use classifier::train::{self, TrainSettings};
+
+#[derive(Parser)]
+#[command(
+    name = "classifier",
+    version,
+    about = "Label bank movements with the 19 transaction categories"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the labelled corpus and evaluation set from the name-suggestion-index.
+    Corpus(CorpusArgs),
+    /// Train a model and write it with its model card.
+    Train(TrainArgs),
+    /// Print precision, recall, F1 and macro-F1 of a model on labelled data.
+    Eval(EvalArgs),
+    /// Label movements: the input columns plus predicted,probability,confidence.
+    Predict(PredictArgs),
+}
+
+#[derive(Args)]
+struct CorpusArgs {
+    /// `dist/json/nsi.json` of the npm package name-suggestion-index.
+    #[arg(long)]
+    nsi: PathBuf,
+    /// Training corpus to write (`.csv` or `.csv.gz`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Evaluation set to write (reserved brands, unseen formats).
+    #[arg(long)]
+    eval_out: PathBuf,
+    #[arg(long, default_value_t = CorpusSettings::default().seed)]
+    seed: u64,
+    /// Rows aimed at per label.
+    #[arg(long, default_value_t = CorpusSettings::default().rows_per_label)]
+    rows_per_label: usize,
+}
+
+#[derive(Args)]
+struct InputArgs {
+    /// Skip malformed rows (and count them) instead of stopping at the first.
+    #[arg(long)]
+    skip_invalid: bool,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Labelled CSV (`.csv` or `.csv.gz`).
+    #[arg(long)]
+    data: PathBuf,
+    /// Model file to write; the card goes beside it with `.md`.
+    #[arg(long)]
+    out: PathBuf,
+    /// A separate labelled set to report in the model card.
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    #[arg(long, default_value_t = TrainSettings::default().seed)]
+    seed: u64,
+    #[arg(long, default_value_t = TrainSettings::default().alpha)]
+    alpha: f32,
+    #[arg(long, default_value_t = TrainSettings::default().max_iterations)]
+    iterations: u64,
+    #[arg(long, default_value_t = TrainSettings::default().max_columns)]
+    max_columns: usize,
+    #[arg(long, default_value_t = TrainSettings::default().min_df)]
+    min_df: u32,
+    /// Share of rows held out for the card's metrics.
+    #[arg(long, default_value_t = TrainSettings::default().holdout)]
+    holdout: f64,
+    /// Smallest character n-gram inside words.
+    #[arg(long, default_value_t = FeatureSettings::default().char_ngram_min)]
+    ngram_min: u8,
+    /// Largest character n-gram inside words (at most 8).
+    #[arg(long, default_value_t = FeatureSettings::default().char_ngram_max)]
+    ngram_max: u8,
+    /// Hash space: 2^hash_bits buckets (8 to 24).
+    #[arg(long, default_value_t = FeatureSettings::default().hash_bits)]
+    hash_bits: u8,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// Labelled CSV.
+    #[arg(long)]
+    data: PathBuf,
+    /// Also print the confusion matrix.
+    #[arg(long)]
+    confusion: bool,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+#[derive(Args)]
+struct PredictArgs {
+    #[arg(long)]
+    model: PathBuf,
+    /// CSV to label; standard input when omitted.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where to write; standard output when omitted.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    input: InputArgs,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Corpus(a) => run_corpus(a),
+        Command::Train(a) => run_train(a),
+        Command::Eval(a) => run_eval(a),
+        Command::Predict(a) => run_predict(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn open(path: &Path, require_category: bool, input: &InputArgs) -> Result<TransactionReader> {
+    Ok(TransactionReader::from_path(
+        path,
+        ReadOptions {
+            require_category,
+            skip_invalid: input.skip_invalid,
+        },
+    )?)
+}
+
+fn report_skips(reader: &TransactionReader) {
+    if reader.skipped() > 0 {
+        eprintln!(
+            "skipped {} malformed row(s); the first: {}",
+            reader.skipped(),
+            reader.first_skip().unwrap_or("?")
+        );
+    }
+}
+
+fn run_corpus(a: CorpusArgs) -> Result<()> {
+    let (version, brands) = corpus::load_brands(&a.nsi)?;
+    let settings = CorpusSettings {
+        seed: a.seed,
+        rows_per_label: a.rows_per_label,
+        ..CorpusSettings::default()
+    };
+    let built = corpus::build(&brands, &settings);
+    corpus::write_csv(&built.train, &a.out)?;
+    corpus::write_csv(&built.eval, &a.eval_out)?;
+    eprintln!(
+        "name-suggestion-index {version}: {} labelled brands; wrote {} training rows to {} and {} evaluation rows to {} (seed {})",
+        brands.len(),
+        built.train.len(),
+        a.out.display(),
+        built.eval.len(),
+        a.eval_out.display(),
+        a.seed
+    );
+    Ok(())
+}
+
+fn run_train(a: TrainArgs) -> Result<()> {
+    if a.out.extension().is_none_or(|e| e != "json") {
+        bail!("--out must name a .json file (the model card is written beside it as .md)");
+    }
+    let mut reader = open(&a.data, true, &a.input)?;
+    let rows = reader.read_all()?;
+    report_skips(&reader);
+    let settings = TrainSettings {
+        seed: a.seed,
+        alpha: a.alpha,
+        max_iterations: a.iterations,
+        max_columns: a.max_columns,
+        min_df: a.min_df,
+        holdout: a.holdout,
+        features: FeatureSettings {
+            char_ngram_min: a.ngram_min,
+            char_ngram_max: a.ngram_max,
+            hash_bits: a.hash_bits,
+            ..FeatureSettings::default()
+        },
+        ..TrainSettings::default()
+    };
+    settings.features.validate().map_err(anyhow::Error::msg)?;
+    let bar = indicatif::ProgressBar::new(settings.max_iterations);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} training [{elapsed_precise}] {bar:40} {pos}/{len} L-BFGS iterations (eta {eta})",
+        )
+        .expect("static template"),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(200));
+    let started = Instant::now();
+    let report = train::train(&rows, &settings, |done, _| bar.set_position(done))?;
+    bar.finish_and_clear();
+    report.model.save(&a.out)?;
+    let eval = match &a.eval {
+        Some(path) => {
+            let scorer = Scorer::new(&report.model)?;
+            Some((
+                path.display().to_string(),
+                evaluate(&scorer, path, &a.input)?,
+            ))
+        }
+        None => None,
+    };
+    let name = a
+        .out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model");
+    let command: Vec<String> = std::env::args().collect();
+    let command = format!("classifier {}", command[1..].join(" "));
+    let card = model_card(
+        name,
+        &a.data.display().to_string(),
+        &command,
+        &settings,
+        &report,
+        eval.as_ref()
+            .map(|(data, confusion)| Evaluation { data, confusion }),
+    );
+    let card_path = a.out.with_extension("md");
+    std::fs::write(&card_path, card).with_context(|| format!("writing {}", card_path.display()))?;
+    eprintln!(
+        "trained on {} rows in {:.1} s: hold-out macro-F1 {:.4}{}; wrote {} and {}",
+        report.train_rows,
+        started.elapsed().as_secs_f64(),
+        report.holdout.macro_f1(),
+        eval.as_ref()
+            .map(|(_, c)| format!(", evaluation macro-F1 {:.4}", c.macro_f1()))
+            .unwrap_or_default(),
+        a.out.display(),
+        card_path.display()
+    );
+    Ok(())
+}
+
+fn evaluate(scorer: &Scorer, data: &Path, input: &InputArgs) -> Result<Confusion> {
+    let mut reader = open(data, true, input)?;
+    let mut confusion = Confusion::default();
+    let mut ws = Workspace::default();
+    while let Some(t) = reader.next_transaction()? {
+        let p = scorer.predict_with(&t.input(), &mut ws);
+        confusion.add(t.category.expect("required by the reader"), p.label);
+    }
+    report_skips(&reader);
+    if confusion.total() == 0 {
+        bail!("{} holds no rows to evaluate", data.display());
+    }
+    Ok(confusion)
+}
+
+fn run_eval(a: EvalArgs) -> Result<()> {
+    let scorer = Scorer::load(&a.model)?;
+    let confusion = evaluate(&scorer, &a.data, &a.input)?;
+    print!("{}", confusion.scores_markdown());
+    if a.confusion {
+        println!();
+        print!("{}", confusion.matrix_markdown());
+    }
+    Ok(())
+}
+
+fn run_predict(a: PredictArgs) -> Result<()> {
+    let scorer = Scorer::load(&a.model)?;
+    let options = ReadOptions {
+        require_category: false,
+        skip_invalid: a.input.skip_invalid,
+    };
+    let mut reader = match &a.data {
+        Some(path) => TransactionReader::from_path(path, options)?,
+        None => {
+            let stdin: Box<dyn Read> = Box::new(std::io::stdin().lock());
+            TransactionReader::from_reader(stdin, "standard input", options)?
+        }
+    };
+    let sink: Box<dyn std::io::Write> = match &a.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut writer = csv::Writer::from_writer(sink);
+    let mut header: Vec<String> = reader.headers().to_vec();
+    header.extend(["predicted", "probability", "confidence"].map(String::from));
+    writer.write_record(&header)?;
+    let mut ws = Workspace::default();
+    let mut count = 0u64;
+    while let Some(t) = reader.next_transaction()? {
+        let p = scorer.predict_with(&t.input(), &mut ws);
+        let mut record = t.fields;
+        record.push(p.label.as_str().to_string());
+        record.push(format!("{:.4}", p.probability));
+        record.push(p.confidence.as_str().to_string());
+        writer.write_record(&record)?;
+        count += 1;
+    }
+    writer.flush()?;
+    report_skips(&reader);
+    if a.out.is_some() {
+        eprintln!("labelled {count} row(s)");
+    }
+    Ok(())
+}

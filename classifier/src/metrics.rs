@@ -87,7 +87,9 @@ impl Confusion {
 
     /// A Markdown table of per-label scores, then macro-F1 and accuracy.
     pub fn scores_markdown(&self) -> String {
-        let mut out = String::from("| label | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|\n");
+        let mut out = String::from(
+            "| label | precision | recall | F1 | support |\n|---|---:|---:|---:|---:|\n",
+        );
         for s in self.per_label() {
             let _ = writeln!(
                 out,
@@ -147,7 +149,11 @@ mod tests {
         c.add(Label::Income, Label::BankFees);
         c.add(Label::BankFees, Label::BankFees);
         let s = c.per_label();
-        assert_eq!(s.len(), 2, "labels absent from truth and predictions are not averaged");
+        assert_eq!(
+            s.len(),
+            2,
+            "labels absent from truth and predictions are not averaged"
+        );
         assert_eq!(s[0].label, Label::Income);
         assert!((s[0].precision - 1.0).abs() < 1e-12);
         assert!((s[0].recall - 2.0 / 3.0).abs() < 1e-12);
@@ -155,6 +161,8 @@ mod tests {
         assert!((s[1].f1 - 2.0 / 3.0).abs() < 1e-12);
         assert!((c.macro_f1() - (0.8 + 2.0 / 3.0) / 2.0).abs() < 1e-12);
         assert!((c.accuracy() - 0.75).abs() < 1e-12);
-        assert!(c.matrix_markdown().contains("| 1 INCOME | 2 | 0 | 0 | 0 | 0 | 1 |"));
+        assert!(c
+            .matrix_markdown()
+            .contains("| 1 INCOME | 2 | 0 | 0 | 0 | 0 | 1 |"));
     }
 }

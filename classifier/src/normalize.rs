@@ -19,6 +19,10 @@ pub fn normalize_into(text: &str, prefixes: &[String], max_bytes: usize, out: &m
     out.clear();
     let text = truncate_at_char_boundary(text, max_bytes);
     let text = strip_processor_prefixes(text, prefixes);
+    if text.is_ascii() {
+        normalize_ascii(text.as_bytes(), out);
+        return;
+    }
     let mut pending_space = false;
     let mut digit_run = 0usize;
     // Where the current digit run starts in `out`, to collapse it once it grows long.
@@ -73,6 +77,74 @@ pub fn normalize(text: &str, prefixes: &[String], max_bytes: usize) -> String {
     out
 }
 
+/// What the ASCII fast path does with each byte: `BREAK`, `SKIP`, or the byte to write.
+const BREAK: u8 = 0;
+const SKIP: u8 = 1;
+const ASCII_CLASS: [u8; 128] = {
+    let mut table = [BREAK; 128];
+    let mut b = 0;
+    while b < 128 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            c
+        } else if c.is_ascii_uppercase() {
+            c.to_ascii_lowercase()
+        } else if c == b'\'' {
+            SKIP
+        } else {
+            BREAK
+        };
+        b += 1;
+    }
+    table
+};
+
+/// The same rules as the general path, a table look-up per byte, for the common all-ASCII
+/// description.
+fn normalize_ascii(text: &[u8], out: &mut String) {
+    let mut buf = std::mem::take(out).into_bytes();
+    buf.clear();
+    let mut pending_space = false;
+    let mut digit_run = 0usize;
+    let mut run_start = 0usize;
+    for &b in text {
+        let c = ASCII_CLASS[(b & 0x7f) as usize];
+        match c {
+            BREAK => {
+                digit_run = 0;
+                pending_space = true;
+            }
+            SKIP => digit_run = 0,
+            _ => {
+                if c.is_ascii_digit() {
+                    if digit_run == 0 {
+                        if pending_space && !buf.is_empty() {
+                            buf.push(b' ');
+                        }
+                        pending_space = false;
+                        run_start = buf.len();
+                    }
+                    digit_run += 1;
+                    if digit_run < LONG_DIGIT_RUN {
+                        buf.push(c);
+                    } else if digit_run == LONG_DIGIT_RUN {
+                        buf.truncate(run_start);
+                        buf.push(b'0');
+                    }
+                } else {
+                    digit_run = 0;
+                    if pending_space && !buf.is_empty() {
+                        buf.push(b' ');
+                    }
+                    pending_space = false;
+                    buf.push(c);
+                }
+            }
+        }
+    }
+    *out = String::from_utf8(buf).expect("only ASCII bytes were written");
+}
+
 fn truncate_at_char_boundary(text: &str, max_bytes: usize) -> &str {
     if text.len() <= max_bytes {
         return text;
@@ -88,11 +160,11 @@ fn truncate_at_char_boundary(text: &str, max_bytes: usize) -> &str {
 /// processor. At most two are dropped (`PAG*MP*LOJA` happens); the merchant always stays.
 fn strip_processor_prefixes<'a>(mut text: &'a str, prefixes: &[String]) -> &'a str {
     for _ in 0..2 {
-        let Some(star) = text.find('*') else { break };
         // Processor prefixes are short; a star far into the text is part of the merchant.
-        if star > 16 {
+        // (A bounded scan: `str::find` sets up a memchr that costs more than these bytes.)
+        let Some(star) = text.bytes().take(17).position(|b| b == b'*') else {
             break;
-        }
+        };
         let head = &text[..star];
         let key: String = head
             .chars()
@@ -100,7 +172,7 @@ fn strip_processor_prefixes<'a>(mut text: &'a str, prefixes: &[String]) -> &'a s
             .map(|c| c.to_ascii_lowercase())
             .collect();
         let rest = &text[star + 1..];
-        if !key.is_empty() && prefixes.iter().any(|p| *p == key) && !rest.trim().is_empty() {
+        if !key.is_empty() && prefixes.contains(&key) && !rest.trim().is_empty() {
             text = rest;
         } else {
             break;
@@ -150,14 +222,18 @@ fn fold(ch: char) -> Folded {
 
 /// The accented letters of Portuguese, Spanish, French and German, folded without a table
 /// look-up; they are almost all the non-ASCII letters statements carry.
-fn fold_latin(ch: char) -> Option<char> {
+pub(crate) fn fold_latin(ch: char) -> Option<char> {
     Some(match ch {
-        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' | 'ª' => 'a',
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' | 'ª' => {
+            'a'
+        }
         'ç' | 'Ç' => 'c',
         'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => 'e',
         'ì' | 'í' | 'î' | 'ï' | 'Ì' | 'Í' | 'Î' | 'Ï' => 'i',
         'ñ' | 'Ñ' => 'n',
-        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ø' | 'º' => 'o',
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ø' | 'º' => {
+            'o'
+        }
         'ù' | 'ú' | 'û' | 'ü' | 'Ù' | 'Ú' | 'Û' | 'Ü' => 'u',
         'ý' | 'ÿ' | 'Ý' => 'y',
         'ß' => 's',
@@ -208,6 +284,22 @@ mod tests {
         assert_eq!(n("IFOOD *IFOOD"), "ifood ifood");
         // A prefix with nothing after it is not stripped.
         assert_eq!(n("PAG*"), "pag");
+    }
+
+    #[test]
+    fn the_ascii_fast_path_agrees_with_the_general_path() {
+        // A trailing no-break space forces the general path and adds only a word break.
+        for s in [
+            "PAG*PadariaReal 0042",
+            "McDonald's #12345 SAO PAULO BR",
+            "99APP *99POP 12/03",
+            "UBER   *TRIP-HELP.UBER.COM",
+            "a1b22c333d4444",
+            "'x' 000 '",
+            "",
+        ] {
+            assert_eq!(n(s), n(&format!("{s}\u{a0}")), "{s:?}");
+        }
     }
 
     #[test]

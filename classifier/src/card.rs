@@ -1,0 +1,101 @@
+//! The model card: what a model was trained on, how, and how well it does.
+
+use std::fmt::Write;
+
+use crate::metrics::Confusion;
+use crate::train::{TrainReport, TrainSettings};
+
+/// Evaluation of a model on a separate set, for the card.
+pub struct Evaluation<'a> {
+    pub data: &'a str,
+    pub confusion: &'a Confusion,
+}
+
+/// Renders a model card in Markdown.
+pub fn model_card(
+    name: &str,
+    data: &str,
+    command: &str,
+    settings: &TrainSettings,
+    report: &TrainReport,
+    evaluation: Option<Evaluation<'_>>,
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Model card: `{name}`\n");
+    let _ = writeln!(
+        out,
+        "Multinomial logistic regression over hashed text and movement features, labelling bank \
+         movements with the 19 categories of `shared/taxonomy.md`. Trained with \
+         `linfa_logistic::MultiLogisticRegression`; served by the sparse scorer of \
+         `classifier::model`.\n"
+    );
+    let _ = writeln!(out, "## How it was made\n\n```\n{command}\n```\n");
+    let _ = writeln!(
+        out,
+        "- data: `{data}`: {} rows, {} for training and {} held out (seed {}, {:.0}%)",
+        report.train_rows + report.holdout_rows,
+        report.train_rows,
+        report.holdout_rows,
+        settings.seed,
+        settings.holdout * 100.0
+    );
+    let _ = writeln!(
+        out,
+        "- solver: L-BFGS, {} iterations in steps of {}, alpha {} (L2 on the summed loss)",
+        settings.max_iterations, settings.chunk_iterations, settings.alpha
+    );
+    let f = &settings.features;
+    let _ = writeln!(
+        out,
+        "- features: 2^{} hash buckets; character {}-{}-grams inside words, words{}, direction, \
+         log2 amount bucket, round amount, MCC and MCC group, movement type; {} columns kept \
+         (buckets in at least {} training rows, at most {})",
+        f.hash_bits,
+        f.char_ngram_min,
+        f.char_ngram_max,
+        if f.word_bigrams { ", word bigrams" } else { "" },
+        report.columns,
+        settings.min_df,
+        settings.max_columns
+    );
+    let _ = writeln!(
+        out,
+        "- training time: {:.1} s in all, {:.1} s of it fitting; peak memory {}\n",
+        report.seconds,
+        report.fit_seconds,
+        report
+            .peak_rss_bytes
+            .map(|b| format!("{:.0} MiB", b as f64 / (1024.0 * 1024.0)))
+            .unwrap_or_else(|| "not measured on this platform".into())
+    );
+    let _ = writeln!(out, "Rows per label in the data:\n");
+    let _ = writeln!(out, "| label | rows |\n|---|---:|");
+    for (label, n) in &report.label_counts {
+        let _ = writeln!(out, "| {label} | {n} |");
+    }
+    if let Some(e) = evaluation {
+        let _ = writeln!(
+            out,
+            "\n## Evaluation on unseen merchants and phrasings\n\n`{}`: brands of the \
+             name-suggestion-index reserved from training (ids ending in 0 or 1), wrapped in \
+             statement formats the corpus builder does not use for training, and statement \
+             patterns with phrasings and names kept out of training.\n\n**macro-F1 {:.4}**\n",
+            e.data,
+            e.confusion.macro_f1()
+        );
+        out.push_str(&e.confusion.scores_markdown());
+        out.push_str(
+            "\nConfusion matrix (rows: truth, columns: prediction, by taxonomy position):\n\n",
+        );
+        out.push_str(&e.confusion.matrix_markdown());
+    }
+    let _ = writeln!(
+        out,
+        "\n## Hold-out ({} rows of the training corpus)\n",
+        report.holdout_rows
+    );
+    out.push_str(&report.holdout.scores_markdown());
+    out.push_str("\nConfusion matrix:\n\n");
+    out.push_str(&report.holdout.matrix_markdown());
+    out
+}

@@ -1,0 +1,67 @@
+//! The sparse scorer predicts exactly what linfa's own `predict` does on the same rows.
+
+mod common;
+
+use classifier::features::Featurizer;
+use classifier::model::{softmax_in_place, Scorer, Workspace};
+use classifier::train::{featurize_all, fit, split, to_model_file, TrainSettings, Vocabulary};
+use linfa::prelude::Predict;
+use ndarray::Array1;
+
+#[test]
+fn the_sparse_scorer_predicts_exactly_what_linfa_predicts() {
+    let rows = common::labelled_rows(&common::corpus_path(), 4000);
+    let settings = TrainSettings {
+        max_iterations: 40,
+        chunk_iterations: 20,
+        max_columns: 3000,
+        ..TrainSettings::default()
+    };
+    let featurizer = Featurizer::new(settings.features.clone()).unwrap();
+    let (train_idx, test_idx) = split(rows.len(), 0.25, 3);
+    let train_rows: Vec<_> = train_idx.iter().map(|&i| rows[i].clone()).collect();
+    let test_rows: Vec<_> = test_idx.iter().map(|&i| rows[i].clone()).collect();
+    let train_features = featurize_all(&featurizer, &train_rows);
+    let vocabulary = Vocabulary::build(&train_features, settings.min_df, settings.max_columns);
+    let x = vocabulary.matrix(&train_features);
+    let y: Array1<usize> = train_rows
+        .iter()
+        .map(|t| t.category.unwrap().index())
+        .collect();
+    let fitted = fit(&x, &y, &settings, |_, _| {}).unwrap();
+    let model = to_model_file(
+        &fitted,
+        &vocabulary,
+        &settings.features,
+        serde_json::Value::Null,
+    );
+    let scorer = Scorer::new(&model).unwrap();
+
+    // Held-out rows carry features the vocabulary never saw: both sides must drop them alike.
+    for rows in [&train_rows, &test_rows] {
+        let features = featurize_all(&featurizer, rows);
+        let dense = vocabulary.matrix(&features);
+        let linfa_labels = fitted.predict(&dense);
+        let linfa_probs = fitted.predict_probabilities(&dense);
+        let mut ws = Workspace::default();
+        let mut logits = Vec::new();
+        for (i, t) in rows.iter().enumerate() {
+            let p = scorer.predict_with(&t.input(), &mut ws);
+            assert_eq!(
+                p.label.index(),
+                linfa_labels[i],
+                "row {i} ({:?}): scorer and linfa disagree",
+                t.description
+            );
+            scorer.logits_of(&features[i], &mut logits);
+            softmax_in_place(&mut logits);
+            for (k, &prob) in logits.iter().enumerate() {
+                assert!(
+                    (prob - linfa_probs[[i, k]]).abs() < 1e-4,
+                    "row {i} label {k}: {prob} vs {}",
+                    linfa_probs[[i, k]]
+                );
+            }
+        }
+    }
+}
