@@ -29,7 +29,12 @@ pub fn model_card(
          `linfa_logistic::MultiLogisticRegression`; served by the sparse scorer of \
          `classifier::model`.\n"
     );
-    let _ = writeln!(out, "## How it was made\n\n```\n{command}\n```\n");
+    let _ = writeln!(
+        out,
+        "## How it was made\n\nTrained {} on {}.\n\n```\n{command}\n```\n",
+        today(),
+        machine()
+    );
     let _ = writeln!(
         out,
         "- data: `{data}`: {} rows, {} for training and {} held out (seed {}, {:.0}%)",
@@ -98,4 +103,58 @@ pub fn model_card(
     out.push_str("\nConfusion matrix:\n\n");
     out.push_str(&report.holdout.matrix_markdown());
     out
+}
+
+/// Today's date (UTC) as `yyyy-mm-dd`, from the system clock.
+pub fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// The CPU model and core count, from /proc/cpuinfo where there is one.
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    format!("{cpu}, {cores} cores")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_since_the_epoch_become_calendar_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_413), (2025, 11, 21));
+        assert_eq!(civil_from_days(20_513), (2026, 3, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
 }
