@@ -1,8 +1,31 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's quick start runs it: formatting, lints, then every
-# test of the workspace. Installs nothing the Rust toolchain does not already bring.
+# test of the workspace. Tests use a real Redis: the one at REDIS_URL, else 127.0.0.1:6379,
+# else a redis-server this script starts (installing it from Debian if it is missing).
 set -euo pipefail
 cd "$(dirname "$0")"
+
+redis_up() { # host port
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+if [ -z "${REDIS_URL:-}" ]; then
+  if redis_up 127.0.0.1 6379; then
+    export REDIS_URL=redis://127.0.0.1:6379
+  else
+    if ! command -v redis-server >/dev/null; then
+      echo "== installing redis-server"
+      apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+    fi
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    dir=$(mktemp -d)
+    redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+      --dir "$dir" --logfile "$dir/redis.log" --pidfile "$dir/redis.pid"
+    trap 'kill "$(cat "$dir/redis.pid")" 2>/dev/null || true' EXIT
+    for _ in $(seq 50); do redis_up 127.0.0.1 "$port" && break; sleep 0.1; done
+    export REDIS_URL="redis://127.0.0.1:$port"
+  fi
+fi
+echo "== tests use Redis at $REDIS_URL"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

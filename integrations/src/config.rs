@@ -1,0 +1,384 @@
+//! Partner configuration: a TOML file, then environment overrides, validated at start.
+//!
+//! ```toml
+//! [[partners]]
+//! name = "bureau-a"            # unique; used in metrics, logs and queue keys
+//! kind = "consumer"            # consumer | rating | movements
+//! base_url = "https://bureau-a.example"
+//! token_env = "BUREAU_A_TOKEN" # the environment variable holding the bearer token
+//! max_concurrency = 4          # requests at once, across every instance
+//! rate_per_sec = 20            # requests per second, per instance
+//! timeout_ms = 2000
+//! breaker = { failure_threshold = 5, open_ms = 5000 }
+//! retry = { max_attempts = 6, base_ms = 500, cap_ms = 60000 }
+//! ```
+//!
+//! `REDIS_URL` selects Redis for the semaphore and the retry queue; without it both run in
+//! process. `PARTNER_<NAME>_BASE_URL`, `_MAX_CONCURRENCY`, `_RATE_PER_SEC` and `_TIMEOUT_MS`
+//! (name upper-cased, `-` as `_`) override a partner's fields. A bad value stops the start with
+//! a message naming the key.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::contract::Kind;
+use crate::error::IntegrationError;
+
+/// A secret read from the environment; printing it shows `[redacted]`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// When a partner's circuit opens and for how long.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Consecutive failures (5xx, timeouts, connection errors) that open the circuit.
+    pub failure_threshold: u32,
+    /// How long the circuit stays open before one probe is let through, in milliseconds.
+    pub open_ms: u64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: 5,
+            open_ms: 5_000,
+        }
+    }
+}
+
+/// How a failed or deferred request is retried.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetryConfig {
+    /// Attempts in all, the first included; after the last the request is dead-lettered.
+    pub max_attempts: u32,
+    /// The first backoff, in milliseconds; it doubles per attempt, with full jitter.
+    pub base_ms: u64,
+    /// The largest backoff, in milliseconds.
+    pub cap_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            max_attempts: 6,
+            base_ms: 500,
+            cap_ms: 60_000,
+        }
+    }
+}
+
+/// One partner bureau.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerConfig {
+    /// Unique name; appears in metrics, logs and Redis keys.
+    pub name: String,
+    /// Which data the partner serves.
+    pub kind: Kind,
+    /// Where the contract's paths are rooted, e.g. `https://bureau.example`.
+    pub base_url: String,
+    /// The environment variable that holds the partner's bearer token; none sends no token.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// Requests at once the partner accepts, counting every instance of the service.
+    pub max_concurrency: u32,
+    /// Requests per second this instance sends at most.
+    pub rate_per_sec: u32,
+    /// How long one request may take, in milliseconds.
+    pub timeout_ms: u64,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// The token, read from `token_env` at load time.
+    #[serde(skip)]
+    pub token: Option<Secret>,
+}
+
+/// The whole integrations configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Redis for the semaphore and retry queue; in process when absent. `REDIS_URL` overrides.
+    #[serde(default)]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
+    #[serde(default = "default_prefix")]
+    pub key_prefix: String,
+    /// How long a semaphore permit or a queue lease lives without being refreshed, in
+    /// milliseconds: the time after which a crashed process's permits and jobs come back.
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+    /// Jobs the retry queue holds at most; beyond it requests fail with a clear error.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: u64,
+    pub partners: Vec<PartnerConfig>,
+}
+
+fn default_prefix() -> String {
+    "credit".into()
+}
+fn default_lease_ms() -> u64 {
+    10_000
+}
+fn default_max_queue() -> u64 {
+    100_000
+}
+
+impl Config {
+    /// Reads a TOML file, applies the environment, validates.
+    pub fn load(path: &Path) -> Result<Self, IntegrationError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| IntegrationError::Config(format!("{}: {e}", path.display())))?;
+        Self::from_toml(&text, |k| std::env::var(k).ok())
+    }
+
+    /// Parses TOML text with `env` as the environment (tests pass a map).
+    pub fn from_toml(
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, IntegrationError> {
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| IntegrationError::Config(e.message().to_string() + &span_of(&e)))?;
+        config.apply_env(&env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), IntegrationError> {
+        if let Some(url) = env("REDIS_URL").filter(|u| !u.is_empty()) {
+            self.redis_url = Some(url);
+        }
+        if let Some(prefix) = env("KEY_PREFIX").filter(|p| !p.is_empty()) {
+            self.key_prefix = prefix;
+        }
+        for p in &mut self.partners {
+            let key = |field: &str| {
+                format!(
+                    "PARTNER_{}_{field}",
+                    p.name.to_uppercase().replace('-', "_")
+                )
+            };
+            if let Some(v) = env(&key("BASE_URL")) {
+                p.base_url = v;
+            }
+            let number = |field: &str| -> Result<Option<u64>, IntegrationError> {
+                let k = key(field);
+                env(&k)
+                    .map(|v| {
+                        v.trim().parse::<u64>().map_err(|_| {
+                            IntegrationError::Config(format!("{k}: `{v}` is not a whole number"))
+                        })
+                    })
+                    .transpose()
+            };
+            if let Some(v) = number("MAX_CONCURRENCY")? {
+                p.max_concurrency = u32::try_from(v).unwrap_or(u32::MAX);
+            }
+            if let Some(v) = number("RATE_PER_SEC")? {
+                p.rate_per_sec = u32::try_from(v).unwrap_or(u32::MAX);
+            }
+            if let Some(v) = number("TIMEOUT_MS")? {
+                p.timeout_ms = v;
+            }
+            if let Some(var) = &p.token_env {
+                p.token = env(var).filter(|t| !t.is_empty()).map(Secret::new);
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), IntegrationError> {
+        let err = |key: String, why: &str| Err(IntegrationError::Config(format!("{key}: {why}")));
+        if self.partners.is_empty() {
+            return err(
+                "partners".into(),
+                "at least one [[partners]] table is needed",
+            );
+        }
+        if self.lease_ms < 100 {
+            return err("lease_ms".into(), "must be at least 100");
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
+            return err("key_prefix".into(), "must be a non-empty word");
+        }
+        let mut names = HashSet::new();
+        for (i, p) in self.partners.iter().enumerate() {
+            let at = |field: &str| format!("partners[{i}].{field}");
+            if p.name.is_empty()
+                || !p
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return err(at("name"), "must be letters, digits, `-` or `_`");
+            }
+            if !names.insert(p.name.clone()) {
+                return err(at("name"), &format!("`{}` is used twice", p.name));
+            }
+            match reqwest::Url::parse(&p.base_url) {
+                Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                _ => return err(at("base_url"), "must be an http or https URL"),
+            }
+            if p.max_concurrency == 0 {
+                return err(at("max_concurrency"), "must be at least 1");
+            }
+            if p.rate_per_sec == 0 {
+                return err(at("rate_per_sec"), "must be at least 1");
+            }
+            if p.timeout_ms == 0 {
+                return err(at("timeout_ms"), "must be at least 1");
+            }
+            if p.breaker.failure_threshold == 0 {
+                return err(at("breaker.failure_threshold"), "must be at least 1");
+            }
+            if p.retry.max_attempts == 0 {
+                return err(at("retry.max_attempts"), "must be at least 1");
+            }
+            if p.retry.base_ms == 0 || p.retry.cap_ms < p.retry.base_ms {
+                return err(
+                    at("retry"),
+                    "base_ms must be at least 1 and cap_ms at least base_ms",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The configuration of the embedded shape: one partner of each kind, all served by the
+    /// bundled simulator at `simulator_url`.
+    pub fn embedded(simulator_url: &str) -> Self {
+        let partner = |name: &str, kind| PartnerConfig {
+            name: name.into(),
+            kind,
+            base_url: simulator_url.into(),
+            token_env: None,
+            max_concurrency: 8,
+            rate_per_sec: 200,
+            timeout_ms: 5_000,
+            breaker: BreakerConfig::default(),
+            retry: RetryConfig::default(),
+            token: None,
+        };
+        Config {
+            redis_url: None,
+            key_prefix: default_prefix(),
+            lease_ms: default_lease_ms(),
+            max_queue: default_max_queue(),
+            partners: vec![
+                partner("consumer-sim", Kind::Consumer),
+                partner("rating-sim", Kind::Rating),
+                partner("movements-sim", Kind::Movements),
+            ],
+        }
+    }
+
+    pub fn partner(&self, name: &str) -> Option<&PartnerConfig> {
+        self.partners.iter().find(|p| p.name == name)
+    }
+}
+
+fn span_of(e: &toml::de::Error) -> String {
+    e.span()
+        .map(|s| format!(" (at byte {})", s.start))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    const GOOD: &str = r#"
+        [[partners]]
+        name = "bureau-a"
+        kind = "consumer"
+        base_url = "http://127.0.0.1:9000"
+        token_env = "BUREAU_A_TOKEN"
+        max_concurrency = 4
+        rate_per_sec = 20
+        timeout_ms = 2000
+    "#;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn a_good_file_loads_with_defaults_and_the_token_from_the_environment() {
+        let c = Config::from_toml(GOOD, env(&[("BUREAU_A_TOKEN", "s3cret")])).unwrap();
+        let p = &c.partners[0];
+        assert_eq!(p.breaker, BreakerConfig::default());
+        assert_eq!(p.retry.max_attempts, 6);
+        assert_eq!(p.token.as_ref().unwrap().expose(), "s3cret");
+        assert!(
+            !format!("{c:?}").contains("s3cret"),
+            "a token must never be printed"
+        );
+        assert_eq!(c.redis_url, None);
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file() {
+        let c = Config::from_toml(
+            GOOD,
+            env(&[
+                ("REDIS_URL", "redis://127.0.0.1:6379/3"),
+                ("PARTNER_BUREAU_A_MAX_CONCURRENCY", "9"),
+                ("PARTNER_BUREAU_A_BASE_URL", "http://10.0.0.1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.redis_url.as_deref(), Some("redis://127.0.0.1:6379/3"));
+        assert_eq!(c.partners[0].max_concurrency, 9);
+        assert_eq!(c.partners[0].base_url, "http://10.0.0.1");
+    }
+
+    #[test]
+    fn bad_configuration_names_the_key() {
+        let bad = |text: &str, envs: &[(&str, &str)]| {
+            Config::from_toml(text, env(envs)).unwrap_err().to_string()
+        };
+        assert!(bad(
+            &GOOD.replace("max_concurrency = 4", "max_concurrency = 0"),
+            &[]
+        )
+        .contains("partners[0].max_concurrency"));
+        assert!(bad(&GOOD.replace("http://127.0.0.1:9000", "ftp://x"), &[])
+            .contains("partners[0].base_url"));
+        assert!(
+            bad(&GOOD.replace("kind = \"consumer\"", "kind = \"cars\""), &[])
+                .contains("unknown variant `cars`")
+        );
+        assert!(bad(&format!("{GOOD}\nsurprise = 1"), &[]).contains("unknown field `surprise`"));
+        assert!(bad(GOOD, &[("PARTNER_BUREAU_A_TIMEOUT_MS", "soon")])
+            .contains("PARTNER_BUREAU_A_TIMEOUT_MS"));
+        assert!(bad(&format!("{GOOD}\n{}", GOOD.trim()), &[]).contains("`bureau-a` is used twice"));
+    }
+}
