@@ -16,6 +16,7 @@ pub mod config;
 pub mod contract;
 pub mod cpf;
 pub mod error;
+pub mod partner;
 pub mod semaphore;
 pub mod simulator;
 
