@@ -16,8 +16,11 @@ pub mod config;
 pub mod contract;
 pub mod cpf;
 pub mod error;
+pub mod gateway;
 pub mod partner;
+pub mod queue;
 pub mod semaphore;
+pub mod service;
 pub mod simulator;
 
 pub use config::{Config, PartnerConfig, Secret};

@@ -40,6 +40,8 @@ pub enum DeferReason {
     RateLimited,
     /// The partner answered 429 and asked us to wait.
     PartnerBusy,
+    /// The partner failed (5xx, timeout, connection); retried with backoff.
+    PartnerFailed,
 }
 
 impl DeferReason {
@@ -49,6 +51,7 @@ impl DeferReason {
             DeferReason::CircuitOpen => "circuit_open",
             DeferReason::RateLimited => "rate_limited",
             DeferReason::PartnerBusy => "partner_busy",
+            DeferReason::PartnerFailed => "partner_failed",
         }
     }
 }

@@ -1,0 +1,381 @@
+//! The gateway: partner requests made now when the partner's limits allow, queued otherwise,
+//! and the worker that drains the queue under the same semaphore and delivers each outcome
+//! once to whoever asked (a channel in process, an HTTP callback across processes).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{oneshot, watch};
+
+use crate::config::Config;
+use crate::cpf::Cpf;
+use crate::error::IntegrationError;
+use crate::partner::{Attempt, DeferReason, Partner, PartnerStatus, RequestParams};
+use crate::queue::{
+    backoff, now_ms, Job, Leased, LocalQueue, Outcome, Queue, RedisQueue, RetryQueue,
+};
+use crate::semaphore::{LocalSemaphore, RedisSemaphore, Semaphore};
+
+/// A request for one partner's data.
+#[derive(Debug, Clone)]
+pub struct PartnerRequest {
+    pub request_id: String,
+    pub partner: String,
+    pub cpf: Cpf,
+    pub params: RequestParams,
+    /// Where to POST the outcome if the request is queued; none delivers in process.
+    pub callback_url: Option<String>,
+}
+
+/// What [`Gateway::submit`] did with a request.
+#[derive(Debug)]
+pub enum Submitted {
+    /// Answered at once (data, or a final failure).
+    Now(Outcome),
+    /// Queued: the outcome comes later through `receiver` (in process) or the callback.
+    Queued {
+        reason: DeferReason,
+        retry_in: Duration,
+        receiver: Option<oneshot::Receiver<Outcome>>,
+    },
+}
+
+/// The queue's and partners' state, for `GET /v1/partners`.
+#[derive(Debug, Clone, Serialize)]
+pub struct GatewayStatus {
+    pub partners: Vec<PartnerStatus>,
+    pub queue: crate::queue::QueueStats,
+}
+
+/// Partners, semaphore and queue, as the configuration chose them.
+pub struct Gateway {
+    config: Config,
+    partners: HashMap<String, Partner>,
+    queue: Queue,
+    http: reqwest::Client,
+    /// In-process callers waiting for a queued request's outcome, by job id.
+    waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
+}
+
+impl Gateway {
+    /// Connects to Redis when the configuration names it; otherwise everything is in process.
+    pub async fn build(config: Config) -> Result<Arc<Self>, IntegrationError> {
+        let (semaphore, queue) = match &config.redis_url {
+            Some(url) => (
+                Semaphore::Redis(RedisSemaphore::connect(url, &config.key_prefix).await?),
+                Queue::Redis(RedisQueue::connect(url, &config.key_prefix, config.max_queue).await?),
+            ),
+            None => (
+                Semaphore::Local(LocalSemaphore::new()),
+                Queue::Local(LocalQueue::new(config.max_queue)),
+            ),
+        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| IntegrationError::Config(format!("HTTP client: {e}")))?;
+        let lease = Duration::from_millis(config.lease_ms);
+        let partners = config
+            .partners
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    Partner::new(p.clone(), http.clone(), semaphore.clone(), lease),
+                )
+            })
+            .collect();
+        Ok(Arc::new(Gateway {
+            config,
+            partners,
+            queue,
+            http,
+            waiting: Mutex::default(),
+        }))
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn partner(&self, name: &str) -> Option<&Partner> {
+        self.partners.get(name)
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    /// Tries the request now; queues it when the partner cannot take it now.
+    pub async fn submit(&self, request: PartnerRequest) -> Result<Submitted, IntegrationError> {
+        let partner = self
+            .partners
+            .get(&request.partner)
+            .ok_or_else(|| IntegrationError::UnknownPartner(request.partner.clone()))?;
+        let attempt = partner.attempt(&request.cpf, &request.params).await;
+        let mut job = Job {
+            id: Job::key(&request.request_id, &request.partner, &request.params),
+            request_id: request.request_id,
+            partner: request.partner,
+            cpf: request.cpf.digits(),
+            params: request.params,
+            callback_url: request.callback_url,
+            attempts: 0,
+            last_error: None,
+            enqueued_at_ms: now_ms(),
+            outcome: None,
+            failed_deliveries: 0,
+        };
+        let (reason, retry_in) = match attempt {
+            Attempt::Defer { reason, retry_in } => (reason, retry_in),
+            Attempt::Failed { error } => {
+                job.attempts = 1;
+                job.last_error = Some(error);
+                let retry = &partner.config().retry;
+                if job.attempts >= retry.max_attempts {
+                    return Ok(Submitted::Now(outcome_of(
+                        &job,
+                        Err(job.last_error.clone().unwrap_or_default()),
+                    )));
+                }
+                let delay = backoff(
+                    job.attempts,
+                    Duration::from_millis(retry.base_ms),
+                    Duration::from_millis(retry.cap_ms),
+                );
+                (DeferReason::PartnerFailed, delay)
+            }
+            other => {
+                job.attempts = 1;
+                return Ok(Submitted::Now(outcome_of(&job, final_result(other))));
+            }
+        };
+        let receiver = if job.callback_url.is_none() {
+            let (tx, rx) = oneshot::channel();
+            self.waiting
+                .lock()
+                .expect("waiting lock")
+                .insert(job.id.clone(), tx);
+            Some(rx)
+        } else {
+            None
+        };
+        if let Err(e) = self.queue.enqueue(&job, retry_in).await {
+            self.waiting.lock().expect("waiting lock").remove(&job.id);
+            return Err(e);
+        }
+        Ok(Submitted::Queued {
+            reason,
+            retry_in,
+            receiver,
+        })
+    }
+
+    /// Partners' and queue's state.
+    pub async fn status(&self) -> Result<GatewayStatus, IntegrationError> {
+        let mut partners = Vec::with_capacity(self.partners.len());
+        for p in &self.config.partners {
+            partners.push(self.partners[&p.name].status().await);
+        }
+        Ok(GatewayStatus {
+            partners,
+            queue: self.queue.stats().await?,
+        })
+    }
+
+    /// Whether the stores answer (Redis, when configured).
+    pub async fn ready(&self) -> bool {
+        match &self.queue {
+            Queue::Local(_) => true,
+            Queue::Redis(q) => q.ping().await,
+        }
+    }
+
+    /// Drains the queue until `shutdown` turns true; jobs in hand are finished or given back.
+    pub async fn run_worker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let lease = Duration::from_millis(self.config.lease_ms);
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let batch = match self.queue.lease(32, lease).await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Retry queue unavailable; retrying in a second.");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
+            };
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = self.queue.wait(Duration::from_millis(250)) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let tasks: Vec<_> = batch
+                .into_iter()
+                .map(|leased| {
+                    let gw = self.clone();
+                    tokio::spawn(async move { gw.work(leased).await })
+                })
+                .collect();
+            for t in tasks {
+                let _ = t.await;
+            }
+        }
+        tracing::info!("Retry worker stopped.");
+    }
+
+    async fn work(&self, leased: Leased) {
+        let mut job = leased.job.clone();
+        if job.outcome.is_none() {
+            let Some(partner) = self.partners.get(&job.partner) else {
+                job.last_error = Some(format!("unknown partner `{}`", job.partner));
+                job.outcome = Some(outcome_of(
+                    &job,
+                    Err(job.last_error.clone().unwrap_or_default()),
+                ));
+                return self.deliver_and_close(&leased, job, true).await;
+            };
+            let Ok(cpf) = Cpf::parse(&job.cpf) else {
+                job.last_error = Some("the queued CPF is not valid".into());
+                job.outcome = Some(outcome_of(
+                    &job,
+                    Err(job.last_error.clone().unwrap_or_default()),
+                ));
+                return self.deliver_and_close(&leased, job, true).await;
+            };
+            match partner.attempt(&cpf, &job.params).await {
+                Attempt::Defer { retry_in, .. } => {
+                    return self.reschedule(&leased, &job, retry_in).await;
+                }
+                Attempt::Failed { error } => {
+                    job.attempts += 1;
+                    job.last_error = Some(error.clone());
+                    let retry = &partner.config().retry;
+                    if job.attempts < retry.max_attempts {
+                        let delay = backoff(
+                            job.attempts,
+                            Duration::from_millis(retry.base_ms),
+                            Duration::from_millis(retry.cap_ms),
+                        );
+                        return self.reschedule(&leased, &job, delay).await;
+                    }
+                    job.outcome = Some(outcome_of(&job, Err(error)));
+                    return self.deliver_and_close(&leased, job, true).await;
+                }
+                other => {
+                    job.attempts += 1;
+                    job.outcome = Some(outcome_of(&job, final_result(other)));
+                }
+            }
+        }
+        self.deliver_and_close(&leased, job, false).await
+    }
+
+    async fn reschedule(&self, leased: &Leased, job: &Job, delay: Duration) {
+        match self.queue.reschedule(leased, job, delay).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(job = %job.id, "Lease lost before rescheduling; another worker has the job.")
+            }
+            Err(e) => {
+                tracing::warn!(job = %job.id, error = %e, "Could not reschedule; the lease will return the job.")
+            }
+        }
+    }
+
+    /// Delivers the job's outcome; finishes (or buries, for a request that finally failed) the
+    /// job once delivered, or keeps it for another delivery attempt.
+    async fn deliver_and_close(&self, leased: &Leased, mut job: Job, bury: bool) {
+        let outcome = job.outcome.clone().expect("an outcome to deliver");
+        if let Err(e) = self.deliver(&job, &outcome).await {
+            job.failed_deliveries += 1;
+            tracing::warn!(job = %job.id, error = %e, "Delivery failed; will retry.");
+            let delay = backoff(
+                job.failed_deliveries,
+                Duration::from_millis(500),
+                Duration::from_secs(30),
+            );
+            return self.reschedule(leased, &job, delay).await;
+        }
+        let closed = if bury {
+            self.queue.bury(leased, &job).await
+        } else {
+            self.queue.finish(leased).await
+        };
+        if let Err(e) = closed {
+            tracing::warn!(job = %job.id, error = %e, "Delivered but could not close the job; it may be delivered again.");
+        }
+    }
+
+    async fn deliver(&self, job: &Job, outcome: &Outcome) -> Result<(), String> {
+        match &job.callback_url {
+            Some(url) => {
+                let r = self
+                    .http
+                    .post(url)
+                    .timeout(Duration::from_secs(5))
+                    .json(outcome)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        if e.is_timeout() {
+                            "callback timed out".to_string()
+                        } else {
+                            "callback unreachable".to_string()
+                        }
+                    })?;
+                if r.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(format!("callback answered {}", r.status().as_u16()))
+                }
+            }
+            None => {
+                let waiter = self.waiting.lock().expect("waiting lock").remove(&job.id);
+                match waiter {
+                    Some(tx) => {
+                        // A caller that gave up is not an error: nobody is left to tell.
+                        let _ = tx.send(outcome.clone());
+                    }
+                    None => {
+                        tracing::info!(job = %job.id, "Outcome ready but nobody waits for it in this process.")
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn final_result(attempt: Attempt) -> Result<serde_json::Value, String> {
+    match attempt {
+        Attempt::Done(data) => Ok(serde_json::to_value(data).expect("partner data serialise")),
+        Attempt::NotFound => Err("not_found: the partner has no record of this CPF".into()),
+        Attempt::Refused { status } => Err(format!("refused: the partner answered {status}")),
+        Attempt::Failed { error } => Err(error),
+        Attempt::Defer { reason, .. } => Err(format!("deferred: {}", reason.as_str())),
+    }
+}
+
+fn outcome_of(job: &Job, result: Result<serde_json::Value, String>) -> Outcome {
+    let (status, data, error) = match result {
+        Ok(d) => ("ok", Some(d), None),
+        Err(e) => ("failed", None, Some(e)),
+    };
+    Outcome {
+        request_id: job.request_id.clone(),
+        partner: job.partner.clone(),
+        status: status.into(),
+        data,
+        error,
+        attempts: job.attempts,
+    }
+}

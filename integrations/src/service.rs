@@ -1,0 +1,364 @@
+//! The integrations service of the distributed shape: the gateway over HTTP.
+//!
+//! - `POST /v1/partner-requests` `{"request_id", "partner", "cpf", "params", "callback_url"}`:
+//!   `200` with the outcome when it could be had at once, `202` when queued; every queued
+//!   request ends with exactly one `POST callback_url` of the outcome
+//!   `{"request_id", "partner", "status": "ok"|"failed", "data"|"error", "attempts"}`.
+//! - `GET /v1/partners`: breaker state, permits in use, rate, counters, queue depth, dead letters.
+//! - `GET /v1/dead-letters`, `POST /v1/dead-letters/replay[?id=ID]`.
+//! - `GET /healthz`, `GET /readyz` (Redis answers), `GET /metrics` (Prometheus text).
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::cpf::Cpf;
+use crate::gateway::{Gateway, PartnerRequest, Submitted};
+use crate::partner::{BreakerState, RequestParams};
+use crate::queue::RetryQueue;
+
+/// The one error type of the HTTP API: a 4xx tells the client what it did wrong; a 5xx says
+/// only that something went wrong, and the cause goes to the log.
+#[derive(Debug)]
+pub enum ApiError {
+    BadRequest(String),
+    Unprocessable { field: &'static str, detail: String },
+    Internal(String),
+    Unavailable(String),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, detail, field) = match self {
+            ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, d, None),
+            ApiError::Unprocessable { field, detail } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, detail, Some(field))
+            }
+            ApiError::Internal(cause) => {
+                tracing::error!(cause = %cause, "Request failed.");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "something went wrong".to_string(),
+                    None,
+                )
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(cause = %cause, "Request refused: a store is unavailable.");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the service cannot take requests now".to_string(),
+                    None,
+                )
+            }
+        };
+        let mut body = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason(),
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        if let Some(f) = field {
+            body["field"] = f.into();
+        }
+        (
+            status,
+            [("content-type", "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestBody {
+    request_id: String,
+    partner: String,
+    cpf: String,
+    #[serde(default)]
+    params: RequestParams,
+    callback_url: String,
+}
+
+/// The service's routes over a gateway.
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/v1/partner-requests", post(partner_request))
+        .route("/v1/partners", get(partners))
+        .route("/v1/dead-letters", get(dead_letters))
+        .route("/v1/dead-letters/replay", post(replay))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(gateway)
+}
+
+async fn partner_request(
+    State(gw): State<Arc<Gateway>>,
+    body: Result<Json<RequestBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let field = |field: &'static str, detail: &str| ApiError::Unprocessable {
+        field,
+        detail: detail.into(),
+    };
+    if body.request_id.is_empty() || body.request_id.len() > 128 || body.request_id.contains(':') {
+        return Err(field(
+            "request_id",
+            "must be 1 to 128 characters without `:`",
+        ));
+    }
+    if gw.partner(&body.partner).is_none() {
+        return Err(field("partner", "no partner of that name is configured"));
+    }
+    let cpf = Cpf::parse(&body.cpf).map_err(|e| field("cpf", &e.to_string()))?;
+    match reqwest::Url::parse(&body.callback_url) {
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+        _ => return Err(field("callback_url", "must be an http or https URL")),
+    }
+    if body
+        .params
+        .limit
+        .is_some_and(|l| l == 0 || l > crate::contract::MAX_PAGE)
+    {
+        return Err(field("params.limit", "must be 1 to 1000"));
+    }
+    let submitted = gw
+        .submit(PartnerRequest {
+            request_id: body.request_id.clone(),
+            partner: body.partner.clone(),
+            cpf,
+            params: body.params,
+            callback_url: Some(body.callback_url),
+        })
+        .await
+        .map_err(|e| match e {
+            crate::IntegrationError::QueueFull(_) | crate::IntegrationError::Redis(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            other => ApiError::Internal(other.to_string()),
+        })?;
+    Ok(match submitted {
+        Submitted::Now(outcome) => (StatusCode::OK, Json(outcome)).into_response(),
+        Submitted::Queued {
+            reason, retry_in, ..
+        } => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({
+                "request_id": body.request_id,
+                "partner": body.partner,
+                "status": "queued",
+                "reason": reason.as_str(),
+                "next_attempt_in_ms": retry_in.as_millis() as u64,
+            })),
+        )
+            .into_response(),
+    })
+}
+
+async fn partners(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+    let status = gw
+        .status()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(status).into_response())
+}
+
+async fn dead_letters(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+    let dead = gw
+        .queue()
+        .dead_letters(1000)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(dead).into_response())
+}
+
+#[derive(Deserialize)]
+struct ReplayQuery {
+    id: Option<String>,
+}
+
+async fn replay(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<ReplayQuery>,
+) -> Result<Response, ApiError> {
+    let n = gw
+        .queue()
+        .replay(q.id.as_deref())
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(serde_json::json!({"replayed": n})).into_response())
+}
+
+async fn readyz(State(gw): State<Arc<Gateway>>) -> StatusCode {
+    if gw.ready().await {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+    let status = gw
+        .status()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str, kind: &str, rows: Vec<(String, f64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    let per = |f: &dyn Fn(&crate::partner::PartnerStatus) -> f64| {
+        status
+            .partners
+            .iter()
+            .map(|p| (format!("{{partner=\"{}\"}}", p.name), f(p)))
+            .collect::<Vec<_>>()
+    };
+    family(
+        "integrations_partner_calls_total",
+        "Partner calls made.",
+        "counter",
+        per(&|p| p.calls as f64),
+    );
+    family(
+        "integrations_partner_failures_total",
+        "Partner calls that failed (5xx, timeout, connection, malformed).",
+        "counter",
+        per(&|p| p.failures as f64),
+    );
+    family(
+        "integrations_partner_deferred_total",
+        "Requests deferred (no permit, open circuit, rate, 429).",
+        "counter",
+        per(&|p| p.deferred as f64),
+    );
+    family(
+        "integrations_partner_latency_ms",
+        "Latency of the last successful call.",
+        "gauge",
+        per(&|p| p.last_latency_ms as f64),
+    );
+    family(
+        "integrations_breaker_state",
+        "Circuit state: 0 closed, 1 open, 2 half-open.",
+        "gauge",
+        per(&|p| match p.breaker {
+            BreakerState::Closed => 0.0,
+            BreakerState::Open => 1.0,
+            BreakerState::HalfOpen => 2.0,
+        }),
+    );
+    family(
+        "integrations_breaker_opened_total",
+        "Times the circuit opened.",
+        "counter",
+        per(&|p| p.times_opened as f64),
+    );
+    family(
+        "integrations_permits_in_use",
+        "Semaphore permits held, all instances.",
+        "gauge",
+        per(&|p| p.permits_in_use.unwrap_or(0) as f64),
+    );
+    let q = &status.queue;
+    family(
+        "integrations_queue_due",
+        "Queued requests waiting for their time.",
+        "gauge",
+        vec![(String::new(), q.due as f64)],
+    );
+    family(
+        "integrations_queue_leased",
+        "Queued requests a worker holds.",
+        "gauge",
+        vec![(String::new(), q.leased as f64)],
+    );
+    family(
+        "integrations_queue_dead",
+        "Dead-lettered requests.",
+        "gauge",
+        vec![(String::new(), q.dead as f64)],
+    );
+    family(
+        "integrations_queue_oldest_age_seconds",
+        "Age of the oldest queued request.",
+        "gauge",
+        vec![(String::new(), q.oldest_age_ms as f64 / 1000.0)],
+    );
+    Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}
+
+/// A running integrations service.
+pub struct Service {
+    pub addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    /// Binds `addr` (port 0 picks a free one), starts the worker and serves.
+    pub async fn start(gateway: Arc<Gateway>, addr: SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (tx, rx) = watch::channel(false);
+        let worker = tokio::spawn(gateway.clone().run_worker(rx.clone()));
+        let mut stop = rx;
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router(gateway))
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        Ok(Service {
+            addr,
+            shutdown: tx,
+            server,
+            worker,
+        })
+    }
+
+    /// Stops taking requests, lets the worker finish the jobs in hand (each bounded by its
+    /// partner timeout) and waits for both.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.worker.await;
+        let _ = self.server.await;
+    }
+}
