@@ -251,7 +251,10 @@ impl Gateway {
                 ));
                 return self.deliver_and_close(&leased, job, true).await;
             };
-            match partner.attempt(&cpf, &job.params).await {
+            // Wait for a permit for part of the lease: woken by releases, the job starts as
+            // soon as the partner has room, and the lease is not outlived.
+            let permit_wait = Duration::from_millis(self.config.lease_ms / 3);
+            match partner.attempt_within(&cpf, &job.params, permit_wait).await {
                 Attempt::Defer { retry_in, .. } => {
                     return self.reschedule(&leased, &job, retry_in).await;
                 }

@@ -30,8 +30,13 @@ use crate::queue::RetryQueue;
 /// only that something went wrong, and the cause goes to the log.
 #[derive(Debug)]
 pub enum ApiError {
-    BadRequest(String),
-    Unprocessable { field: &'static str, detail: String },
+    /// The body could not be read as the JSON asked for: 400 (syntax), 415 (content type),
+    /// 413 (size) or 422 (shape), as axum classifies it.
+    Rejected(StatusCode, String),
+    Unprocessable {
+        field: &'static str,
+        detail: String,
+    },
     Internal(String),
     Unavailable(String),
 }
@@ -39,7 +44,7 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, detail, field) = match self {
-            ApiError::BadRequest(d) => (StatusCode::BAD_REQUEST, d, None),
+            ApiError::Rejected(status, d) => (status, d, None),
             ApiError::Unprocessable { field, detail } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, detail, Some(field))
             }
@@ -107,7 +112,7 @@ async fn partner_request(
     State(gw): State<Arc<Gateway>>,
     body: Result<Json<RequestBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let Json(body) = body.map_err(|e| ApiError::Rejected(e.status(), e.body_text()))?;
     let field = |field: &'static str, detail: &str| ApiError::Unprocessable {
         field,
         detail: detail.into(),

@@ -81,8 +81,10 @@ impl Instrument for Recorder {
     }
 
     fn on_closed(&self) {
-        self.shared.state.store(0, Ordering::SeqCst);
-        tracing::info!(partner = %self.partner, "Circuit closed: the partner answers again.");
+        // failsafe also calls this when the breaker is built; only a real change is news.
+        if self.shared.state.swap(0, Ordering::SeqCst) != 0 {
+            tracing::info!(partner = %self.partner, "Circuit closed: the partner answers again.");
+        }
     }
 }
 

@@ -156,6 +156,17 @@ impl Partner {
 
     /// Makes at most one request for `cpf`, if the partner's limits allow it now.
     pub async fn attempt(&self, cpf: &Cpf, params: &RequestParams) -> Attempt {
+        self.attempt_within(cpf, params, Duration::ZERO).await
+    }
+
+    /// Like [`Partner::attempt`], but waits up to `permit_wait` for a permit, woken by
+    /// releases (the queue worker's way: it has nothing better to do meanwhile).
+    pub async fn attempt_within(
+        &self,
+        cpf: &Cpf,
+        params: &RequestParams,
+        permit_wait: Duration,
+    ) -> Attempt {
         if let Some(until) = *self.not_before.lock().expect("not_before lock") {
             let now = Instant::now();
             if until > now {
@@ -172,14 +183,13 @@ impl Partner {
             return self.defer(DeferReason::RateLimited, wait.max(Duration::from_millis(1)));
         }
         let name = self.config.name.as_str();
-        let mut permit = match Permit::try_acquire(
-            &self.semaphore,
-            name,
-            self.config.max_concurrency,
-            self.lease,
-        )
-        .await
-        {
+        let limit = self.config.max_concurrency;
+        let taken = if permit_wait.is_zero() {
+            Permit::try_acquire(&self.semaphore, name, limit, self.lease).await
+        } else {
+            Permit::acquire(&self.semaphore, name, limit, self.lease, permit_wait).await
+        };
+        let mut permit = match taken {
             Ok(Some(p)) => p,
             Ok(None) => {
                 drop(admission);

@@ -1,0 +1,361 @@
+//! The integrations service as separate OS processes sharing one Redis, against the bundled
+//! simulator (a stand-in for the bureaus, which cannot be reached here) over real HTTP.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::routing::post;
+use axum::{Json, Router};
+use integrations::queue::Outcome;
+use integrations::simulator::{self, SimulatorSettings, SimulatorStats};
+use integrations::Cpf;
+
+fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A free loopback port (bound then released; the service binds it right after).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct ServiceProcess {
+    child: Child,
+    url: String,
+}
+
+impl ServiceProcess {
+    async fn start(config: &std::path::Path, prefix: &str) -> Self {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_integrations"))
+            .args([
+                "serve",
+                "--config",
+                config.to_str().unwrap(),
+                "--port",
+                &port.to_string(),
+            ])
+            .env("REDIS_URL", redis_url())
+            .env("KEY_PREFIX", prefix)
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),
+            )
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        for _ in 0..100 {
+            if http.get(format!("{url}/healthz")).send().await.is_ok() {
+                return ServiceProcess { child, url };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the integrations service did not start");
+    }
+
+    /// kill -9: no shutdown, no release, no goodbye.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects the outcomes POSTed to its callback URL.
+struct Receiver {
+    url: String,
+    got: Arc<Mutex<Vec<Outcome>>>,
+}
+
+impl Receiver {
+    async fn start() -> Self {
+        let got: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+        let sink = got.clone();
+        let app = Router::new().route(
+            "/callback",
+            post(move |Json(o): Json<Outcome>| {
+                let sink = sink.clone();
+                async move {
+                    sink.lock().unwrap().push(o);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url: format!("http://{addr}/callback"),
+            got,
+        }
+    }
+}
+
+async fn simulator(settings: SimulatorSettings) -> SocketAddr {
+    simulator::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        settings,
+        std::future::pending(),
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+async fn sim_stats(addr: SocketAddr) -> SimulatorStats {
+    reqwest::get(format!("http://{addr}/stats"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn config_file(sim: SocketAddr, max_concurrency: u32, lease_ms: u64) -> tempfile::TempPath {
+    let text = format!(
+        r#"
+        lease_ms = {lease_ms}
+
+        [[partners]]
+        name = "bureau"
+        kind = "consumer"
+        base_url = "http://{sim}"
+        max_concurrency = {max_concurrency}
+        rate_per_sec = 10000
+        timeout_ms = 3000
+        retry = {{ max_attempts = 8, base_ms = 20, cap_ms = 200 }}
+        "#
+    );
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    file.into_temp_path()
+}
+
+fn prefix() -> String {
+    format!("test-svc-{}", integrations::semaphore::new_holder())
+}
+
+/// Sends `n` requests spread over `services`; returns the outcomes answered at once.
+async fn fire(services: &[String], n: usize, callback: &str, tag: &str) -> Vec<Outcome> {
+    let http = reqwest::Client::new();
+    let mut calls = Vec::new();
+    for i in 0..n {
+        let url = format!("{}/v1/partner-requests", services[i % services.len()]);
+        let body = serde_json::json!({
+            "request_id": format!("{tag}-{i}"),
+            "partner": "bureau",
+            "cpf": Cpf::from_base(100_000 + i as u32).digits(),
+            "callback_url": callback,
+        });
+        let http = http.clone();
+        calls.push(tokio::spawn(async move {
+            http.post(url).json(&body).send().await.unwrap()
+        }));
+    }
+    let mut now = Vec::new();
+    for c in calls {
+        let r = c.await.unwrap();
+        match r.status().as_u16() {
+            200 => now.push(r.json::<Outcome>().await.unwrap()),
+            202 => {}
+            s => panic!("unexpected {s}: {}", r.text().await.unwrap()),
+        }
+    }
+    now
+}
+
+/// Waits until every request of `n` has an outcome (at once or by callback); returns the
+/// number of outcomes per request id.
+async fn all_outcomes(
+    now: &[Outcome],
+    receiver: &Receiver,
+    n: usize,
+    within: Duration,
+) -> HashMap<String, usize> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for o in now.iter().chain(receiver.got.lock().unwrap().iter()) {
+            assert_eq!(o.status, "ok", "{o:?}");
+            *counts.entry(o.request_id.clone()).or_default() += 1;
+        }
+        if counts.len() == n || tokio::time::Instant::now() > deadline {
+            return counts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn several_processes_never_exceed_the_partners_concurrency_together() {
+    const LIMIT: u32 = 3;
+    let sim = simulator(SimulatorSettings {
+        latency_ms: 30,
+        latency_jitter_ms: 20,
+        capacity: LIMIT as u64,
+        ..SimulatorSettings::default()
+    })
+    .await;
+    let config = config_file(sim, LIMIT, 5000);
+    let prefix = prefix();
+    let mut services = Vec::new();
+    for _ in 0..3 {
+        services.push(ServiceProcess::start(&config, &prefix).await);
+    }
+    let receiver = Receiver::start().await;
+    let urls: Vec<String> = services.iter().map(|s| s.url.clone()).collect();
+    let now = fire(&urls, 90, &receiver.url, "hammer").await;
+    let counts = all_outcomes(&now, &receiver, 90, Duration::from_secs(60)).await;
+    assert_eq!(counts.len(), 90, "every request got its outcome");
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "no request was answered twice: {counts:?}"
+    );
+    let stats = sim_stats(sim).await;
+    assert_eq!(
+        stats.over_capacity, 0,
+        "the partner never refused for capacity"
+    );
+    assert!(
+        stats.max_in_flight <= LIMIT as u64,
+        "the partner saw {} at once",
+        stats.max_in_flight
+    );
+    assert!(
+        stats.max_in_flight >= 2,
+        "the test did load the partner concurrently"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_instances_permits_and_jobs_go_to_another_instance_and_nothing_is_lost_or_repeated(
+) {
+    const LIMIT: u32 = 2;
+    let sim = simulator(SimulatorSettings {
+        latency_ms: 150,
+        latency_jitter_ms: 50,
+        capacity: LIMIT as u64,
+        ..SimulatorSettings::default()
+    })
+    .await;
+    let config = config_file(sim, LIMIT, 1000);
+    let prefix = prefix();
+    let mut a = ServiceProcess::start(&config, &prefix).await;
+    let b = ServiceProcess::start(&config, &prefix).await;
+    let receiver = Receiver::start().await;
+
+    // Everything goes to A: two calls run at once, the rest wait in the shared queue.
+    let now = fire(std::slice::from_ref(&a.url), 24, &receiver.url, "kill").await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(
+        receiver.got.lock().unwrap().len() < 20,
+        "A was killed mid-way"
+    );
+    a.kill();
+
+    let counts = all_outcomes(&now, &receiver, 24, Duration::from_secs(60)).await;
+    assert_eq!(counts.len(), 24, "B delivered what A left");
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "no request was delivered twice: {counts:?}"
+    );
+    let stats = sim_stats(sim).await;
+    assert_eq!(
+        stats.over_capacity, 0,
+        "A's permits were not handed out twice"
+    );
+    assert!(stats.max_in_flight <= LIMIT as u64);
+    drop(b);
+}
+
+#[tokio::test]
+async fn bad_requests_get_problem_json_naming_the_field() {
+    let sim = simulator(SimulatorSettings::default()).await;
+    let config = config_file(sim, 2, 5000);
+    let service = ServiceProcess::start(&config, &prefix()).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/partner-requests", service.url);
+    let good = serde_json::json!({
+        "request_id": "r1", "partner": "bureau", "cpf": "529.982.247-25",
+        "callback_url": "http://127.0.0.1:1/cb",
+    });
+    let cases = [
+        (
+            serde_json::json!({"cpf": "529.982.247-24"}),
+            422,
+            Some("cpf"),
+        ),
+        (
+            serde_json::json!({"partner": "nobody"}),
+            422,
+            Some("partner"),
+        ),
+        (
+            serde_json::json!({"callback_url": "ftp://x"}),
+            422,
+            Some("callback_url"),
+        ),
+        (serde_json::json!({"surprise": 1}), 422, None),
+    ];
+    for (patch, status, field) in cases {
+        let mut body = good.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = http.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{patch}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let problem: serde_json::Value = r.json().await.unwrap();
+        if let Some(f) = field {
+            assert_eq!(problem["field"], f);
+        }
+        assert!(
+            !problem.to_string().contains("52998224"),
+            "the CPF is not echoed"
+        );
+    }
+    let r = http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let r = http.post(&url).body("x").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 415);
+    let r = http
+        .get(format!("{}/v1/partners", service.url))
+        .send()
+        .await
+        .unwrap();
+    let status: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status["partners"][0]["name"], "bureau");
+    assert_eq!(status["partners"][0]["breaker"], "closed");
+    let metrics = http
+        .get(format!("{}/metrics", service.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("integrations_breaker_state{partner=\"bureau\"} 0"));
+}
