@@ -345,6 +345,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_loads() {
+        let text = include_str!("../integrations.example.toml");
+        let c = Config::from_toml(text, env(&[])).unwrap();
+        assert_eq!(c.partners.len(), 3);
+        assert_eq!(c.partners[2].kind, Kind::Movements);
+    }
+
+    #[test]
     fn the_environment_overrides_the_file() {
         let c = Config::from_toml(
             GOOD,
