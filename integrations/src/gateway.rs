@@ -193,7 +193,8 @@ impl Gateway {
         }
     }
 
-    /// Drains the queue until `shutdown` turns true; jobs in hand are finished or given back.
+    /// Drains the queue until `shutdown` turns true; jobs in hand are given back to the queue
+    /// (their calls cancelled, their permits released) so another instance takes them at once.
     pub async fn run_worker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let lease = Duration::from_millis(self.config.lease_ms);
         loop {
@@ -222,7 +223,17 @@ impl Gateway {
                 .into_iter()
                 .map(|leased| {
                     let gw = self.clone();
-                    tokio::spawn(async move { gw.work(leased).await })
+                    let mut stop = shutdown.clone();
+                    tokio::spawn(async move {
+                        // On shutdown a job still in hand is given back at once, due now, so
+                        // another instance takes it without waiting for the lease to run out.
+                        tokio::select! {
+                            _ = gw.work(leased.clone()) => {}
+                            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                                gw.reschedule(&leased, &leased.job, Duration::ZERO).await;
+                            }
+                        }
+                    })
                 })
                 .collect();
             for t in tasks {

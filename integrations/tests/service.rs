@@ -359,3 +359,40 @@ async fn bad_requests_get_problem_json_naming_the_field() {
         .unwrap();
     assert!(metrics.contains("integrations_breaker_state{partner=\"bureau\"} 0"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stopped_instance_gives_its_jobs_back_at_once() {
+    const LIMIT: u32 = 1;
+    let sim = simulator(SimulatorSettings {
+        latency_ms: 100,
+        latency_jitter_ms: 0,
+        ..SimulatorSettings::default()
+    })
+    .await;
+    // A 30 s lease: if A's jobs came back only when their leases ran out, B would need 30 s.
+    let config = config_file(sim, LIMIT, 30_000);
+    let prefix = prefix();
+    let a = ServiceProcess::start(&config, &prefix).await;
+    let receiver = Receiver::start().await;
+    let now = fire(std::slice::from_ref(&a.url), 12, &receiver.url, "stop").await;
+    // Queued requests are due after a second; by 1.4 s A's worker holds them, one running
+    // and the rest waiting for the single permit.
+    tokio::time::sleep(Duration::from_millis(1400)).await;
+    let done = receiver.got.lock().unwrap().len() + now.len();
+    assert!(done < 10, "A still holds jobs when it is stopped ({done} done)");
+    // SIGTERM: a graceful stop.
+    let status = Command::new("kill")
+        .args(["-TERM", &a.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let b = ServiceProcess::start(&config, &prefix).await;
+    let counts = all_outcomes(&now, &receiver, 12, Duration::from_secs(15)).await;
+    assert_eq!(
+        counts.len(),
+        12,
+        "B delivered A's jobs well before their leases ran out"
+    );
+    assert!(counts.values().all(|&c| c == 1), "{counts:?}");
+    drop((a, b));
+}

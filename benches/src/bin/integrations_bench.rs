@@ -33,7 +33,10 @@ async fn semaphore_pairs(url: &str) -> Result<f64> {
         tasks.push(tokio::spawn(async move {
             let holder = new_holder();
             while started.elapsed().as_secs_f64() < SECONDS {
-                assert!(store.try_acquire("p", 1_000_000, &holder, Duration::from_secs(10)).await.unwrap());
+                assert!(store
+                    .try_acquire("p", 1_000_000, &holder, Duration::from_secs(10))
+                    .await
+                    .unwrap());
                 store.release("p", &holder).await.unwrap();
                 done.fetch_add(1, Ordering::Relaxed);
             }
@@ -109,10 +112,17 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 async fn overhead(url: &str) -> Result<serde_json::Value> {
     const CALLS: usize = 3000;
-    let settings = SimulatorSettings { latency_ms: 0, latency_jitter_ms: 0, ..SimulatorSettings::default() };
-    let (addr, _h) = simulator::serve("127.0.0.1:0".parse()?, settings, std::future::pending()).await?;
+    let settings = SimulatorSettings {
+        latency_ms: 0,
+        latency_jitter_ms: 0,
+        ..SimulatorSettings::default()
+    };
+    let (addr, _h) =
+        simulator::serve("127.0.0.1:0".parse()?, settings, std::future::pending()).await?;
     let http = reqwest::Client::new();
-    let semaphore = Semaphore::Redis(RedisSemaphore::connect(url, &format!("bench-ovh-{}", new_holder())).await?);
+    let semaphore = Semaphore::Redis(
+        RedisSemaphore::connect(url, &format!("bench-ovh-{}", new_holder())).await?,
+    );
     let config = PartnerConfig {
         name: "bench".into(),
         kind: Kind::Consumer,
