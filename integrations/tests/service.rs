@@ -379,7 +379,10 @@ async fn a_stopped_instance_gives_its_jobs_back_at_once() {
     // and the rest waiting for the single permit.
     tokio::time::sleep(Duration::from_millis(1400)).await;
     let done = receiver.got.lock().unwrap().len() + now.len();
-    assert!(done < 10, "A still holds jobs when it is stopped ({done} done)");
+    assert!(
+        done < 10,
+        "A still holds jobs when it is stopped ({done} done)"
+    );
     // SIGTERM: a graceful stop.
     let status = Command::new("kill")
         .args(["-TERM", &a.child.id().to_string()])
