@@ -1,0 +1,539 @@
+//! An analysis, step by step: ask each partner kind for its data through the integrations
+//! gateway, classify movement pages as they arrive, store them, compute the summary. Every
+//! step appends an event to the analysis's log, which the SSE endpoint streams.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use classifier::features::MovementInput;
+use classifier::model::Workspace;
+use hmac::{Hmac, Mac};
+use integrations::contract::{ConsumerRecord, MovementsPage, RatingRecord};
+use integrations::gateway::{PartnerRequest, Submitted};
+use integrations::partner::RequestParams;
+use integrations::queue::Outcome;
+use integrations::{Cpf, Kind};
+use serde::Serialize;
+use sha2::Sha256;
+
+use crate::state::AppState;
+use crate::store::{StoredTransaction, TransactionStore};
+
+/// Where an analysis is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Completed,
+    Failed,
+}
+
+/// Where one partner kind is within an analysis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartnerState {
+    pub partner: String,
+    /// `requested`, `queued`, `completed`, `not_found`, `failed`.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// What `GET /v1/analyses/{id}` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub id: String,
+    #[serde(skip)]
+    pub tenant: String,
+    pub status: Status,
+    pub cpf: String,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub created_at: String,
+    pub partners: BTreeMap<String, PartnerState>,
+    pub classified: u64,
+    pub stored: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The analyses of this process, by id.
+#[derive(Clone, Default)]
+pub struct Analyses(Arc<Mutex<HashMap<String, Snapshot>>>);
+
+impl Analyses {
+    pub fn insert(&self, s: Snapshot) {
+        self.0
+            .lock()
+            .expect("analyses lock")
+            .insert(s.id.clone(), s);
+    }
+
+    /// The analysis if `tenant` owns it: another tenant's analysis does not exist for them.
+    pub fn get(&self, id: &str, tenant: &str) -> Option<Snapshot> {
+        self.0
+            .lock()
+            .expect("analyses lock")
+            .get(id)
+            .filter(|s| s.tenant == tenant)
+            .cloned()
+    }
+
+    fn update(&self, id: &str, f: impl FnOnce(&mut Snapshot)) {
+        if let Some(s) = self.0.lock().expect("analyses lock").get_mut(id) {
+            f(s);
+        }
+    }
+}
+
+/// One classified movement, as the run keeps it for the summary.
+struct Classified {
+    amount_cents: i64,
+    label: classifier::Label,
+}
+
+/// Emits an event and logs a failure to do so (a full log ends the analysis anyway).
+fn emit(state: &AppState, id: &str, kind: &str, data: serde_json::Value) {
+    if let Err(e) = state.events.append(id, kind, data) {
+        tracing::warn!(analysis = id, kind, error = %e, "Event not recorded.");
+    }
+}
+
+/// Runs an analysis to its end (completed, failed or deadline).
+pub async fn run(
+    state: Arc<AppState>,
+    id: String,
+    tenant: String,
+    cpf: Cpf,
+    from: NaiveDate,
+    to: NaiveDate,
+) {
+    let deadline = Duration::from_secs(state.settings.analysis_deadline_secs);
+    let work = run_steps(state.clone(), id.clone(), tenant, cpf, from, to);
+    let result = tokio::select! {
+        r = tokio::time::timeout(deadline, work) => r.unwrap_or_else(|_| Err(format!("the analysis took longer than its {} s deadline", deadline.as_secs()))),
+        _ = state.shutdown_signal() => Err("the service is shutting down".to_string()),
+    };
+    match result {
+        Ok(summary) => {
+            state.analyses.update(&id, |s| {
+                s.status = Status::Completed;
+                s.summary = Some(summary.clone());
+            });
+            emit(
+                &state,
+                &id,
+                "analysis.completed",
+                serde_json::json!({ "id": id, "summary": summary }),
+            );
+        }
+        Err(reason) => {
+            tracing::warn!(analysis = %id, reason = %reason, "Analysis failed.");
+            state.analyses.update(&id, |s| {
+                s.status = Status::Failed;
+                s.error = Some(reason.clone());
+            });
+            emit(
+                &state,
+                &id,
+                "analysis.failed",
+                serde_json::json!({ "id": id, "reason": reason }),
+            );
+        }
+    }
+}
+
+/// What a partner kind came to.
+enum PartnerResult {
+    Data(serde_json::Value),
+    Missing(String),
+}
+
+async fn ask(
+    state: &AppState,
+    id: &str,
+    kind: Kind,
+    cpf: &Cpf,
+    params: RequestParams,
+) -> Result<PartnerResult, String> {
+    let Some(partner) = state.partner_for(kind) else {
+        return Ok(PartnerResult::Missing(format!(
+            "no {kind} partner is configured"
+        )));
+    };
+    let set = |st: &str, detail: Option<String>| {
+        state.analyses.update(id, |s| {
+            s.partners.insert(
+                kind.as_str().into(),
+                PartnerState {
+                    partner: partner.clone(),
+                    state: st.into(),
+                    detail: detail.clone(),
+                },
+            );
+        })
+    };
+    let page = params.cursor.clone();
+    if page.is_none() {
+        set("requested", None);
+        emit(
+            state,
+            id,
+            "partner.started",
+            serde_json::json!({ "kind": kind, "partner": partner }),
+        );
+    }
+    let request_id = id.to_string();
+    let submitted = state
+        .gateway
+        .submit(PartnerRequest {
+            request_id,
+            partner: partner.clone(),
+            cpf: cpf.clone(),
+            params,
+            callback_url: None,
+        })
+        .await
+        .map_err(|e| format!("{kind}: {e}"))?;
+    let outcome: Outcome = match submitted {
+        Submitted::Now(o) => o,
+        Submitted::Queued {
+            reason,
+            retry_in,
+            receiver,
+        } => {
+            let next =
+                chrono::Utc::now() + chrono::Duration::milliseconds(retry_in.as_millis() as i64);
+            set("queued", Some(reason.as_str().into()));
+            emit(
+                state,
+                id,
+                "partner.queued",
+                serde_json::json!({
+                    "kind": kind, "partner": partner, "reason": reason.as_str(),
+                    "next_attempt_at": next.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    "page": page,
+                }),
+            );
+            receiver
+                .ok_or("queued without a way to hear back")?
+                .await
+                .map_err(|_| format!("{kind}: the queued request was dropped"))?
+        }
+    };
+    if outcome.status == "ok" {
+        Ok(PartnerResult::Data(
+            outcome.data.unwrap_or(serde_json::Value::Null),
+        ))
+    } else {
+        Ok(PartnerResult::Missing(
+            outcome.error.unwrap_or_else(|| "failed".into()),
+        ))
+    }
+}
+
+fn finish_partner(
+    state: &AppState,
+    id: &str,
+    kind: Kind,
+    result: &PartnerResult,
+    extra: serde_json::Value,
+) {
+    let partner = state.partner_for(kind).unwrap_or_default();
+    match result {
+        PartnerResult::Data(_) => {
+            state.analyses.update(id, |s| {
+                s.partners.insert(
+                    kind.as_str().into(),
+                    PartnerState {
+                        partner: partner.clone(),
+                        state: "completed".into(),
+                        detail: None,
+                    },
+                );
+            });
+            let mut data = serde_json::json!({ "kind": kind, "partner": partner });
+            if let (Some(d), Some(e)) = (data.as_object_mut(), extra.as_object()) {
+                d.extend(e.clone());
+            }
+            emit(state, id, "partner.completed", data);
+        }
+        PartnerResult::Missing(reason) => {
+            let st = if reason.starts_with("not_found") {
+                "not_found"
+            } else {
+                "failed"
+            };
+            state.analyses.update(id, |s| {
+                s.partners.insert(
+                    kind.as_str().into(),
+                    PartnerState {
+                        partner: partner.clone(),
+                        state: st.into(),
+                        detail: Some(reason.clone()),
+                    },
+                );
+            });
+            emit(
+                state,
+                id,
+                "partner.failed",
+                serde_json::json!({ "kind": kind, "partner": partner, "reason": reason, "final": true }),
+            );
+        }
+    }
+}
+
+async fn run_steps(
+    state: Arc<AppState>,
+    id: String,
+    tenant: String,
+    cpf: Cpf,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<serde_json::Value, String> {
+    let consumer = {
+        let (state, id, cpf) = (state.clone(), id.clone(), cpf.clone());
+        tokio::spawn(async move {
+            let r = ask(&state, &id, Kind::Consumer, &cpf, RequestParams::default()).await?;
+            let debts = match &r {
+                PartnerResult::Data(d) => d["dividas"].as_array().map(Vec::len).unwrap_or(0),
+                PartnerResult::Missing(_) => 0,
+            };
+            finish_partner(
+                &state,
+                &id,
+                Kind::Consumer,
+                &r,
+                serde_json::json!({ "debts": debts }),
+            );
+            Ok::<_, String>(r)
+        })
+    };
+    let rating = {
+        let (state, id, cpf) = (state.clone(), id.clone(), cpf.clone());
+        tokio::spawn(async move {
+            let r = ask(&state, &id, Kind::Rating, &cpf, RequestParams::default()).await?;
+            finish_partner(&state, &id, Kind::Rating, &r, serde_json::json!({}));
+            Ok::<_, String>(r)
+        })
+    };
+    let movements = movements(&state, &id, &tenant, &cpf, from, to).await?;
+    let consumer = consumer.await.map_err(|e| e.to_string())??;
+    let rating = rating.await.map_err(|e| e.to_string())??;
+    Ok(summarise(from, to, &movements, &consumer, &rating))
+}
+
+fn cpf_hash(state: &AppState, cpf: &Cpf) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(state.cpf_hash_key.expose().as_bytes())
+        .expect("any key length");
+    mac.update(cpf.digits().as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `dd/mm/yyyy` to `yyyy-mm-dd`; anything else is kept as it came.
+fn iso_date(br: &str) -> String {
+    NaiveDate::parse_from_str(br, "%d/%m/%Y")
+        .map(|d| d.to_string())
+        .unwrap_or_else(|_| br.to_string())
+}
+
+async fn movements(
+    state: &Arc<AppState>,
+    id: &str,
+    tenant: &str,
+    cpf: &Cpf,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<Classified>, String> {
+    let hash = cpf_hash(state, cpf);
+    let mut cursor: Option<String> = None;
+    let mut all = Vec::new();
+    let mut pages = 0u32;
+    loop {
+        let params = RequestParams {
+            from: Some(from.to_string()),
+            to: Some(to.to_string()),
+            cursor: cursor.clone(),
+            limit: Some(500),
+        };
+        let page = match ask(state, id, Kind::Movements, cpf, params).await? {
+            PartnerResult::Data(d) => serde_json::from_value::<MovementsPage>(d).map_err(|_| {
+                "the movements partner's page does not follow the contract".to_string()
+            })?,
+            missing @ PartnerResult::Missing(_) => {
+                finish_partner(state, id, Kind::Movements, &missing, serde_json::json!({}));
+                return Ok(all);
+            }
+        };
+        pages += 1;
+        if all.len() + page.movimentacao_financeira.len() > state.max_transactions {
+            return Err(format!(
+                "the history holds more than {} movements",
+                state.max_transactions
+            ));
+        }
+        let mut ws = Workspace::default();
+        let mut rows = Vec::with_capacity(page.movimentacao_financeira.len());
+        for m in &page.movimentacao_financeira {
+            let mcc = m
+                .mcc
+                .as_deref()
+                .and_then(|c| classifier::data::parse_mcc(c).ok().flatten());
+            let p = state.scorer.predict_with(
+                &MovementInput {
+                    description: &m.descricao,
+                    amount: m.valor,
+                    mcc,
+                    kind: m.tipo.as_deref(),
+                },
+                &mut ws,
+            );
+            let amount_cents = (m.valor * 100.0).round() as i64;
+            all.push(Classified {
+                amount_cents,
+                label: p.label,
+            });
+            rows.push(StoredTransaction {
+                analysis_id: id.to_string(),
+                movement_id: m.id.clone(),
+                tenant: tenant.to_string(),
+                cpf_hash: hash.clone(),
+                date: iso_date(&m.data),
+                description: m.descricao.clone(),
+                amount_cents,
+                label: p.label.as_str().into(),
+                probability: p.probability,
+                confidence: p.confidence.as_str().into(),
+            });
+        }
+        let classified = all.len() as u64;
+        state.analyses.update(id, |s| s.classified = classified);
+        emit(
+            state,
+            id,
+            "classification.progress",
+            serde_json::json!({ "page": pages, "classified": classified, "in_page": rows.len(), "more": page.proximo_cursor.is_some() }),
+        );
+        state.store.put(rows).await.map_err(|e| {
+            tracing::error!(analysis = id, error = %e, "Storing transactions failed.");
+            "the transaction store failed".to_string()
+        })?;
+        let stored = state
+            .store
+            .count(id)
+            .await
+            .map_err(|_| "the transaction store failed".to_string())?;
+        state.analyses.update(id, |s| s.stored = stored);
+        emit(
+            state,
+            id,
+            "transactions.stored",
+            serde_json::json!({ "stored": stored }),
+        );
+        match page.proximo_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    finish_partner(
+        state,
+        id,
+        Kind::Movements,
+        &PartnerResult::Data(serde_json::Value::Null),
+        serde_json::json!({ "movements": all.len(), "pages": pages }),
+    );
+    Ok(all)
+}
+
+fn reais(cents: i64) -> f64 {
+    cents as f64 / 100.0
+}
+
+/// The figures a credit analyst looks at.
+fn summarise(
+    from: NaiveDate,
+    to: NaiveDate,
+    movements: &[Classified],
+    consumer: &PartnerResult,
+    rating: &PartnerResult,
+) -> serde_json::Value {
+    use classifier::Label;
+    let months = (((to - from).num_days() + 1) as f64 / 30.4375).max(1.0 / 30.4375);
+    let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
+    let (mut inflow, mut outflow, mut income) = (0i64, 0i64, 0i64);
+    for m in movements {
+        if m.amount_cents >= 0 {
+            inflow += m.amount_cents;
+            if m.label == Label::Income {
+                income += m.amount_cents;
+            }
+        } else {
+            outflow += -m.amount_cents;
+            *spend.entry(m.label.as_str()).or_default() += -m.amount_cents;
+        }
+    }
+    let of = |l: Label| spend.get(l.as_str()).copied().unwrap_or(0);
+    let share = |cents: i64| {
+        if outflow > 0 {
+            cents as f64 / outflow as f64
+        } else {
+            0.0
+        }
+    };
+    let today = chrono::Utc::now().date_naive();
+    let (mut debts, mut debt_total, mut overdue, mut overdue_total) = (0u64, 0.0f64, 0u64, 0.0f64);
+    if let PartnerResult::Data(d) = consumer {
+        if let Ok(c) = serde_json::from_value::<ConsumerRecord>(d.clone()) {
+            for debt in &c.dividas {
+                if debt.data_pagamento.is_some() {
+                    continue;
+                }
+                debts += 1;
+                debt_total += debt.valor;
+                if NaiveDate::parse_from_str(&debt.data_vencimento, "%d/%m/%Y")
+                    .is_ok_and(|due| due < today)
+                {
+                    overdue += 1;
+                    overdue_total += debt.valor;
+                }
+            }
+        }
+    }
+    let declared = match rating {
+        PartnerResult::Data(d) => serde_json::from_value::<RatingRecord>(d.clone())
+            .ok()
+            .map(|r| r.renda_mensal),
+        PartnerResult::Missing(_) => None,
+    };
+    let observed = reais(income) / months;
+    serde_json::json!({
+        "window": { "from": from, "to": to, "months": (months * 100.0).round() / 100.0 },
+        "transactions": movements.len(),
+        "monthly_income": (observed * 100.0).round() / 100.0,
+        "total_in": reais(inflow),
+        "total_out": reais(outflow),
+        "net_flow": reais(inflow - outflow),
+        "spend_by_category": spend.iter().map(|(k, v)| (k.to_string(), reais(*v))).collect::<BTreeMap<_, _>>(),
+        "risk": {
+            "gambling_share_of_spend": (share(of(Label::Gambling)) * 10_000.0).round() / 10_000.0,
+            "gambling_total": reais(of(Label::Gambling)),
+            "bank_fees_total": reais(of(Label::BankFees)),
+            "cash_withdrawals_total": reais(of(Label::TransferOutWithdrawal)),
+            "loan_payments_total": reais(of(Label::LoanPayments)),
+            "open_debts": debts,
+            "open_debts_total": (debt_total * 100.0).round() / 100.0,
+            "overdue_debts": overdue,
+            "overdue_debts_total": (overdue_total * 100.0).round() / 100.0,
+            "declared_monthly_income": declared,
+            "observed_to_declared_income": declared.filter(|d| *d > 0.0).map(|d| ((observed / d) * 100.0).round() / 100.0),
+        },
+    })
+}

@@ -1,0 +1,496 @@
+//! The HTTP API: routes, handlers, the one error type, and the SSE stream.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::NaiveDate;
+use integrations::Cpf;
+use serde::Deserialize;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::analysis::{self, Snapshot, Status};
+use crate::auth::{Denied, Scope};
+use crate::events::Event;
+use crate::state::AppState;
+use crate::store::TransactionStore;
+
+/// Transactions one `POST /v1/classifications` may carry.
+pub const MAX_CLASSIFY: usize = 10_000;
+
+/// SSE clients connected now, for `/metrics`.
+static SSE_CLIENTS: AtomicU64 = AtomicU64::new(0);
+
+/// The one error type of the API: a 4xx says what the client did wrong; a 5xx says only that
+/// something went wrong, and the cause goes to the log.
+#[derive(Debug)]
+pub enum ApiError {
+    Unauthenticated,
+    Forbidden(Scope),
+    NotFound(&'static str),
+    RateLimited(Duration),
+    Invalid { field: &'static str, detail: String },
+    Rejected(StatusCode, String),
+    Internal(String),
+}
+
+impl From<Denied> for ApiError {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::Unauthenticated => ApiError::Unauthenticated,
+            Denied::Forbidden(s) => ApiError::Forbidden(s),
+            Denied::RateLimited(w) => ApiError::RateLimited(w),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut field = None;
+        let (status, detail) = match self {
+            ApiError::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "an API key is needed: `Authorization: Bearer <key>`".to_string(),
+            ),
+            ApiError::Forbidden(s) => (
+                StatusCode::FORBIDDEN,
+                format!("this key lacks the `{}` scope", s.as_str()),
+            ),
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("no such {what}")),
+            ApiError::RateLimited(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests for this key".to_string(),
+            ),
+            ApiError::Invalid { field: f, detail } => {
+                field = Some(f);
+                (StatusCode::UNPROCESSABLE_ENTITY, detail)
+            }
+            ApiError::Rejected(status, detail) => (status, detail),
+            ApiError::Internal(cause) => {
+                tracing::error!(cause = %cause, "Request failed.");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "something went wrong".to_string(),
+                )
+            }
+        };
+        let mut body = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason(),
+            "status": status.as_u16(),
+            "detail": detail,
+        });
+        if let Some(f) = field {
+            body["field"] = f.into();
+        }
+        let mut response = (
+            status,
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            body.to_string(),
+        )
+            .into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+fn invalid(field: &'static str, detail: impl Into<String>) -> ApiError {
+    ApiError::Invalid {
+        field,
+        detail: detail.into(),
+    }
+}
+
+fn rejected(e: JsonRejection) -> ApiError {
+    ApiError::Rejected(e.status(), e.body_text())
+}
+
+/// The API key of a request: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+fn api_key(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+}
+
+/// The service's routes.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/analyses", post(start_analysis))
+        .route("/v1/analyses/{id}", get(get_analysis))
+        .route("/v1/analyses/{id}/events", get(events))
+        .route("/v1/classifications", post(classify))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartBody {
+    cpf: String,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, ApiError> {
+    NaiveDate::parse_from_str(value, "%Y-%m-%d")
+        .map_err(|_| invalid(field, "must be a date as YYYY-MM-DD"))
+}
+
+async fn start_analysis(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<StartBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let caller = state
+        .auth
+        .authorize(api_key(&headers), Scope::AnalysesWrite)?;
+    let Json(body) = body.map_err(rejected)?;
+    let cpf = Cpf::parse(&body.cpf).map_err(|e| invalid("cpf", e.to_string()))?;
+    let today = chrono::Utc::now().date_naive();
+    let to = body
+        .to
+        .as_deref()
+        .map(|v| parse_date("to", v))
+        .transpose()?
+        .unwrap_or(today);
+    let from = body
+        .from
+        .as_deref()
+        .map(|v| parse_date("from", v))
+        .transpose()?
+        .unwrap_or(to - chrono::Duration::days(90));
+    if to > today {
+        return Err(invalid("to", "must not be in the future"));
+    }
+    if from > to {
+        return Err(invalid("from", "must not be after `to`"));
+    }
+    if (to - from).num_days() > 366 {
+        return Err(invalid("from", "the window spans at most 366 days"));
+    }
+    let id = format!("an_{}", uuid::Uuid::new_v4().simple());
+    state.analyses.insert(Snapshot {
+        id: id.clone(),
+        tenant: caller.tenant.clone(),
+        status: Status::Running,
+        cpf: cpf.masked(),
+        from,
+        to,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        partners: Default::default(),
+        classified: 0,
+        stored: 0,
+        summary: None,
+        error: None,
+    });
+    state.events.create(&id);
+    let _ = state.events.append(
+        &id,
+        "analysis.accepted",
+        serde_json::json!({ "id": id, "cpf": cpf.masked(), "from": from, "to": to }),
+    );
+    tracing::info!(analysis = %id, tenant = %caller.tenant, "Analysis accepted.");
+    tokio::spawn(analysis::run(
+        state.clone(),
+        id.clone(),
+        caller.tenant.clone(),
+        cpf,
+        from,
+        to,
+    ));
+    let token = state.auth.events_token(&id, &caller.tenant);
+    let location = format!("/v1/analyses/{id}");
+    let body = serde_json::json!({
+        "id": id,
+        "status": "running",
+        "events_url": format!("{location}/events?token={token}"),
+        "analysis_url": location,
+    });
+    let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
+    response.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("ASCII id"),
+    );
+    Ok(response)
+}
+
+async fn get_analysis(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = state
+        .auth
+        .authorize(api_key(&headers), Scope::AnalysesRead)?;
+    let snapshot = state
+        .analyses
+        .get(&id, &caller.tenant)
+        .ok_or(ApiError::NotFound("analysis"))?;
+    Ok(Json(snapshot).into_response())
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    token: Option<String>,
+    last_event_id: Option<String>,
+}
+
+fn sse_event(e: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(e.id.to_string())
+        .event(e.kind.clone())
+        .data(e.data.to_string())
+}
+
+async fn events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // A signed token (EventSource cannot send headers) or an API key with the read scope.
+    let tenant = match (&q.token, api_key(&headers)) {
+        (Some(token), _) => state
+            .auth
+            .check_events_token(token, &id)
+            .ok_or(ApiError::Unauthenticated)?,
+        (None, key) => state.auth.authorize(key, Scope::AnalysesRead)?.tenant,
+    };
+    let snapshot = state
+        .analyses
+        .get(&id, &tenant)
+        .ok_or(ApiError::NotFound("analysis"))?;
+    let last = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("invalid").to_string())
+        .or(q.last_event_id.clone());
+    let last: u64 = match last.as_deref().map(str::trim) {
+        None | Some("") => 0,
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::Rejected(
+                StatusCode::BAD_REQUEST,
+                "Last-Event-ID must be an event id (a whole number)".into(),
+            )
+        })?,
+    };
+    let (past, live) = state
+        .events
+        .follow(&id, last)
+        .ok_or(ApiError::NotFound("analysis"))?;
+    let finished = snapshot.status != Status::Running;
+    let (tx, rx) = mpsc::channel::<SseEvent>(64);
+    let shutdown = state.clone();
+    tokio::spawn(async move {
+        SSE_CLIENTS.fetch_add(1, Ordering::Relaxed);
+        feed(tx, past, live, last, finished, shutdown).await;
+        SSE_CLIENTS.fetch_sub(1, Ordering::Relaxed);
+    });
+    let stream = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+    let mut response = Sse::new(stream)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("keep-alive"),
+        )
+        .into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// Sends the client what it missed, then what comes, until the analysis ends, the client
+/// leaves (the channel closes), it falls too far behind, or the service shuts down.
+async fn feed(
+    tx: mpsc::Sender<SseEvent>,
+    past: Vec<Event>,
+    mut live: broadcast::Receiver<Event>,
+    mut last_sent: u64,
+    finished: bool,
+    state: Arc<AppState>,
+) {
+    if tx
+        .send(SseEvent::default().retry(Duration::from_secs(3)))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    for e in &past {
+        if tx.send(sse_event(e)).await.is_err() {
+            return;
+        }
+        last_sent = e.id;
+        if e.is_terminal() {
+            return;
+        }
+    }
+    if finished {
+        // Reconnected to a finished analysis and already had everything.
+        return;
+    }
+    loop {
+        tokio::select! {
+            next = live.recv() => match next {
+                Ok(e) => {
+                    if e.id <= last_sent {
+                        continue;
+                    }
+                    if tx.send(sse_event(&e)).await.is_err() {
+                        return;
+                    }
+                    last_sent = e.id;
+                    if e.is_terminal() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let cut = SseEvent::default().event("stream.error").data(
+                        serde_json::json!({"reason": "the client fell too far behind; reconnect with Last-Event-ID"}).to_string(),
+                    );
+                    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(cut)).await;
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = tx.closed() => return,
+            _ = state.shutdown_signal() => {
+                let bye = SseEvent::default().event("stream.closing").data(r#"{"reason":"the service is shutting down; reconnect with Last-Event-ID"}"#);
+                let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(bye)).await;
+                return;
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassifyItem {
+    id: String,
+    description: String,
+    amount: f64,
+    #[serde(default)]
+    mcc: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassifyBody {
+    transactions: Vec<ClassifyItem>,
+}
+
+async fn classify(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<ClassifyBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    state.auth.authorize(api_key(&headers), Scope::Classify)?;
+    let Json(body) = body.map_err(rejected)?;
+    if body.transactions.len() > MAX_CLASSIFY {
+        return Err(ApiError::Rejected(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "at most {MAX_CLASSIFY} transactions per request; this has {}",
+                body.transactions.len()
+            ),
+        ));
+    }
+    let mut ws = classifier::model::Workspace::default();
+    let mut results = Vec::with_capacity(body.transactions.len());
+    for (i, t) in body.transactions.iter().enumerate() {
+        let field = "transactions";
+        if t.description.trim().is_empty()
+            || t.description.len() > classifier::data::MAX_DESCRIPTION_BYTES
+        {
+            return Err(invalid(
+                field,
+                format!("transactions[{i}].description must be 1 to 1024 bytes"),
+            ));
+        }
+        if !t.amount.is_finite() {
+            return Err(invalid(
+                field,
+                format!("transactions[{i}].amount must be a number"),
+            ));
+        }
+        let mcc = match t.mcc.as_deref() {
+            None => None,
+            Some(m) => classifier::data::parse_mcc(m)
+                .map_err(|e| invalid(field, format!("transactions[{i}].{e}")))?,
+        };
+        let p = state.scorer.predict_with(
+            &classifier::features::MovementInput {
+                description: &t.description,
+                amount: t.amount,
+                mcc,
+                kind: t.kind.as_deref(),
+            },
+            &mut ws,
+        );
+        results.push(serde_json::json!({
+            "id": t.id,
+            "label": p.label.as_str(),
+            "probability": p.probability,
+            "confidence": p.confidence.as_str(),
+            "runners_up": p.runners_up.iter().flatten().map(|a| serde_json::json!({"label": a.label.as_str(), "probability": a.probability})).collect::<Vec<_>>(),
+        }));
+    }
+    Ok(Json(serde_json::json!({ "results": results })).into_response())
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> StatusCode {
+    if state.store.ready().await && state.gateway.ready().await {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let status = state.gateway.status().await.ok();
+    let mut out = format!(
+        "# HELP core_api_sse_clients SSE clients connected now.\n# TYPE core_api_sse_clients gauge\ncore_api_sse_clients {}\n",
+        SSE_CLIENTS.load(Ordering::Relaxed)
+    );
+    if let Some(s) = status {
+        out.push_str("# HELP core_api_partner_calls_total Partner calls made.\n# TYPE core_api_partner_calls_total counter\n");
+        for p in &s.partners {
+            out.push_str(&format!(
+                "core_api_partner_calls_total{{partner=\"{}\"}} {}\n",
+                p.name, p.calls
+            ));
+        }
+        out.push_str(&format!(
+            "# HELP core_api_queue_due Queued partner requests.\n# TYPE core_api_queue_due gauge\ncore_api_queue_due {}\n",
+            s.queue.due
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}

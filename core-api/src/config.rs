@@ -1,0 +1,212 @@
+//! Settings: built-in defaults, then an optional TOML file, then environment variables.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `CORE_API_CONFIG` | a TOML file of the settings below (same names, lower case) | none |
+//! | `HOST` | address to listen on | `127.0.0.1` (always, when no key is configured) |
+//! | `PORT` | port to listen on | `8080` |
+//! | `API_KEYS` | `tenant:key,tenant:key`; none: a development key is generated and printed | none |
+//! | `REDIS_URL` | Redis for the partner semaphore and retry queue | in process |
+//! | `INTEGRATIONS_URL` | a separate integrations service (not supported yet: refused) | in process |
+//! | `MODEL_PATH` | the classifier model file | `models/default.json` |
+//! | `DATA_DIR` | where the embedded transaction store keeps its file | `data` |
+//! | `CPF_HASH_KEY` | key of the keyed CPF hash in the store | generated per run |
+//! | `ANALYSIS_DEADLINE_SECS` | an analysis that takes longer fails | `120` |
+//! | `RATE_PER_KEY` | requests per second per API key | `50` |
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// A secret; printing it shows `[redacted]`.
+pub use integrations::Secret;
+
+/// An API key as configured.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub tenant: String,
+    /// The key itself; kept only as a hash once loaded.
+    pub key: String,
+    /// `analyses:write`, `analyses:read`, `classify`; all three when omitted.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// Everything the service reads at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub host: IpAddr,
+    pub port: u16,
+    pub api_keys: Vec<ApiKeyConfig>,
+    pub redis_url: Option<String>,
+    pub integrations_url: Option<String>,
+    pub model_path: PathBuf,
+    pub data_dir: PathBuf,
+    #[serde(skip)]
+    pub cpf_hash_key: Option<Secret>,
+    pub analysis_deadline_secs: u64,
+    pub rate_per_key: u32,
+    /// Redis key prefix, so deployments and tests can share a Redis.
+    pub key_prefix: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+            api_keys: Vec::new(),
+            redis_url: None,
+            integrations_url: None,
+            model_path: PathBuf::from("models/default.json"),
+            data_dir: PathBuf::from("data"),
+            cpf_hash_key: None,
+            analysis_deadline_secs: 120,
+            rate_per_key: 50,
+            key_prefix: "credit".into(),
+        }
+    }
+}
+
+/// A setting that could not be used; the message names it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Reads the file named by `CORE_API_CONFIG` (if any), then the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        Self::from_sources(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_sources(env: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut s = match env("CORE_API_CONFIG") {
+            Some(path) => {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| ConfigError(format!("CORE_API_CONFIG {path}: {e}")))?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError(format!("{path}: {}", e.message())))?
+            }
+            None => Settings::default(),
+        };
+        if let Some(v) = env("HOST") {
+            s.host = v
+                .parse()
+                .map_err(|_| ConfigError(format!("HOST: `{v}` is not an IP address")))?;
+        }
+        if let Some(v) = env("PORT") {
+            s.port = v
+                .parse()
+                .map_err(|_| ConfigError(format!("PORT: `{v}` is not a port number")))?;
+        }
+        if let Some(v) = env("API_KEYS").filter(|v| !v.trim().is_empty()) {
+            s.api_keys = parse_api_keys(&v)?;
+        }
+        if let Some(v) = env("REDIS_URL").filter(|v| !v.is_empty()) {
+            s.redis_url = Some(v);
+        }
+        if let Some(v) = env("INTEGRATIONS_URL").filter(|v| !v.is_empty()) {
+            s.integrations_url = Some(v);
+        }
+        if let Some(v) = env("MODEL_PATH") {
+            s.model_path = v.into();
+        }
+        if let Some(v) = env("DATA_DIR") {
+            s.data_dir = v.into();
+        }
+        if let Some(v) = env("CPF_HASH_KEY").filter(|v| !v.is_empty()) {
+            s.cpf_hash_key = Some(Secret::new(v));
+        }
+        if let Some(v) = env("ANALYSIS_DEADLINE_SECS") {
+            s.analysis_deadline_secs = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "ANALYSIS_DEADLINE_SECS: `{v}` is not a whole number"
+                ))
+            })?;
+        }
+        if let Some(v) = env("RATE_PER_KEY") {
+            s.rate_per_key = v
+                .parse()
+                .map_err(|_| ConfigError(format!("RATE_PER_KEY: `{v}` is not a whole number")))?;
+        }
+        if let Some(v) = env("KEY_PREFIX").filter(|v| !v.is_empty()) {
+            s.key_prefix = v;
+        }
+        if s.integrations_url.is_some() {
+            return Err(ConfigError(
+                "INTEGRATIONS_URL: calling a separate integrations service is not supported yet; unset it to run integrations in process".into(),
+            ));
+        }
+        if s.rate_per_key == 0 {
+            return Err(ConfigError("rate_per_key: must be at least 1".into()));
+        }
+        if s.analysis_deadline_secs == 0 {
+            return Err(ConfigError(
+                "analysis_deadline_secs: must be at least 1".into(),
+            ));
+        }
+        Ok(s)
+    }
+}
+
+fn parse_api_keys(v: &str) -> Result<Vec<ApiKeyConfig>, ConfigError> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .enumerate()
+        .map(|(i, pair)| match pair.split_once(':') {
+            Some((tenant, key)) if !tenant.is_empty() && key.len() >= 16 => Ok(ApiKeyConfig {
+                tenant: tenant.to_string(),
+                key: key.to_string(),
+                scopes: None,
+            }),
+            _ => Err(ConfigError(format!(
+                "API_KEYS: entry {} must be tenant:key with a key of at least 16 characters",
+                i + 1
+            ))),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_environment_sets_port_keys_and_redis() {
+        let s = Settings::from_sources(env(&[
+            ("PORT", "9000"),
+            ("API_KEYS", "acme:0123456789abcdef, beta:fedcba9876543210"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+        ]))
+        .unwrap();
+        assert_eq!(s.port, 9000);
+        assert_eq!(s.api_keys.len(), 2);
+        assert_eq!(s.api_keys[1].tenant, "beta");
+        assert_eq!(s.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable_and_never_echo_a_key() {
+        let e = Settings::from_sources(env(&[("PORT", "eighty")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("PORT"));
+        let e = Settings::from_sources(env(&[("API_KEYS", "acme:short")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("API_KEYS: entry 1") && !e.contains("short"));
+    }
+}

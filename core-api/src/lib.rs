@@ -1,0 +1,164 @@
+//! The public credit-analysis service.
+//!
+//! A client starts an analysis of a person by CPF; the service asks the partner bureaus for
+//! the person's data through `integrations`, labels every bank movement with the `classifier`,
+//! stores the classified transactions and streams its progress over Server-Sent Events until
+//! a summary is ready. [`Application::build`] wires the parts from [`config::Settings`] and
+//! binds the listener, so tests start the real service on port 0.
+
+pub mod analysis;
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod events;
+pub mod state;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::analysis::Analyses;
+use crate::auth::Auth;
+use crate::config::{ApiKeyConfig, Secret, Settings};
+use crate::events::EventLog;
+use crate::state::AppState;
+use crate::store::SqliteStore;
+
+/// A built service, listening, not yet serving.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    /// The development key generated when none was configured (printed at start).
+    pub dev_key: Option<String>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    /// Loads the model, opens the store, starts integrations (with the bundled simulator as the
+    /// partners unless `PARTNERS_CONFIG` names a partner file) and binds the listener.
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        let mut dev_key = None;
+        if settings.api_keys.is_empty() {
+            // No keys: a development key, and loopback only, so nobody else can use it.
+            let key = Auth::generate_key();
+            settings.api_keys.push(ApiKeyConfig {
+                tenant: "dev".into(),
+                key: key.clone(),
+                scopes: None,
+            });
+            settings.host = std::net::IpAddr::from([127, 0, 0, 1]);
+            dev_key = Some(key);
+        }
+        let auth =
+            Auth::new(&settings.api_keys, settings.rate_per_key).map_err(anyhow::Error::msg)?;
+        let scorer = classifier::Scorer::load(&settings.model_path).with_context(|| {
+            format!(
+                "loading the classifier model (MODEL_PATH={})",
+                settings.model_path.display()
+            )
+        })?;
+        let store = SqliteStore::open(&settings.data_dir)?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut partners = match std::env::var("PARTNERS_CONFIG") {
+            Ok(path) => integrations::Config::load(std::path::Path::new(&path))?,
+            Err(_) => {
+                let mut stop = shutdown_rx.clone();
+                let (addr, _) = integrations::simulator::serve(
+                    "127.0.0.1:0".parse().expect("address"),
+                    integrations::simulator::SimulatorSettings::default(),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                )
+                .await
+                .context("starting the bundled bureau simulator")?;
+                tracing::info!(addr = %addr, "Bundled bureau simulator listening.");
+                integrations::Config::embedded(&format!("http://{addr}"))
+            }
+        };
+        if settings.redis_url.is_some() {
+            partners.redis_url = settings.redis_url.clone();
+            partners.key_prefix = settings.key_prefix.clone();
+        }
+        let gateway = integrations::gateway::Gateway::build(partners).await?;
+        let worker = tokio::spawn(gateway.clone().run_worker(shutdown_rx.clone()));
+        let cpf_hash_key = settings.cpf_hash_key.clone().unwrap_or_else(|| {
+            tracing::warn!("No CPF_HASH_KEY set: CPF hashes in the store change with every start.");
+            Secret::new(Auth::generate_key())
+        });
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(settings.host, settings.port))
+            .await
+            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
+        let events = EventLog::new(Duration::from_secs(3600));
+        {
+            // Finished analyses' logs are dropped after the retention.
+            let events = events.clone();
+            let mut stop = shutdown_rx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => { events.expire(); }
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                }
+            });
+        }
+        let state = Arc::new(AppState {
+            settings,
+            auth,
+            events,
+            analyses: Analyses::default(),
+            gateway,
+            scorer: Arc::new(scorer),
+            store,
+            cpf_hash_key,
+            max_transactions: 200_000,
+            shutdown: shutdown_rx,
+        });
+        Ok(Application {
+            listener,
+            state,
+            shutdown: shutdown_tx,
+            dev_key,
+            worker,
+        })
+    }
+
+    /// The bound address (the port is the real one when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// A sender that stops the service when it sends `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Serves until `signal` resolves; then streams end, the worker gives its jobs back, and
+    /// the call returns.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            signal.await;
+            let _ = shutdown.send(true);
+        });
+        let mut stop = self.state.shutdown.clone();
+        axum::serve(self.listener, api::router(self.state.clone()))
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await?;
+        let _ = self.worker.await;
+        Ok(())
+    }
+}

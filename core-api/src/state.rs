@@ -1,0 +1,46 @@
+//! What every request handler and analysis run shares.
+
+use std::sync::Arc;
+
+use classifier::Scorer;
+use integrations::gateway::Gateway;
+use integrations::Kind;
+use tokio::sync::watch;
+
+use crate::analysis::Analyses;
+use crate::auth::Auth;
+use crate::config::{Secret, Settings};
+use crate::events::EventLog;
+use crate::store::SqliteStore;
+
+pub struct AppState {
+    pub settings: Settings,
+    pub auth: Arc<Auth>,
+    pub events: EventLog,
+    pub analyses: Analyses,
+    pub gateway: Arc<Gateway>,
+    pub scorer: Arc<Scorer>,
+    pub store: SqliteStore,
+    pub cpf_hash_key: Secret,
+    /// Movements an analysis may hold at most.
+    pub max_transactions: usize,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// The configured partner serving `kind` (the first one, if several).
+    pub fn partner_for(&self, kind: Kind) -> Option<String> {
+        self.gateway
+            .config()
+            .partners
+            .iter()
+            .find(|p| p.kind == kind)
+            .map(|p| p.name.clone())
+    }
+
+    /// Resolves when the service starts shutting down.
+    pub async fn shutdown_signal(&self) {
+        let mut rx = self.shutdown.clone();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}

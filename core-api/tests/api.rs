@@ -1,0 +1,460 @@
+//! Black-box tests: the real service on port 0, a real HTTP client and a real SSE client
+//! (eventsource-stream). Partners are the bundled bureau simulator, started by the service
+//! itself as in `cargo run` (the real bureaus cannot be reached here).
+
+use std::time::Duration;
+
+use core_api::config::{ApiKeyConfig, Settings};
+use core_api::Application;
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+const ACME: &str = "acme-key-0123456789";
+const BETA: &str = "beta-key-0123456789";
+const READER: &str = "acme-reader-0123456789";
+
+struct TestApp {
+    url: String,
+    http: reqwest::Client,
+    _data: tempfile::TempDir,
+}
+
+async fn spawn_app() -> TestApp {
+    let data = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap();
+    let key = |tenant: &str, key: &str, scopes: Option<Vec<&str>>| ApiKeyConfig {
+        tenant: tenant.into(),
+        key: key.into(),
+        scopes: scopes.map(|s| s.into_iter().map(String::from).collect()),
+    };
+    let settings = Settings {
+        port: 0,
+        api_keys: vec![
+            key("acme", ACME, None),
+            key("beta", BETA, None),
+            key("acme", READER, Some(vec!["analyses:read"])),
+        ],
+        model_path: root.join("models/default.json"),
+        data_dir: data.path().to_path_buf(),
+        rate_per_key: 10_000,
+        ..Settings::default()
+    };
+    let app = Application::build(settings)
+        .await
+        .expect("the service builds");
+    let url = format!("http://{}", app.addr());
+    tokio::spawn(app.run_until(std::future::pending()));
+    TestApp {
+        url,
+        http: reqwest::Client::new(),
+        _data: data,
+    }
+}
+
+impl TestApp {
+    async fn start(&self, key: &str, body: Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/analyses", self.url))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn started(&self) -> Value {
+        let r = self.start(ACME, json!({"cpf": "529.982.247-25"})).await;
+        assert_eq!(r.status(), 202);
+        r.json().await.unwrap()
+    }
+
+    /// Reads SSE events from `path` (with `last` as Last-Event-ID), at most `max`.
+    async fn events(
+        &self,
+        path: &str,
+        last: Option<&str>,
+        max: usize,
+    ) -> Vec<(u64, String, Value)> {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(l) = last {
+            req = req.header("Last-Event-ID", l);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        assert_eq!(r.headers()["cache-control"], "no-cache");
+        assert_eq!(r.headers()["x-accel-buffering"], "no");
+        assert!(r.headers().get("content-encoding").is_none());
+        let mut stream = r.bytes_stream().eventsource();
+        let mut out = Vec::new();
+        while out.len() < max {
+            match tokio::time::timeout(Duration::from_secs(30), stream.next())
+                .await
+                .expect("an event within 30 s")
+            {
+                Some(Ok(e)) => {
+                    if e.event == "message" && e.data.is_empty() {
+                        continue; // the retry hint
+                    }
+                    out.push((
+                        e.id.parse().unwrap(),
+                        e.event,
+                        serde_json::from_str(&e.data).unwrap(),
+                    ));
+                }
+                Some(Err(e)) => panic!("SSE error: {e}"),
+                None => break,
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_analysis_streams_from_accepted_to_completed() {
+    let app = spawn_app().await;
+    let r = app
+        .start(
+            ACME,
+            json!({"cpf": "529.982.247-25", "from": "2026-08-01", "to": "2026-10-31"}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let started: Value = r.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/analyses/{}", started["id"].as_str().unwrap())
+    );
+
+    let events = app
+        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let ids: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as u64).collect::<Vec<_>>(),
+        "ids increase from 1 without gaps"
+    );
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    for k in [
+        "analysis.accepted",
+        "partner.started",
+        "partner.completed",
+        "classification.progress",
+        "transactions.stored",
+    ] {
+        assert!(kinds.contains(&k), "no {k} in {kinds:?}");
+    }
+    assert_eq!(
+        *kinds.last().unwrap(),
+        "analysis.completed",
+        "the stream ends with the summary"
+    );
+    assert_eq!(
+        events[0].2["cpf"], "***.982.247-**",
+        "events carry the masked CPF only"
+    );
+    assert!(
+        !serde_json::to_string(&events.iter().map(|e| &e.2).collect::<Vec<_>>())
+            .unwrap()
+            .contains("52998224725")
+    );
+    let summary = &events.last().unwrap().2["summary"];
+    assert!(summary["transactions"].as_u64().unwrap() > 100);
+    assert!(summary["spend_by_category"].as_object().unwrap().len() > 3);
+
+    let snapshot: Value = app
+        .http
+        .get(format!("{}{location}", app.url))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snapshot["status"], "completed");
+    assert_eq!(snapshot["classified"], snapshot["stored"]);
+    assert_eq!(snapshot["summary"], *summary);
+    for kind in ["consumer", "rating", "movements"] {
+        assert_eq!(snapshot["partners"][kind]["state"], "completed");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_with_last_event_id_misses_and_repeats_nothing() {
+    let app = spawn_app().await;
+    let started = app.started().await;
+    let url = started["events_url"].as_str().unwrap();
+    let first = app.events(url, None, 3).await;
+    assert_eq!(first.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 3]);
+    // The client drops and comes back, by header...
+    let rest = app.events(url, Some("3"), usize::MAX).await;
+    let all: Vec<u64> = first.iter().chain(&rest).map(|e| e.0).collect();
+    assert_eq!(
+        all,
+        (1..=all.len() as u64).collect::<Vec<_>>(),
+        "nothing missed, nothing repeated"
+    );
+    assert_eq!(rest.last().unwrap().1, "analysis.completed");
+    // ... or, as EventSource's first request must, by query parameter.
+    let tail = app
+        .events(
+            &format!("{url}&last_event_id={}", all.len() - 2),
+            None,
+            usize::MAX,
+        )
+        .await;
+    assert_eq!(
+        tail.iter().map(|e| e.0).collect::<Vec<_>>(),
+        [all.len() as u64 - 1, all.len() as u64]
+    );
+    // A client that had everything of a finished analysis gets an ending stream, not a hang.
+    let none = app
+        .events(url, Some(&all.len().to_string()), usize::MAX)
+        .await;
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn keys_tenants_and_scopes_are_enforced() {
+    let app = spawn_app().await;
+    let r = app
+        .http
+        .post(format!("{}/v1/analyses", app.url))
+        .json(&json!({"cpf": "529.982.247-25"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        app.start("not-a-key-0123456789", json!({"cpf": "529.982.247-25"}))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        app.start(READER, json!({"cpf": "529.982.247-25"}))
+            .await
+            .status(),
+        403
+    );
+
+    let started = app.started().await;
+    let path = started["analysis_url"].as_str().unwrap();
+    let get = |key: &'static str| {
+        app.http
+            .get(format!("{}{path}", app.url))
+            .bearer_auth(key)
+            .send()
+    };
+    assert_eq!(get(ACME).await.unwrap().status(), 200);
+    assert_eq!(
+        get(READER).await.unwrap().status(),
+        200,
+        "a read key of the same tenant reads"
+    );
+    assert_eq!(
+        get(BETA).await.unwrap().status(),
+        404,
+        "another tenant's analysis does not exist for them"
+    );
+    let events_with_key = app
+        .http
+        .get(format!("{}{path}/events", app.url))
+        .bearer_auth(BETA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events_with_key.status(), 404);
+
+    // The events token opens only its own analysis.
+    let other = app.started().await;
+    let token = started["events_url"]
+        .as_str()
+        .unwrap()
+        .split("token=")
+        .nth(1)
+        .unwrap();
+    let r = app
+        .http
+        .get(format!(
+            "{}{}/events?token={token}",
+            app.url,
+            other["analysis_url"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_a_problem_naming_it() {
+    let app = spawn_app().await;
+    let expect = |r: reqwest::Response, status: u16, field: Option<&'static str>| async move {
+        assert_eq!(r.status().as_u16(), status);
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["status"], status);
+        if let Some(f) = field {
+            assert_eq!(p["field"], f, "{p}");
+        }
+        assert!(
+            !p.to_string().contains("529982247"),
+            "the CPF is not echoed"
+        );
+    };
+    expect(
+        app.start(ACME, json!({"cpf": "529.982.247-24"})).await,
+        422,
+        Some("cpf"),
+    )
+    .await;
+    expect(
+        app.start(ACME, json!({"cpf": "1234"})).await,
+        422,
+        Some("cpf"),
+    )
+    .await;
+    expect(
+        app.start(ACME, json!({"cpf": "529.982.247-25", "from": "01/08/2026"}))
+            .await,
+        422,
+        Some("from"),
+    )
+    .await;
+    expect(
+        app.start(
+            ACME,
+            json!({"cpf": "529.982.247-25", "from": "2026-10-01", "to": "2026-09-01"}),
+        )
+        .await,
+        422,
+        Some("from"),
+    )
+    .await;
+    expect(
+        app.start(ACME, json!({"cpf": "529.982.247-25", "to": "2999-01-01"}))
+            .await,
+        422,
+        Some("to"),
+    )
+    .await;
+    expect(
+        app.start(ACME, json!({"cpf": "529.982.247-25", "surprise": true}))
+            .await,
+        422,
+        None,
+    )
+    .await;
+    let post = |body: &'static str, ct: &'static str| {
+        app.http
+            .post(format!("{}/v1/analyses", app.url))
+            .bearer_auth(ACME)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    expect(
+        post("{\"cpf\": ", "application/json").await.unwrap(),
+        400,
+        None,
+    )
+    .await;
+    expect(
+        post("cpf=1", "application/x-www-form-urlencoded")
+            .await
+            .unwrap(),
+        415,
+        None,
+    )
+    .await;
+    let huge = app
+        .http
+        .post(format!("{}/v1/analyses", app.url))
+        .bearer_auth(ACME)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 5 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    expect(huge, 413, None).await;
+    let unknown = app
+        .http
+        .get(format!("{}/v1/analyses/an_nope", app.url))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap();
+    expect(unknown, 404, None).await;
+    let started = app.started().await;
+    let bad_last = app
+        .http
+        .get(format!(
+            "{}{}",
+            app.url,
+            started["events_url"].as_str().unwrap()
+        ))
+        .header("Last-Event-ID", "seven")
+        .send()
+        .await
+        .unwrap();
+    expect(bad_last, 400, None).await;
+    let too_many: Vec<Value> = (0..10_001)
+        .map(|i| json!({"id": i.to_string(), "description": "X", "amount": -1.0}))
+        .collect();
+    let r = app
+        .http
+        .post(format!("{}/v1/classifications", app.url))
+        .bearer_auth(ACME)
+        .json(&json!({"transactions": too_many}))
+        .send()
+        .await
+        .unwrap();
+    expect(r, 413, None).await;
+}
+
+#[tokio::test]
+async fn a_batch_of_transactions_is_classified() {
+    let app = spawn_app().await;
+    let r = app
+        .http
+        .post(format!("{}/v1/classifications", app.url))
+        .bearer_auth(ACME)
+        .json(&json!({"transactions": [
+            {"id": "a", "description": "PIX RECEBIDO JOAO SILVA", "amount": 250.0, "type": "pix"},
+            {"id": "b", "description": "NETFLIX.COM", "amount": -55.9},
+            {"id": "c", "description": "DROGARIA SAO PAULO", "amount": -32.1, "mcc": "5912"},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let labels: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["TRANSFER_IN", "ENTERTAINMENT", "MEDICAL"]);
+    assert_eq!(
+        body["results"][0]["runners_up"].as_array().unwrap().len(),
+        2
+    );
+    let r = app
+        .http
+        .post(format!("{}/v1/classifications", app.url))
+        .bearer_auth(ACME)
+        .json(&json!({"transactions": [{"id": "x", "description": "", "amount": 1.0}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+}
