@@ -15,14 +15,14 @@ use integrations::gateway::{PartnerRequest, Submitted};
 use integrations::partner::RequestParams;
 use integrations::queue::Outcome;
 use integrations::{Cpf, Kind};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::state::AppState;
 use crate::store::{StoredTransaction, TransactionStore};
 
 /// Where an analysis is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Running,
@@ -31,7 +31,7 @@ pub enum Status {
 }
 
 /// Where one partner kind is within an analysis.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartnerState {
     pub partner: String,
     /// `requested`, `queued`, `completed`, `not_found`, `failed`.
@@ -41,10 +41,10 @@ pub struct PartnerState {
 }
 
 /// What `GET /v1/analyses/{id}` shows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     pub id: String,
-    #[serde(skip)]
+    #[serde(skip, default)]
     pub tenant: String,
     pub status: Status,
     pub cpf: String,
@@ -60,31 +60,119 @@ pub struct Snapshot {
     pub error: Option<String>,
 }
 
-/// The analyses of this process, by id.
+/// The analyses' snapshots: in memory, and written through to Redis (`{prefix}:an:{id}`)
+/// when it is configured, so any instance can answer for any analysis. Only the instance
+/// running an analysis writes its snapshot.
 #[derive(Clone, Default)]
-pub struct Analyses(Arc<Mutex<HashMap<String, Snapshot>>>);
+pub struct Analyses {
+    local: Arc<Mutex<HashMap<String, Snapshot>>>,
+    redis: Option<(redis::aio::ConnectionManager, String)>,
+}
+
+/// How a snapshot is kept in Redis: with its tenant, which the API never shows.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    tenant: String,
+    snapshot: Snapshot,
+}
+
+/// Snapshots stay in Redis this long.
+const SNAPSHOT_TTL_SECS: u64 = 24 * 3600;
 
 impl Analyses {
-    pub fn insert(&self, s: Snapshot) {
-        self.0
+    pub fn with_redis(conn: redis::aio::ConnectionManager, prefix: &str) -> Self {
+        Analyses {
+            local: Arc::default(),
+            redis: Some((conn, prefix.to_string())),
+        }
+    }
+
+    async fn write_through(&self, s: &Snapshot) {
+        if let Some((conn, prefix)) = &self.redis {
+            let stored = Stored {
+                tenant: s.tenant.clone(),
+                snapshot: s.clone(),
+            };
+            let json = serde_json::to_string(&stored).expect("snapshots serialise");
+            let mut conn = conn.clone();
+            let r: Result<(), _> = redis::AsyncCommands::set_ex(
+                &mut conn,
+                format!("{prefix}:an:{}", s.id),
+                json,
+                SNAPSHOT_TTL_SECS,
+            )
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(analysis = %s.id, error = %e, "Snapshot not written to Redis.");
+            }
+        }
+    }
+
+    pub async fn insert(&self, s: Snapshot) {
+        self.local
             .lock()
             .expect("analyses lock")
-            .insert(s.id.clone(), s);
+            .insert(s.id.clone(), s.clone());
+        self.write_through(&s).await;
     }
 
     /// The analysis if `tenant` owns it: another tenant's analysis does not exist for them.
-    pub fn get(&self, id: &str, tenant: &str) -> Option<Snapshot> {
-        self.0
+    pub async fn get(&self, id: &str, tenant: &str) -> Option<Snapshot> {
+        let local = self.local.lock().expect("analyses lock").get(id).cloned();
+        let found = match (local, &self.redis) {
+            (Some(s), _) => Some(s),
+            (None, Some((conn, prefix))) => {
+                let mut conn = conn.clone();
+                let raw: Option<String> =
+                    redis::AsyncCommands::get(&mut conn, format!("{prefix}:an:{id}"))
+                        .await
+                        .ok()
+                        .flatten();
+                raw.and_then(|r| serde_json::from_str::<Stored>(&r).ok())
+                    .map(|st| Snapshot {
+                        tenant: st.tenant,
+                        ..st.snapshot
+                    })
+            }
+            (None, None) => None,
+        };
+        found.filter(|s| s.tenant == tenant)
+    }
+
+    /// The status of an analysis, whoever owns it (for ending streams).
+    pub async fn get_status(&self, id: &str) -> Option<Status> {
+        let local = self
+            .local
             .lock()
             .expect("analyses lock")
             .get(id)
-            .filter(|s| s.tenant == tenant)
-            .cloned()
+            .map(|s| s.status);
+        match (local, &self.redis) {
+            (Some(s), _) => Some(s),
+            (None, Some((conn, prefix))) => {
+                let mut conn = conn.clone();
+                let raw: Option<String> =
+                    redis::AsyncCommands::get(&mut conn, format!("{prefix}:an:{id}"))
+                        .await
+                        .ok()
+                        .flatten();
+                raw.and_then(|r| serde_json::from_str::<Stored>(&r).ok())
+                    .map(|st| st.snapshot.status)
+            }
+            (None, None) => None,
+        }
     }
 
-    fn update(&self, id: &str, f: impl FnOnce(&mut Snapshot)) {
-        if let Some(s) = self.0.lock().expect("analyses lock").get_mut(id) {
-            f(s);
+    async fn update(&self, id: &str, f: impl FnOnce(&mut Snapshot)) {
+        let updated = {
+            let mut local = self.local.lock().expect("analyses lock");
+            local.get_mut(id).map(|s| {
+                f(s);
+                s.clone()
+            })
+        };
+        if let Some(s) = updated {
+            self.write_through(&s).await;
         }
     }
 }
@@ -96,8 +184,8 @@ struct Classified {
 }
 
 /// Emits an event and logs a failure to do so (a full log ends the analysis anyway).
-fn emit(state: &AppState, id: &str, kind: &str, data: serde_json::Value) {
-    if let Err(e) = state.events.append(id, kind, data) {
+async fn emit(state: &AppState, id: &str, kind: &str, data: serde_json::Value) {
+    if let Err(e) = state.events.append(id, kind, data).await {
         tracing::warn!(analysis = id, kind, error = %e, "Event not recorded.");
     }
 }
@@ -119,29 +207,37 @@ pub async fn run(
     };
     match result {
         Ok(summary) => {
-            state.analyses.update(&id, |s| {
-                s.status = Status::Completed;
-                s.summary = Some(summary.clone());
-            });
+            state
+                .analyses
+                .update(&id, |s| {
+                    s.status = Status::Completed;
+                    s.summary = Some(summary.clone());
+                })
+                .await;
             emit(
                 &state,
                 &id,
                 "analysis.completed",
                 serde_json::json!({ "id": id, "summary": summary }),
-            );
+            )
+            .await;
         }
         Err(reason) => {
             tracing::warn!(analysis = %id, reason = %reason, "Analysis failed.");
-            state.analyses.update(&id, |s| {
-                s.status = Status::Failed;
-                s.error = Some(reason.clone());
-            });
+            state
+                .analyses
+                .update(&id, |s| {
+                    s.status = Status::Failed;
+                    s.error = Some(reason.clone());
+                })
+                .await;
             emit(
                 &state,
                 &id,
                 "analysis.failed",
                 serde_json::json!({ "id": id, "reason": reason }),
-            );
+            )
+            .await;
         }
     }
 }
@@ -164,27 +260,16 @@ async fn ask(
             "no {kind} partner is configured"
         )));
     };
-    let set = |st: &str, detail: Option<String>| {
-        state.analyses.update(id, |s| {
-            s.partners.insert(
-                kind.as_str().into(),
-                PartnerState {
-                    partner: partner.clone(),
-                    state: st.into(),
-                    detail: detail.clone(),
-                },
-            );
-        })
-    };
     let page = params.cursor.clone();
     if page.is_none() {
-        set("requested", None);
+        set_partner(state, id, kind, &partner, "requested", None).await;
         emit(
             state,
             id,
             "partner.started",
             serde_json::json!({ "kind": kind, "partner": partner }),
-        );
+        )
+        .await;
     }
     let request_id = id.to_string();
     let submitted = state
@@ -207,7 +292,15 @@ async fn ask(
         } => {
             let next =
                 chrono::Utc::now() + chrono::Duration::milliseconds(retry_in.as_millis() as i64);
-            set("queued", Some(reason.as_str().into()));
+            set_partner(
+                state,
+                id,
+                kind,
+                &partner,
+                "queued",
+                Some(reason.as_str().into()),
+            )
+            .await;
             emit(
                 state,
                 id,
@@ -217,7 +310,8 @@ async fn ask(
                     "next_attempt_at": next.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     "page": page,
                 }),
-            );
+            )
+            .await;
             receiver
                 .ok_or("queued without a way to hear back")?
                 .await
@@ -235,7 +329,30 @@ async fn ask(
     }
 }
 
-fn finish_partner(
+async fn set_partner(
+    state: &AppState,
+    id: &str,
+    kind: Kind,
+    partner: &str,
+    st: &str,
+    detail: Option<String>,
+) {
+    state
+        .analyses
+        .update(id, |s| {
+            s.partners.insert(
+                kind.as_str().into(),
+                PartnerState {
+                    partner: partner.to_string(),
+                    state: st.into(),
+                    detail,
+                },
+            );
+        })
+        .await;
+}
+
+async fn finish_partner(
     state: &AppState,
     id: &str,
     kind: Kind,
@@ -245,21 +362,24 @@ fn finish_partner(
     let partner = state.partner_for(kind).unwrap_or_default();
     match result {
         PartnerResult::Data(_) => {
-            state.analyses.update(id, |s| {
-                s.partners.insert(
-                    kind.as_str().into(),
-                    PartnerState {
-                        partner: partner.clone(),
-                        state: "completed".into(),
-                        detail: None,
-                    },
-                );
-            });
+            state
+                .analyses
+                .update(id, |s| {
+                    s.partners.insert(
+                        kind.as_str().into(),
+                        PartnerState {
+                            partner: partner.clone(),
+                            state: "completed".into(),
+                            detail: None,
+                        },
+                    );
+                })
+                .await;
             let mut data = serde_json::json!({ "kind": kind, "partner": partner });
             if let (Some(d), Some(e)) = (data.as_object_mut(), extra.as_object()) {
                 d.extend(e.clone());
             }
-            emit(state, id, "partner.completed", data);
+            emit(state, id, "partner.completed", data).await;
         }
         PartnerResult::Missing(reason) => {
             let st = if reason.starts_with("not_found") {
@@ -267,22 +387,25 @@ fn finish_partner(
             } else {
                 "failed"
             };
-            state.analyses.update(id, |s| {
-                s.partners.insert(
-                    kind.as_str().into(),
-                    PartnerState {
-                        partner: partner.clone(),
-                        state: st.into(),
-                        detail: Some(reason.clone()),
-                    },
-                );
-            });
+            state
+                .analyses
+                .update(id, |s| {
+                    s.partners.insert(
+                        kind.as_str().into(),
+                        PartnerState {
+                            partner: partner.clone(),
+                            state: st.into(),
+                            detail: Some(reason.clone()),
+                        },
+                    );
+                })
+                .await;
             emit(
                 state,
                 id,
                 "partner.failed",
                 serde_json::json!({ "kind": kind, "partner": partner, "reason": reason, "final": true }),
-            );
+            ).await;
         }
     }
 }
@@ -309,7 +432,8 @@ async fn run_steps(
                 Kind::Consumer,
                 &r,
                 serde_json::json!({ "debts": debts }),
-            );
+            )
+            .await;
             Ok::<_, String>(r)
         })
     };
@@ -317,7 +441,7 @@ async fn run_steps(
         let (state, id, cpf) = (state.clone(), id.clone(), cpf.clone());
         tokio::spawn(async move {
             let r = ask(&state, &id, Kind::Rating, &cpf, RequestParams::default()).await?;
-            finish_partner(&state, &id, Kind::Rating, &r, serde_json::json!({}));
+            finish_partner(&state, &id, Kind::Rating, &r, serde_json::json!({})).await;
             Ok::<_, String>(r)
         })
     };
@@ -369,7 +493,7 @@ async fn movements(
                 "the movements partner's page does not follow the contract".to_string()
             })?,
             missing @ PartnerResult::Missing(_) => {
-                finish_partner(state, id, Kind::Movements, &missing, serde_json::json!({}));
+                finish_partner(state, id, Kind::Movements, &missing, serde_json::json!({})).await;
                 return Ok(all);
             }
         };
@@ -415,13 +539,16 @@ async fn movements(
             });
         }
         let classified = all.len() as u64;
-        state.analyses.update(id, |s| s.classified = classified);
+        state
+            .analyses
+            .update(id, |s| s.classified = classified)
+            .await;
         emit(
             state,
             id,
             "classification.progress",
             serde_json::json!({ "page": pages, "classified": classified, "in_page": rows.len(), "more": page.proximo_cursor.is_some() }),
-        );
+        ).await;
         state.store.put(rows).await.map_err(|e| {
             tracing::error!(analysis = id, error = %e, "Storing transactions failed.");
             "the transaction store failed".to_string()
@@ -431,13 +558,14 @@ async fn movements(
             .count(id)
             .await
             .map_err(|_| "the transaction store failed".to_string())?;
-        state.analyses.update(id, |s| s.stored = stored);
+        state.analyses.update(id, |s| s.stored = stored).await;
         emit(
             state,
             id,
             "transactions.stored",
             serde_json::json!({ "stored": stored }),
-        );
+        )
+        .await;
         match page.proximo_cursor {
             Some(c) => cursor = Some(c),
             None => break,
@@ -449,7 +577,8 @@ async fn movements(
         Kind::Movements,
         &PartnerResult::Data(serde_json::Value::Null),
         serde_json::json!({ "movements": all.len(), "pages": pages }),
-    );
+    )
+    .await;
     Ok(all)
 }
 

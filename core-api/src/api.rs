@@ -15,7 +15,7 @@ use axum::{Json, Router};
 use chrono::NaiveDate;
 use integrations::Cpf;
 use serde::Deserialize;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
@@ -194,26 +194,37 @@ async fn start_analysis(
         return Err(invalid("from", "the window spans at most 366 days"));
     }
     let id = format!("an_{}", uuid::Uuid::new_v4().simple());
-    state.analyses.insert(Snapshot {
-        id: id.clone(),
-        tenant: caller.tenant.clone(),
-        status: Status::Running,
-        cpf: cpf.masked(),
-        from,
-        to,
-        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        partners: Default::default(),
-        classified: 0,
-        stored: 0,
-        summary: None,
-        error: None,
-    });
-    state.events.create(&id);
-    let _ = state.events.append(
-        &id,
-        "analysis.accepted",
-        serde_json::json!({ "id": id, "cpf": cpf.masked(), "from": from, "to": to }),
-    );
+    state
+        .analyses
+        .insert(Snapshot {
+            id: id.clone(),
+            tenant: caller.tenant.clone(),
+            status: Status::Running,
+            cpf: cpf.masked(),
+            from,
+            to,
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            partners: Default::default(),
+            classified: 0,
+            stored: 0,
+            summary: None,
+            error: None,
+        })
+        .await;
+    state
+        .events
+        .create(&id)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    state
+        .events
+        .append(
+            &id,
+            "analysis.accepted",
+            serde_json::json!({ "id": id, "cpf": cpf.masked(), "from": from, "to": to }),
+        )
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
     tracing::info!(analysis = %id, tenant = %caller.tenant, "Analysis accepted.");
     tokio::spawn(analysis::run(
         state.clone(),
@@ -250,6 +261,7 @@ async fn get_analysis(
     let snapshot = state
         .analyses
         .get(&id, &caller.tenant)
+        .await
         .ok_or(ApiError::NotFound("analysis"))?;
     Ok(Json(snapshot).into_response())
 }
@@ -284,6 +296,7 @@ async fn events(
     let snapshot = state
         .analyses
         .get(&id, &tenant)
+        .await
         .ok_or(ApiError::NotFound("analysis"))?;
     let last = headers
         .get("last-event-id")
@@ -298,16 +311,18 @@ async fn events(
             )
         })?,
     };
-    let (past, live) = state
-        .events
-        .follow(&id, last)
-        .ok_or(ApiError::NotFound("analysis"))?;
     let finished = snapshot.status != Status::Running;
+    let past = state
+        .events
+        .read_after(&id, last, 256)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or(ApiError::NotFound("analysis"))?;
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
-    let shutdown = state.clone();
+    let feeder = state.clone();
     tokio::spawn(async move {
         SSE_CLIENTS.fetch_add(1, Ordering::Relaxed);
-        feed(tx, past, live, last, finished, shutdown).await;
+        feed(tx, id, past, last, finished, feeder).await;
         SSE_CLIENTS.fetch_sub(1, Ordering::Relaxed);
     });
     let stream = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
@@ -324,12 +339,17 @@ async fn events(
     Ok(response)
 }
 
+/// How long a client may leave an event unread before it is cut off.
+const SLOW_CLIENT: Duration = Duration::from_secs(10);
+
 /// Sends the client what it missed, then what comes, until the analysis ends, the client
-/// leaves (the channel closes), it falls too far behind, or the service shuts down.
+/// leaves (the channel closes), it stops reading for [`SLOW_CLIENT`], or the service shuts
+/// down. Events are pulled from the log only as fast as the client takes them, so nothing is
+/// buffered for a slow client beyond the channel's 64 events.
 async fn feed(
     tx: mpsc::Sender<SseEvent>,
-    past: Vec<Event>,
-    mut live: broadcast::Receiver<Event>,
+    id: String,
+    mut pending: Vec<Event>,
     mut last_sent: u64,
     finished: bool,
     state: Arc<AppState>,
@@ -341,42 +361,40 @@ async fn feed(
     {
         return;
     }
-    for e in &past {
-        if tx.send(sse_event(e)).await.is_err() {
-            return;
-        }
-        last_sent = e.id;
-        if e.is_terminal() {
-            return;
-        }
-    }
-    if finished {
-        // Reconnected to a finished analysis and already had everything.
-        return;
-    }
+    let mut drained_finished = finished && pending.is_empty();
     loop {
-        tokio::select! {
-            next = live.recv() => match next {
-                Ok(e) => {
-                    if e.id <= last_sent {
-                        continue;
-                    }
-                    if tx.send(sse_event(&e)).await.is_err() {
-                        return;
-                    }
-                    last_sent = e.id;
-                    if e.is_terminal() {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
+        for e in pending.drain(..) {
+            if e.id <= last_sent {
+                continue;
+            }
+            match tx.send_timeout(sse_event(&e), SLOW_CLIENT).await {
+                Ok(()) => {}
+                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                     let cut = SseEvent::default().event("stream.error").data(
-                        serde_json::json!({"reason": "the client fell too far behind; reconnect with Last-Event-ID"}).to_string(),
+                        r#"{"reason":"the client stopped reading; reconnect with Last-Event-ID"}"#,
                     );
-                    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(cut)).await;
+                    let _ = tx.try_send(cut);
                     return;
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
+            }
+            last_sent = e.id;
+            if e.is_terminal() {
+                return;
+            }
+        }
+        if drained_finished {
+            // Reconnected to a finished analysis and already had everything.
+            return;
+        }
+        tokio::select! {
+            more = state.events.wait_after(&id, last_sent, Duration::from_secs(15)) => match more {
+                Ok(events) => pending = events,
+                Err(e) => {
+                    tracing::warn!(analysis = %id, error = %e, "Event log unavailable; ending the stream.");
+                    let _ = tx.try_send(SseEvent::default().event("stream.error").data(r#"{"reason":"events are unavailable; reconnect with Last-Event-ID"}"#));
+                    return;
+                }
             },
             _ = tx.closed() => return,
             _ = state.shutdown_signal() => {
@@ -384,6 +402,11 @@ async fn feed(
                 let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(bye)).await;
                 return;
             }
+        }
+        // A finished log that yields nothing more will never yield more.
+        if pending.is_empty() {
+            drained_finished =
+                matches!(state.analyses.get_status(&id).await, Some(s) if s != Status::Running);
         }
     }
 }

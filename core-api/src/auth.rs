@@ -91,7 +91,13 @@ fn hash(key: &str) -> [u8; 32] {
 
 impl Auth {
     /// Builds from the configured keys; unknown scopes are a configuration error.
-    pub fn new(keys: &[ApiKeyConfig], rate_per_key: u32) -> Result<Arc<Self>, String> {
+    /// `signing_key`: the key of `events_url` tokens; instances behind one load balancer must
+    /// share it (`EVENTS_TOKEN_KEY`). Random when none is given.
+    pub fn new(
+        keys: &[ApiKeyConfig],
+        rate_per_key: u32,
+        signing_key: Option<&crate::config::Secret>,
+    ) -> Result<Arc<Self>, String> {
         let mut map = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
             let scopes = match &k.scopes {
@@ -112,8 +118,14 @@ impl Auth {
                 },
             );
         }
-        let mut signing_key = [0u8; 32];
-        rand::rng().fill(&mut signing_key);
+        let signing_key: [u8; 32] = match signing_key {
+            Some(k) => Sha256::digest(k.expose().as_bytes()).into(),
+            None => {
+                let mut k = [0u8; 32];
+                rand::rng().fill(&mut k);
+                k
+            }
+        };
         let rate = NonZeroU32::new(rate_per_key).unwrap_or(NonZeroU32::MIN);
         Ok(Arc::new(Auth {
             keys: map,
@@ -205,6 +217,7 @@ mod tests {
                 },
             ],
             1000,
+            None,
         )
         .unwrap()
     }
@@ -257,6 +270,7 @@ mod tests {
                 scopes: None,
             }],
             2,
+            None,
         )
         .unwrap();
         assert!(a

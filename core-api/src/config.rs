@@ -11,6 +11,7 @@
 //! | `MODEL_PATH` | the classifier model file | `models/default.json` |
 //! | `DATA_DIR` | where the embedded transaction store keeps its file | `data` |
 //! | `CPF_HASH_KEY` | key of the keyed CPF hash in the store | generated per run |
+//! | `EVENTS_TOKEN_KEY` | key of the `events_url` tokens; shared by instances on one Redis | generated per run |
 //! | `ANALYSIS_DEADLINE_SECS` | an analysis that takes longer fails | `120` |
 //! | `RATE_PER_KEY` | requests per second per API key | `50` |
 
@@ -47,6 +48,9 @@ pub struct Settings {
     pub data_dir: PathBuf,
     #[serde(skip)]
     pub cpf_hash_key: Option<Secret>,
+    /// Key of the `events_url` tokens; instances sharing a Redis must share it.
+    #[serde(skip)]
+    pub events_token_key: Option<Secret>,
     pub analysis_deadline_secs: u64,
     pub rate_per_key: u32,
     /// Redis key prefix, so deployments and tests can share a Redis.
@@ -64,6 +68,7 @@ impl Default for Settings {
             model_path: PathBuf::from("models/default.json"),
             data_dir: PathBuf::from("data"),
             cpf_hash_key: None,
+            events_token_key: None,
             analysis_deadline_secs: 120,
             rate_per_key: 50,
             key_prefix: "credit".into(),
@@ -119,6 +124,9 @@ impl Settings {
         }
         if let Some(v) = env("CPF_HASH_KEY").filter(|v| !v.is_empty()) {
             s.cpf_hash_key = Some(Secret::new(v));
+        }
+        if let Some(v) = env("EVENTS_TOKEN_KEY").filter(|v| !v.is_empty()) {
+            s.events_token_key = Some(Secret::new(v));
         }
         if let Some(v) = env("ANALYSIS_DEADLINE_SECS") {
             s.analysis_deadline_secs = v.parse().map_err(|_| {

@@ -1,22 +1,26 @@
 //! The event log of each analysis: every step appends an event; the SSE endpoint replays the
-//! log from the client's last event id and then follows it.
+//! log from the client's last event id and then waits for more.
 //!
-//! This is the in-memory log of the embedded shape: bounded per analysis (an analysis that
-//! would log more fails rather than grow without limit), followers fed through a bounded
-//! broadcast channel (a follower that falls behind is cut off, not buffered for), and a
-//! finished analysis's log kept for a set time so a client can reconnect and catch up.
+//! Two implementations behind one type. In memory (the embedded shape): bounded per analysis,
+//! kept for a set time after the analysis ends. On Redis Streams (when `REDIS_URL` is set): the
+//! stream `{prefix}:ev:{id}` with explicit ids `N-0`, so event ids are the same small integers
+//! on every instance and any instance can serve any analysis's stream; a finished analysis's
+//! stream expires after the retention.
+//!
+//! Readers pull: they ask for the events after the last one they sent and wait (without
+//! polling) when there are none, so a slow reader never makes the log buffer anything.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
 
 /// Events kept per analysis at most.
 pub const MAX_EVENTS: usize = 10_000;
-/// Events a follower may fall behind by before it is cut off.
-pub const FOLLOWER_BUFFER: usize = 1024;
 
 /// One event of an analysis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -28,24 +32,15 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
+fn is_terminal(kind: &str) -> bool {
+    kind == "analysis.completed" || kind == "analysis.failed"
+}
+
 impl Event {
     /// Whether the analysis ends with this event.
     pub fn is_terminal(&self) -> bool {
-        self.kind == "analysis.completed" || self.kind == "analysis.failed"
+        is_terminal(&self.kind)
     }
-}
-
-struct Log {
-    events: Vec<Event>,
-    tx: broadcast::Sender<Event>,
-    finished_at: Option<Instant>,
-}
-
-/// The logs of every analysis of this process.
-#[derive(Clone)]
-pub struct EventLog {
-    logs: Arc<Mutex<HashMap<String, Log>>>,
-    retention: Duration,
 }
 
 /// Why an append failed.
@@ -55,32 +50,280 @@ pub enum AppendError {
     Full,
     #[error("the analysis already ended")]
     Finished,
+    #[error("event log: {0}")]
+    Backend(String),
 }
+
+struct Log {
+    events: Vec<Event>,
+    appended: Arc<Notify>,
+    finished_at: Option<Instant>,
+}
+
+/// The in-memory log.
+#[derive(Clone)]
+pub struct MemoryLog {
+    logs: Arc<Mutex<HashMap<String, Log>>>,
+    retention: Duration,
+}
+
+/// The Redis Streams log.
+#[derive(Clone)]
+pub struct RedisLog {
+    client: redis::Client,
+    conn: ConnectionManager,
+    prefix: String,
+    retention: Duration,
+    append: Script,
+}
+
+/// The event log the settings chose.
+#[derive(Clone)]
+pub enum EventLog {
+    Memory(MemoryLog),
+    Redis(Box<RedisLog>),
+}
+
+/// KEYS stream, meta; ARGV kind, data, max, terminal (0/1), retention_s.
+/// Returns the new id, -1 when finished, -2 when full.
+const APPEND: &str = r"
+if redis.call('HGET', KEYS[2], 'finished') == '1' then return -1 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
+local terminal = ARGV[4] == '1'
+if n + (terminal and 0 or 1) >= tonumber(ARGV[3]) then return -2 end
+n = n + 1
+redis.call('HSET', KEYS[2], 'n', n)
+redis.call('XADD', KEYS[1], n .. '-0', 'kind', ARGV[1], 'data', ARGV[2])
+if terminal then
+  redis.call('HSET', KEYS[2], 'finished', '1')
+  redis.call('EXPIRE', KEYS[1], ARGV[5])
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+return n
+";
+
+/// A running analysis's log lives at most this long, in case its run died with its process.
+const RUNNING_TTL_SECS: u64 = 24 * 3600;
 
 impl EventLog {
     /// `retention`: how long a finished analysis's events stay readable.
-    pub fn new(retention: Duration) -> Self {
-        EventLog {
+    pub fn memory(retention: Duration) -> Self {
+        EventLog::Memory(MemoryLog {
             logs: Arc::default(),
             retention,
-        }
+        })
+    }
+
+    pub async fn redis(
+        url: &str,
+        prefix: &str,
+        retention: Duration,
+    ) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let conn = ConnectionManager::new(client.clone()).await?;
+        Ok(EventLog::Redis(Box::new(RedisLog {
+            client,
+            conn,
+            prefix: prefix.to_string(),
+            retention,
+            append: Script::new(APPEND),
+        })))
     }
 
     /// Starts an empty log for a new analysis.
-    pub fn create(&self, analysis: &str) {
-        let (tx, _) = broadcast::channel(FOLLOWER_BUFFER);
-        self.logs.lock().expect("event log lock").insert(
-            analysis.to_string(),
-            Log {
-                events: Vec::new(),
-                tx,
-                finished_at: None,
-            },
-        );
+    pub async fn create(&self, analysis: &str) -> Result<(), AppendError> {
+        match self {
+            EventLog::Memory(m) => {
+                m.logs.lock().expect("event log lock").insert(
+                    analysis.to_string(),
+                    Log {
+                        events: Vec::new(),
+                        appended: Arc::new(Notify::new()),
+                        finished_at: None,
+                    },
+                );
+                Ok(())
+            }
+            EventLog::Redis(r) => {
+                let mut conn = r.conn.clone();
+                let meta = r.meta_key(analysis);
+                redis::pipe()
+                    .hset(&meta, "n", 0)
+                    .expire(&meta, RUNNING_TTL_SECS as i64)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| AppendError::Backend(e.to_string()))
+            }
+        }
     }
 
     /// Appends an event; returns its id.
-    pub fn append(
+    pub async fn append(
+        &self,
+        analysis: &str,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<u64, AppendError> {
+        match self {
+            EventLog::Memory(m) => m.append(analysis, kind, data),
+            EventLog::Redis(r) => {
+                let mut conn = r.conn.clone();
+                let n: i64 = r
+                    .append
+                    .key(r.stream_key(analysis))
+                    .key(r.meta_key(analysis))
+                    .arg(kind)
+                    .arg(data.to_string())
+                    .arg(MAX_EVENTS)
+                    .arg(if is_terminal(kind) { "1" } else { "0" })
+                    .arg(r.retention.as_secs().max(1))
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| AppendError::Backend(e.to_string()))?;
+                match n {
+                    -1 => Err(AppendError::Finished),
+                    -2 => Err(AppendError::Full),
+                    n => {
+                        if n == 1 {
+                            // The stream exists from its first event: give it the running TTL.
+                            let _: Result<(), _> = conn
+                                .expire(r.stream_key(analysis), RUNNING_TTL_SECS as i64)
+                                .await;
+                        }
+                        Ok(n as u64)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Up to `max` events after `after`; `None` for an analysis this log does not know.
+    pub async fn read_after(
+        &self,
+        analysis: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Option<Vec<Event>>, AppendError> {
+        match self {
+            EventLog::Memory(m) => {
+                let logs = m.logs.lock().expect("event log lock");
+                Ok(logs.get(analysis).map(|l| {
+                    l.events
+                        .iter()
+                        .filter(|e| e.id > after)
+                        .take(max)
+                        .cloned()
+                        .collect()
+                }))
+            }
+            EventLog::Redis(r) => {
+                let mut conn = r.conn.clone();
+                let exists: bool = conn
+                    .exists(r.meta_key(analysis))
+                    .await
+                    .map_err(|e| AppendError::Backend(e.to_string()))?;
+                if !exists {
+                    return Ok(None);
+                }
+                let reply: redis::streams::StreamRangeReply = conn
+                    .xrange_count(r.stream_key(analysis), format!("({after}-0"), "+", max)
+                    .await
+                    .map_err(|e| AppendError::Backend(e.to_string()))?;
+                Ok(Some(reply.ids.iter().filter_map(parse_entry).collect()))
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for events after `after`; empty when none came.
+    pub async fn wait_after(
+        &self,
+        analysis: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<Vec<Event>, AppendError> {
+        match self {
+            EventLog::Memory(m) => {
+                let notify = {
+                    let logs = m.logs.lock().expect("event log lock");
+                    match logs.get(analysis) {
+                        Some(l) => l.appended.clone(),
+                        None => return Ok(Vec::new()),
+                    }
+                };
+                let notified = notify.notified();
+                tokio::pin!(notified);
+                // Registered before looking, so an append in between is not missed.
+                notified.as_mut().enable();
+                if let Some(events) = self.read_after(analysis, after, 256).await? {
+                    if !events.is_empty() {
+                        return Ok(events);
+                    }
+                }
+                let _ = tokio::time::timeout(timeout, notified).await;
+                Ok(self
+                    .read_after(analysis, after, 256)
+                    .await?
+                    .unwrap_or_default())
+            }
+            EventLog::Redis(r) => {
+                // XREAD BLOCK holds its connection, so each waiting reader gets its own.
+                let mut conn = r
+                    .client
+                    .get_multiplexed_async_connection_with_config(
+                        &redis::AsyncConnectionConfig::new()
+                            .set_response_timeout(Some(timeout + Duration::from_secs(5))),
+                    )
+                    .await
+                    .map_err(|e| AppendError::Backend(e.to_string()))?;
+                let opts = redis::streams::StreamReadOptions::default()
+                    .count(256)
+                    .block(timeout.as_millis().max(1) as usize);
+                let reply: Option<redis::streams::StreamReadReply> = conn
+                    .xread_options(&[r.stream_key(analysis)], &[format!("{after}-0")], &opts)
+                    .await
+                    .map_err(|e| AppendError::Backend(e.to_string()))?;
+                Ok(reply
+                    .map(|r| {
+                        r.keys
+                            .iter()
+                            .flat_map(|k| k.ids.iter().filter_map(parse_entry))
+                            .collect()
+                    })
+                    .unwrap_or_default())
+            }
+        }
+    }
+
+    /// Drops in-memory logs of analyses finished longer ago than the retention (Redis expires
+    /// its own).
+    pub fn expire(&self) -> usize {
+        match self {
+            EventLog::Memory(m) => {
+                let mut logs = m.logs.lock().expect("event log lock");
+                let before = logs.len();
+                let retention = m.retention;
+                logs.retain(|_, l| l.finished_at.is_none_or(|at| at.elapsed() < retention));
+                before - logs.len()
+            }
+            EventLog::Redis(_) => 0,
+        }
+    }
+}
+
+fn parse_entry(entry: &redis::streams::StreamId) -> Option<Event> {
+    let id = entry.id.split('-').next()?.parse().ok()?;
+    let kind: String = entry.get("kind")?;
+    let data: String = entry.get("data")?;
+    Some(Event {
+        id,
+        kind,
+        data: serde_json::from_str(&data).ok()?,
+    })
+}
+
+impl MemoryLog {
+    fn append(
         &self,
         analysis: &str,
         kind: &str,
@@ -92,57 +335,31 @@ impl EventLog {
             return Err(AppendError::Finished);
         }
         // The last slot is kept for the terminal event, so an analysis can always end.
-        let terminal = kind == "analysis.completed" || kind == "analysis.failed";
+        let terminal = is_terminal(kind);
         if log.events.len() + usize::from(!terminal) >= MAX_EVENTS {
             return Err(AppendError::Full);
         }
-        let event = Event {
-            id: log.events.len() as u64 + 1,
+        let id = log.events.len() as u64 + 1;
+        log.events.push(Event {
+            id,
             kind: kind.to_string(),
             data,
-        };
+        });
         if terminal {
             log.finished_at = Some(Instant::now());
         }
-        let id = event.id;
-        // No follower is not an error.
-        let _ = log.tx.send(event.clone());
-        log.events.push(event);
+        log.appended.notify_waiters();
         Ok(id)
     }
+}
 
-    /// The events after `after` and a receiver of the ones to come, taken together so that
-    /// nothing falls between them; `None` for an unknown analysis.
-    pub fn follow(
-        &self,
-        analysis: &str,
-        after: u64,
-    ) -> Option<(Vec<Event>, broadcast::Receiver<Event>)> {
-        let logs = self.logs.lock().expect("event log lock");
-        let log = logs.get(analysis)?;
-        let rx = log.tx.subscribe();
-        let past = log
-            .events
-            .iter()
-            .filter(|e| e.id > after)
-            .cloned()
-            .collect();
-        Some((past, rx))
+impl RedisLog {
+    fn stream_key(&self, analysis: &str) -> String {
+        format!("{}:ev:{analysis}", self.prefix)
     }
 
-    /// The last event id, for reconnect checks; `None` for an unknown analysis.
-    pub fn last_id(&self, analysis: &str) -> Option<u64> {
-        let logs = self.logs.lock().expect("event log lock");
-        logs.get(analysis).map(|l| l.events.len() as u64)
-    }
-
-    /// Drops the logs of analyses finished longer ago than the retention.
-    pub fn expire(&self) -> usize {
-        let mut logs = self.logs.lock().expect("event log lock");
-        let before = logs.len();
-        let retention = self.retention;
-        logs.retain(|_, l| l.finished_at.is_none_or(|at| at.elapsed() < retention));
-        before - logs.len()
+    fn meta_key(&self, analysis: &str) -> String {
+        format!("{}:ev:{analysis}:meta", self.prefix)
     }
 }
 
@@ -150,57 +367,95 @@ impl EventLog {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ids_increase_and_followers_get_the_past_then_the_future() {
-        let log = EventLog::new(Duration::from_secs(60));
-        log.create("a");
+    async fn ids_increase_and_readers_get_the_past_then_wait_for_the_future(log: EventLog) {
+        log.create("a").await.unwrap();
         assert_eq!(
-            log.append("a", "analysis.accepted", serde_json::json!({})),
+            log.append("a", "analysis.accepted", serde_json::json!({"x": 1}))
+                .await,
             Ok(1)
         );
         assert_eq!(
-            log.append("a", "partner.started", serde_json::json!({})),
+            log.append("a", "partner.started", serde_json::json!({}))
+                .await,
             Ok(2)
         );
-        let (past, mut rx) = log.follow("a", 1).unwrap();
+        let past = log.read_after("a", 1, 100).await.unwrap().unwrap();
         assert_eq!(past.iter().map(|e| e.id).collect::<Vec<_>>(), [2]);
+        let waiter = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                log.wait_after("a", 2, Duration::from_secs(10))
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
         log.append("a", "analysis.completed", serde_json::json!({}))
+            .await
             .unwrap();
-        let next = rx.try_recv().unwrap();
-        assert_eq!((next.id, next.is_terminal()), (3, true));
+        let next = waiter.await.unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!((next[0].id, next[0].is_terminal()), (3, true));
         assert_eq!(
-            log.append("a", "late", serde_json::json!({})),
+            log.append("a", "late", serde_json::json!({})).await,
             Err(AppendError::Finished)
         );
-        assert!(log.follow("nope", 0).is_none());
+        assert!(log.read_after("nope", 0, 10).await.unwrap().is_none());
+        assert!(log
+            .wait_after("a", 3, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty());
     }
 
-    #[test]
-    fn a_log_is_bounded_but_can_always_end() {
-        let log = EventLog::new(Duration::from_secs(60));
-        log.create("a");
+    #[tokio::test]
+    async fn in_memory_ids_increase_and_readers_wait_without_polling() {
+        ids_increase_and_readers_get_the_past_then_wait_for_the_future(EventLog::memory(
+            Duration::from_secs(60),
+        ))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn on_redis_streams_ids_increase_and_readers_wait_without_polling() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-ev-{}", uuid::Uuid::new_v4().simple());
+        let log = EventLog::redis(&url, &prefix, Duration::from_secs(60))
+            .await
+            .expect("a Redis server");
+        ids_increase_and_readers_get_the_past_then_wait_for_the_future(log).await;
+    }
+
+    #[tokio::test]
+    async fn a_log_is_bounded_but_can_always_end() {
+        let log = EventLog::memory(Duration::from_secs(60));
+        log.create("a").await.unwrap();
         for _ in 0..MAX_EVENTS - 1 {
             log.append("a", "classification.progress", serde_json::json!({}))
+                .await
                 .unwrap();
         }
         assert_eq!(
-            log.append("a", "classification.progress", serde_json::json!({})),
+            log.append("a", "classification.progress", serde_json::json!({}))
+                .await,
             Err(AppendError::Full)
         );
         assert!(log
             .append("a", "analysis.failed", serde_json::json!({}))
+            .await
             .is_ok());
     }
 
-    #[test]
-    fn finished_logs_expire_after_the_retention() {
-        let log = EventLog::new(Duration::ZERO);
-        log.create("done");
-        log.create("running");
+    #[tokio::test]
+    async fn finished_logs_expire_after_the_retention() {
+        let log = EventLog::memory(Duration::ZERO);
+        log.create("done").await.unwrap();
+        log.create("running").await.unwrap();
         log.append("done", "analysis.completed", serde_json::json!({}))
+            .await
             .unwrap();
         assert_eq!(log.expire(), 1);
-        assert!(log.follow("done", 0).is_none());
-        assert!(log.follow("running", 0).is_some());
+        assert!(log.read_after("done", 0, 1).await.unwrap().is_none());
+        assert!(log.read_after("running", 0, 1).await.unwrap().is_some());
     }
 }

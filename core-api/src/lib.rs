@@ -54,8 +54,12 @@ impl Application {
             settings.host = std::net::IpAddr::from([127, 0, 0, 1]);
             dev_key = Some(key);
         }
-        let auth =
-            Auth::new(&settings.api_keys, settings.rate_per_key).map_err(anyhow::Error::msg)?;
+        let auth = Auth::new(
+            &settings.api_keys,
+            settings.rate_per_key,
+            settings.events_token_key.as_ref(),
+        )
+        .map_err(anyhow::Error::msg)?;
         let scorer = classifier::Scorer::load(&settings.model_path).with_context(|| {
             format!(
                 "loading the classifier model (MODEL_PATH={})",
@@ -84,6 +88,13 @@ impl Application {
         if settings.redis_url.is_some() {
             partners.redis_url = settings.redis_url.clone();
             partners.key_prefix = settings.key_prefix.clone();
+            // Outcomes are delivered to this process's waiting runs, so its retry queue is its
+            // own; permits are shared with every instance.
+            partners.queue_prefix = Some(format!(
+                "{}:inst:{}",
+                settings.key_prefix,
+                uuid::Uuid::new_v4().simple()
+            ));
         }
         let gateway = integrations::gateway::Gateway::build(partners).await?;
         let worker = tokio::spawn(gateway.clone().run_worker(shutdown_rx.clone()));
@@ -94,7 +105,18 @@ impl Application {
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(settings.host, settings.port))
             .await
             .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
-        let events = EventLog::new(Duration::from_secs(3600));
+        let retention = Duration::from_secs(3600);
+        let (events, analyses) = match &settings.redis_url {
+            Some(url) => {
+                let events = EventLog::redis(url, &settings.key_prefix, retention)
+                    .await
+                    .context("connecting the event log to Redis")?;
+                let conn =
+                    redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
+                (events, Analyses::with_redis(conn, &settings.key_prefix))
+            }
+            None => (EventLog::memory(retention), Analyses::default()),
+        };
         {
             // Finished analyses' logs are dropped after the retention.
             let events = events.clone();
@@ -112,7 +134,7 @@ impl Application {
             settings,
             auth,
             events,
-            analyses: Analyses::default(),
+            analyses,
             gateway,
             scorer: Arc::new(scorer),
             store,

@@ -21,6 +21,10 @@ struct TestApp {
 }
 
 async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     let data = tempfile::tempdir().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -42,6 +46,8 @@ async fn spawn_app() -> TestApp {
         rate_per_key: 10_000,
         ..Settings::default()
     };
+    let mut settings = settings;
+    adjust(&mut settings);
     let app = Application::build(settings)
         .await
         .expect("the service builds");
@@ -457,4 +463,58 @@ async fn a_batch_of_transactions_is_classified() {
         .await
         .unwrap();
     assert_eq!(r.status(), 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_streams_one_instance_runs_an_analysis_and_another_streams_it() {
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("test-core-{}", uuid::Uuid::new_v4().simple());
+    let shared = |s: &mut Settings| {
+        s.redis_url = Some(redis.clone());
+        s.key_prefix = prefix.clone();
+        s.events_token_key = Some(core_api::config::Secret::new("a key both instances share"));
+    };
+    let a = spawn_app_with(shared).await;
+    let b = spawn_app_with(shared).await;
+    let started = a.started().await;
+    // The stream is read from B, which never saw the request: the log is in Redis.
+    let events = b
+        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let ids: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap().1, "analysis.completed");
+    // Reconnecting to B in the middle works the same.
+    let tail = b
+        .events(
+            started["events_url"].as_str().unwrap(),
+            Some("2"),
+            usize::MAX,
+        )
+        .await;
+    assert_eq!(tail.first().unwrap().0, 3);
+    assert_eq!(tail.len(), ids.len() - 2);
+    // B answers for the snapshot too, and keeps tenants apart.
+    let path = started["analysis_url"].as_str().unwrap();
+    let snap: Value = b
+        .http
+        .get(format!("{}{path}", b.url))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snap["status"], "completed");
+    assert_eq!(
+        b.http
+            .get(format!("{}{path}", b.url))
+            .bearer_auth(BETA)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
 }

@@ -127,6 +127,11 @@ pub struct Config {
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
     #[serde(default = "default_prefix")]
     pub key_prefix: String,
+    /// Prefix of the retry queue's keys when it must differ from `key_prefix`. A process that
+    /// takes outcomes in process (the core API's embedded integrations) keeps a queue of its
+    /// own, since only it can deliver to its waiting callers; the semaphore stays shared.
+    #[serde(skip)]
+    pub queue_prefix: Option<String>,
     /// How long a semaphore permit or a queue lease lives without being refreshed, in
     /// milliseconds: the time after which a crashed process's permits and jobs come back.
     #[serde(default = "default_lease_ms")]
@@ -285,6 +290,7 @@ impl Config {
         Config {
             redis_url: None,
             key_prefix: default_prefix(),
+            queue_prefix: None,
             lease_ms: default_lease_ms(),
             max_queue: default_max_queue(),
             partners: vec![

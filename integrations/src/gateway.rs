@@ -65,7 +65,14 @@ impl Gateway {
         let (semaphore, queue) = match &config.redis_url {
             Some(url) => (
                 Semaphore::Redis(RedisSemaphore::connect(url, &config.key_prefix).await?),
-                Queue::Redis(RedisQueue::connect(url, &config.key_prefix, config.max_queue).await?),
+                Queue::Redis(
+                    RedisQueue::connect(
+                        url,
+                        config.queue_prefix.as_deref().unwrap_or(&config.key_prefix),
+                        config.max_queue,
+                    )
+                    .await?,
+                ),
             ),
             None => (
                 Semaphore::Local(LocalSemaphore::new()),
