@@ -125,7 +125,7 @@ fn rejected(e: JsonRejection) -> ApiError {
 }
 
 /// The API key of a request: `Authorization: Bearer <key>` or `X-API-Key: <key>`.
-fn api_key(headers: &HeaderMap) -> Option<&str> {
+pub fn api_key(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -141,6 +141,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/analyses/{id}", get(get_analysis))
         .route("/v1/analyses/{id}/events", get(events))
         .route("/v1/classifications", post(classify))
+        .route(
+            "/v1/classifications/stream",
+            post(crate::stream_classify::classify_stream)
+                .layer(DefaultBodyLimit::max(crate::stream_classify::MAX_BYTES)),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

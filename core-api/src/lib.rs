@@ -13,6 +13,7 @@ pub mod config;
 pub mod events;
 pub mod state;
 pub mod store;
+pub mod stream_classify;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

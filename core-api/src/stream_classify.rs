@@ -1,0 +1,280 @@
+//! `POST /v1/classifications/stream`: a large batch (NDJSON, or a JSON array) answered as an
+//! SSE stream of result batches as they are classified, then a final event with the counts.
+//!
+//! NDJSON is read line by line as it arrives, so a million rows never sit in memory at once;
+//! a JSON array has to be read whole before parsing, within the same byte limit. A malformed
+//! row does not stop the batch: it gets a `classification.error` event naming its line (or
+//! array index) and is counted as failed, so the client loses nothing silently.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::api::ApiError;
+use crate::auth::Scope;
+use crate::state::AppState;
+
+/// Rows one stream may carry.
+pub const MAX_ROWS: usize = 1_000_000;
+/// Bytes one stream may carry.
+pub const MAX_BYTES: usize = 256 * 1024 * 1024;
+/// Results per `classification.results` event.
+const BATCH: usize = 1000;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Row {
+    id: String,
+    description: String,
+    amount: f64,
+    #[serde(default)]
+    mcc: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+struct Batcher {
+    tx: mpsc::Sender<SseEvent>,
+    state: Arc<AppState>,
+    ws: classifier::model::Workspace,
+    results: Vec<serde_json::Value>,
+    classified: u64,
+    failed: u64,
+}
+
+impl Batcher {
+    /// Classifies one row; `where_` names it in errors. `false` when the client has gone.
+    async fn row(&mut self, parsed: Result<Row, String>, where_: String) -> bool {
+        let result = parsed.and_then(|r| {
+            if r.description.trim().is_empty() || r.description.len() > classifier::data::MAX_DESCRIPTION_BYTES {
+                return Err("description must be 1 to 1024 bytes".into());
+            }
+            if !r.amount.is_finite() {
+                return Err("amount must be a number".into());
+            }
+            let mcc = match r.mcc.as_deref() {
+                None => None,
+                Some(m) => classifier::data::parse_mcc(m)?,
+            };
+            let p = self.state.scorer.predict_with(
+                &classifier::features::MovementInput { description: &r.description, amount: r.amount, mcc, kind: r.kind.as_deref() },
+                &mut self.ws,
+            );
+            Ok(serde_json::json!({
+                "id": r.id, "label": p.label.as_str(), "probability": p.probability, "confidence": p.confidence.as_str(),
+            }))
+        });
+        match result {
+            Ok(v) => {
+                self.classified += 1;
+                self.results.push(v);
+                if self.results.len() >= BATCH {
+                    return self.flush().await;
+                }
+                true
+            }
+            Err(problem) => {
+                self.failed += 1;
+                let e = SseEvent::default()
+                    .event("classification.error")
+                    .data(serde_json::json!({ "at": where_, "problem": problem }).to_string());
+                self.tx.send(e).await.is_ok()
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> bool {
+        if self.results.is_empty() {
+            return true;
+        }
+        let batch = std::mem::take(&mut self.results);
+        let results = SseEvent::default()
+            .event("classification.results")
+            .data(serde_json::json!({ "results": batch }).to_string());
+        let progress = SseEvent::default().event("classification.progress").data(
+            serde_json::json!({ "classified": self.classified, "failed": self.failed }).to_string(),
+        );
+        self.tx.send(results).await.is_ok() && self.tx.send(progress).await.is_ok()
+    }
+
+    async fn finish(mut self, error: Option<String>) {
+        if !self.flush().await {
+            return;
+        }
+        let (kind, data) = match error {
+            None => (
+                "classification.completed",
+                serde_json::json!({ "classified": self.classified, "failed": self.failed }),
+            ),
+            Some(e) => (
+                "classification.failed",
+                serde_json::json!({ "classified": self.classified, "failed": self.failed, "reason": e }),
+            ),
+        };
+        let _ = self
+            .tx
+            .send(SseEvent::default().event(kind).data(data.to_string()))
+            .await;
+    }
+}
+
+fn too_many() -> String {
+    format!("more than {MAX_ROWS} rows")
+}
+
+async fn ndjson(mut b: Batcher, body: Body) {
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let (mut line_no, mut bytes) = (0u64, 0usize);
+    loop {
+        let chunk = match stream.next().await {
+            Some(Ok(c)) => c,
+            Some(Err(_)) => {
+                return b
+                    .finish(Some("the request body could not be read".into()))
+                    .await
+            }
+            None => break,
+        };
+        bytes += chunk.len();
+        if bytes > MAX_BYTES {
+            return b
+                .finish(Some(format!("the body is over {MAX_BYTES} bytes")))
+                .await;
+        }
+        buf.extend_from_slice(&chunk);
+        while let Some(nl) = buf.iter().position(|&c| c == b'\n') {
+            let line: Vec<u8> = buf.drain(..=nl).collect();
+            line_no += 1;
+            if !handle_line(&mut b, &line[..line.len() - 1], line_no).await {
+                return;
+            }
+            if b.classified + b.failed > MAX_ROWS as u64 {
+                return b.finish(Some(too_many())).await;
+            }
+        }
+        if buf.len() > 64 * 1024 {
+            line_no += 1;
+            b.failed += 1;
+            return b
+                .finish(Some(format!("line {line_no} is longer than 64 KiB")))
+                .await;
+        }
+    }
+    if !buf.is_empty() {
+        line_no += 1;
+        let rest = std::mem::take(&mut buf);
+        if !handle_line(&mut b, &rest, line_no).await {
+            return;
+        }
+    }
+    b.finish(None).await
+}
+
+async fn handle_line(b: &mut Batcher, line: &[u8], line_no: u64) -> bool {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return true;
+    }
+    let parsed = serde_json::from_slice::<Row>(line).map_err(|e| format!("{e}"));
+    b.row(parsed, format!("line {line_no}")).await
+}
+
+async fn json_array(mut b: Batcher, body: Body) {
+    let bytes = match axum::body::to_bytes(body, MAX_BYTES).await {
+        Ok(b) => b,
+        Err(_) => {
+            return b
+                .finish(Some(format!(
+                    "the body is over {MAX_BYTES} bytes or unreadable"
+                )))
+                .await
+        }
+    };
+    let rows: Vec<serde_json::Value> = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(e) => {
+            return b
+                .finish(Some(format!("the body is not a JSON array: {e}")))
+                .await
+        }
+    };
+    if rows.len() > MAX_ROWS {
+        return b.finish(Some(too_many())).await;
+    }
+    for (i, v) in rows.into_iter().enumerate() {
+        let parsed = serde_json::from_value::<Row>(v).map_err(|e| e.to_string());
+        if !b.row(parsed, format!("index {i}")).await {
+            return;
+        }
+    }
+    b.finish(None).await
+}
+
+pub async fn classify_stream(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    state
+        .auth
+        .authorize(crate::api::api_key(&headers), Scope::Classify)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let ndjson_body = match content_type.as_str() {
+        "application/x-ndjson" | "application/jsonl" => true,
+        "application/json" => false,
+        _ => {
+            return Err(ApiError::Rejected(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send `application/x-ndjson` (one transaction per line) or `application/json` (an array)".into(),
+            ))
+        }
+    };
+    let (tx, rx) = mpsc::channel::<SseEvent>(16);
+    let batcher = Batcher {
+        tx,
+        state: state.clone(),
+        ws: Default::default(),
+        results: Vec::new(),
+        classified: 0,
+        failed: 0,
+    };
+    tokio::spawn(async move {
+        if ndjson_body {
+            ndjson(batcher, body).await
+        } else {
+            json_array(batcher, body).await
+        }
+    });
+    let stream = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    Ok(response)
+}
