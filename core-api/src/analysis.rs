@@ -271,9 +271,19 @@ async fn ask(
         )
         .await;
     }
-    let request_id = id.to_string();
+    // One request id per movements page, so each page's outcome finds its way back.
+    let request_id = match &params.cursor {
+        None => id.to_string(),
+        Some(c) => format!(
+            "{id}.p{}",
+            c.chars()
+                .filter(char::is_ascii_alphanumeric)
+                .take(32)
+                .collect::<String>()
+        ),
+    };
     let submitted = state
-        .gateway
+        .partners
         .submit(PartnerRequest {
             request_id,
             partner: partner.clone(),

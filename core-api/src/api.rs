@@ -146,6 +146,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(crate::stream_classify::classify_stream)
                 .layer(DefaultBodyLimit::max(crate::stream_classify::MAX_BYTES)),
         )
+        .route("/internal/partner-results", post(partner_result))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -494,7 +495,7 @@ async fn classify(
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> StatusCode {
-    if state.store.ready().await && state.gateway.ready().await {
+    if state.store.ready().await && state.partners.ready().await {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -502,7 +503,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> StatusCode {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let status = state.gateway.status().await.ok();
+    let status = state.partners.status().await;
     let mut out = format!(
         "# HELP core_api_sse_clients SSE clients connected now.\n# TYPE core_api_sse_clients gauge\ncore_api_sse_clients {}\n",
         SSE_CLIENTS.load(Ordering::Relaxed)
@@ -521,4 +522,26 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         ));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    secret: String,
+}
+
+/// Where a separate integrations service delivers queued requests' outcomes.
+async fn partner_result(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<CallbackQuery>,
+    body: Result<Json<integrations::queue::Outcome>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let crate::partners::Partners::Remote(remote) = &state.partners else {
+        return Err(ApiError::NotFound("route"));
+    };
+    let Json(outcome) = body.map_err(rejected)?;
+    if remote.deliver(&q.secret, outcome) {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::Unauthenticated)
+    }
 }

@@ -7,7 +7,8 @@
 //! | `PORT` | port to listen on | `8080` |
 //! | `API_KEYS` | `tenant:key,tenant:key`; none: a development key is generated and printed | none |
 //! | `REDIS_URL` | Redis for the partner semaphore and retry queue | in process |
-//! | `INTEGRATIONS_URL` | a separate integrations service (not supported yet: refused) | in process |
+//! | `INTEGRATIONS_URL` | a separate integrations service, called over HTTP | in process |
+//! | `PUBLIC_URL` | how that service reaches this instance for callbacks | `http://<bound address>` |
 //! | `MODEL_PATH` | the classifier model file | `models/default.json` |
 //! | `DATA_DIR` | where the embedded transaction store keeps its file | `data` |
 //! | `CPF_HASH_KEY` | key of the keyed CPF hash in the store | generated per run |
@@ -44,6 +45,8 @@ pub struct Settings {
     pub api_keys: Vec<ApiKeyConfig>,
     pub redis_url: Option<String>,
     pub integrations_url: Option<String>,
+    /// How a separate integrations service reaches this instance for callbacks.
+    pub public_url: Option<String>,
     pub model_path: PathBuf,
     pub data_dir: PathBuf,
     #[serde(skip)]
@@ -65,6 +68,7 @@ impl Default for Settings {
             api_keys: Vec::new(),
             redis_url: None,
             integrations_url: None,
+            public_url: None,
             model_path: PathBuf::from("models/default.json"),
             data_dir: PathBuf::from("data"),
             cpf_hash_key: None,
@@ -143,10 +147,18 @@ impl Settings {
         if let Some(v) = env("KEY_PREFIX").filter(|v| !v.is_empty()) {
             s.key_prefix = v;
         }
-        if s.integrations_url.is_some() {
-            return Err(ConfigError(
-                "INTEGRATIONS_URL: calling a separate integrations service is not supported yet; unset it to run integrations in process".into(),
-            ));
+        if let Some(v) = env("PUBLIC_URL").filter(|v| !v.is_empty()) {
+            s.public_url = Some(v);
+        }
+        for (name, url) in [
+            ("INTEGRATIONS_URL", &s.integrations_url),
+            ("PUBLIC_URL", &s.public_url),
+        ] {
+            if let Some(u) = url {
+                if !(u.starts_with("http://") || u.starts_with("https://")) {
+                    return Err(ConfigError(format!("{name}: must be an http or https URL")));
+                }
+            }
         }
         if s.rate_per_key == 0 {
             return Err(ConfigError("rate_per_key: must be at least 1".into()));

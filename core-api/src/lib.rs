@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod events;
+pub mod partners;
 pub mod state;
 pub mod store;
 pub mod stream_classify;
@@ -26,6 +27,7 @@ use crate::analysis::Analyses;
 use crate::auth::Auth;
 use crate::config::{ApiKeyConfig, Secret, Settings};
 use crate::events::EventLog;
+use crate::partners::Partners;
 use crate::state::AppState;
 use crate::store::SqliteStore;
 
@@ -36,7 +38,7 @@ pub struct Application {
     shutdown: watch::Sender<bool>,
     /// The development key generated when none was configured (printed at start).
     pub dev_key: Option<String>,
-    worker: tokio::task::JoinHandle<()>,
+    worker: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Application {
@@ -69,36 +71,6 @@ impl Application {
         })?;
         let store = SqliteStore::open(&settings.data_dir)?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut partners = match std::env::var("PARTNERS_CONFIG") {
-            Ok(path) => integrations::Config::load(std::path::Path::new(&path))?,
-            Err(_) => {
-                let mut stop = shutdown_rx.clone();
-                let (addr, _) = integrations::simulator::serve(
-                    "127.0.0.1:0".parse().expect("address"),
-                    integrations::simulator::SimulatorSettings::default(),
-                    async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    },
-                )
-                .await
-                .context("starting the bundled bureau simulator")?;
-                tracing::info!(addr = %addr, "Bundled bureau simulator listening.");
-                integrations::Config::embedded(&format!("http://{addr}"))
-            }
-        };
-        if settings.redis_url.is_some() {
-            partners.redis_url = settings.redis_url.clone();
-            partners.key_prefix = settings.key_prefix.clone();
-            // Outcomes are delivered to this process's waiting runs, so its retry queue is its
-            // own; permits are shared with every instance.
-            partners.queue_prefix = Some(format!(
-                "{}:inst:{}",
-                settings.key_prefix,
-                uuid::Uuid::new_v4().simple()
-            ));
-        }
-        let gateway = integrations::gateway::Gateway::build(partners).await?;
-        let worker = tokio::spawn(gateway.clone().run_worker(shutdown_rx.clone()));
         let cpf_hash_key = settings.cpf_hash_key.clone().unwrap_or_else(|| {
             tracing::warn!("No CPF_HASH_KEY set: CPF hashes in the store change with every start.");
             Secret::new(Auth::generate_key())
@@ -106,6 +78,49 @@ impl Application {
         let listener = tokio::net::TcpListener::bind(SocketAddr::new(settings.host, settings.port))
             .await
             .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound")));
+        let (partners, worker) = match &settings.integrations_url {
+            Some(url) => (
+                Partners::Remote(partners::Remote::connect(url, &public_url).await?),
+                None,
+            ),
+            None => {
+                let mut config = match std::env::var("PARTNERS_CONFIG") {
+                    Ok(path) => integrations::Config::load(std::path::Path::new(&path))?,
+                    Err(_) => {
+                        let mut stop = shutdown_rx.clone();
+                        let (addr, _) = integrations::simulator::serve(
+                            "127.0.0.1:0".parse().expect("address"),
+                            integrations::simulator::SimulatorSettings::default(),
+                            async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            },
+                        )
+                        .await
+                        .context("starting the bundled bureau simulator")?;
+                        tracing::info!(addr = %addr, "Bundled bureau simulator listening.");
+                        integrations::Config::embedded(&format!("http://{addr}"))
+                    }
+                };
+                if settings.redis_url.is_some() {
+                    config.redis_url = settings.redis_url.clone();
+                    config.key_prefix = settings.key_prefix.clone();
+                    // Outcomes are delivered to this process's waiting runs, so its retry queue is its
+                    // own; permits are shared with every instance.
+                    config.queue_prefix = Some(format!(
+                        "{}:inst:{}",
+                        settings.key_prefix,
+                        uuid::Uuid::new_v4().simple()
+                    ));
+                }
+                let gateway = integrations::gateway::Gateway::build(config).await?;
+                let worker = tokio::spawn(gateway.clone().run_worker(shutdown_rx.clone()));
+                (Partners::InProcess(gateway), Some(worker))
+            }
+        };
         let retention = Duration::from_secs(3600);
         let (events, analyses) = match &settings.redis_url {
             Some(url) => {
@@ -136,7 +151,7 @@ impl Application {
             auth,
             events,
             analyses,
-            gateway,
+            partners,
             scorer: Arc::new(scorer),
             store,
             cpf_hash_key,
@@ -181,7 +196,9 @@ impl Application {
                 let _ = stop.wait_for(|s| *s).await;
             })
             .await?;
-        let _ = self.worker.await;
+        if let Some(worker) = self.worker {
+            let _ = worker.await;
+        }
         Ok(())
     }
 }

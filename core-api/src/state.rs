@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use classifier::Scorer;
-use integrations::gateway::Gateway;
 use integrations::Kind;
 use tokio::sync::watch;
 
@@ -18,7 +17,7 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub events: EventLog,
     pub analyses: Analyses,
-    pub gateway: Arc<Gateway>,
+    pub partners: crate::partners::Partners,
     pub scorer: Arc<Scorer>,
     pub store: SqliteStore,
     pub cpf_hash_key: Secret,
@@ -30,12 +29,7 @@ pub struct AppState {
 impl AppState {
     /// The configured partner serving `kind` (the first one, if several).
     pub fn partner_for(&self, kind: Kind) -> Option<String> {
-        self.gateway
-            .config()
-            .partners
-            .iter()
-            .find(|p| p.kind == kind)
-            .map(|p| p.name.clone())
+        self.partners.partner_for(kind)
     }
 
     /// Resolves when the service starts shutting down.

@@ -604,3 +604,55 @@ async fn a_json_array_batch_streams_too_and_other_content_types_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 415);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_separate_integrations_service_queued_partner_calls_come_back_by_callback() {
+    use integrations::simulator::{self, SimulatorSettings};
+    // A bureau that refuses half the requests with 429 (Retry-After: 1), so requests queue in
+    // the integrations service and their outcomes come back by callback.
+    let (sim, _) = simulator::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        SimulatorSettings {
+            latency_ms: 5,
+            rate_limit_rate: 0.5,
+            retry_after_s: 1,
+            ..SimulatorSettings::default()
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let mut config = integrations::Config::embedded(&format!("http://{sim}"));
+    for p in &mut config.partners {
+        p.retry.max_attempts = 20;
+    }
+    let gateway = integrations::gateway::Gateway::build(config).await.unwrap();
+    let service = integrations::service::Service::start(gateway, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let integrations_url = format!("http://{}", service.addr);
+
+    let app = spawn_app_with(|s| s.integrations_url = Some(integrations_url.clone())).await;
+    let started = app.started().await;
+    let events = app
+        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(*kinds.last().unwrap(), "analysis.completed", "{kinds:?}");
+    assert!(
+        kinds.contains(&"partner.queued"),
+        "some request was queued: {kinds:?}"
+    );
+    let summary = &events.last().unwrap().2["summary"];
+    assert!(summary["transactions"].as_u64().unwrap() > 100);
+
+    // The callback route takes outcomes only with this instance's secret.
+    let r = app
+        .http
+        .post(format!("{}/internal/partner-results?secret=guess", app.url))
+        .json(&json!({"request_id": "x", "partner": "y", "status": "ok", "attempts": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
