@@ -9,6 +9,7 @@
 //! | `REDIS_URL` | Redis for the partner semaphore and retry queue | in process |
 //! | `INTEGRATIONS_URL` | a separate integrations service, called over HTTP | in process |
 //! | `PUBLIC_URL` | how that service reaches this instance for callbacks | `http://<bound address>` |
+//! | `PARTNERS_CONFIG` | a partner file as for `integrations serve` | the bundled simulator |
 //! | `MODEL_PATH` | the classifier model file | `models/default.json` |
 //! | `DATA_DIR` | where the embedded transaction store keeps its file | `data` |
 //! | `CPF_HASH_KEY` | key of the keyed CPF hash in the store | generated per run |
@@ -47,6 +48,10 @@ pub struct Settings {
     pub integrations_url: Option<String>,
     /// How a separate integrations service reaches this instance for callbacks.
     pub public_url: Option<String>,
+    /// The partner bureaus (an integrations TOML file); none runs the bundled simulator.
+    pub partners_config: Option<PathBuf>,
+    /// How the bundled simulator behaves when it is the partners (latency, faults, volume).
+    pub simulator: integrations::simulator::SimulatorSettings,
     pub model_path: PathBuf,
     pub data_dir: PathBuf,
     #[serde(skip)]
@@ -69,6 +74,8 @@ impl Default for Settings {
             redis_url: None,
             integrations_url: None,
             public_url: None,
+            partners_config: None,
+            simulator: integrations::simulator::SimulatorSettings::default(),
             model_path: PathBuf::from("models/default.json"),
             data_dir: PathBuf::from("data"),
             cpf_hash_key: None,
@@ -119,6 +126,9 @@ impl Settings {
         }
         if let Some(v) = env("INTEGRATIONS_URL").filter(|v| !v.is_empty()) {
             s.integrations_url = Some(v);
+        }
+        if let Some(v) = env("PARTNERS_CONFIG").filter(|v| !v.is_empty()) {
+            s.partners_config = Some(v.into());
         }
         if let Some(v) = env("MODEL_PATH") {
             s.model_path = v.into();

@@ -88,13 +88,13 @@ impl Application {
                 None,
             ),
             None => {
-                let mut config = match std::env::var("PARTNERS_CONFIG") {
-                    Ok(path) => integrations::Config::load(std::path::Path::new(&path))?,
-                    Err(_) => {
+                let mut config = match &settings.partners_config {
+                    Some(path) => integrations::Config::load(path)?,
+                    None => {
                         let mut stop = shutdown_rx.clone();
                         let (addr, _) = integrations::simulator::serve(
                             "127.0.0.1:0".parse().expect("address"),
-                            integrations::simulator::SimulatorSettings::default(),
+                            settings.simulator.clone(),
                             async move {
                                 let _ = stop.wait_for(|s| *s).await;
                             },
