@@ -372,19 +372,7 @@ async fn finish_partner(
     let partner = state.partner_for(kind).unwrap_or_default();
     match result {
         PartnerResult::Data(_) => {
-            state
-                .analyses
-                .update(id, |s| {
-                    s.partners.insert(
-                        kind.as_str().into(),
-                        PartnerState {
-                            partner: partner.clone(),
-                            state: "completed".into(),
-                            detail: None,
-                        },
-                    );
-                })
-                .await;
+            set_partner(state, id, kind, &partner, "completed", None).await;
             let mut data = serde_json::json!({ "kind": kind, "partner": partner });
             if let (Some(d), Some(e)) = (data.as_object_mut(), extra.as_object()) {
                 d.extend(e.clone());
@@ -397,25 +385,14 @@ async fn finish_partner(
             } else {
                 "failed"
             };
-            state
-                .analyses
-                .update(id, |s| {
-                    s.partners.insert(
-                        kind.as_str().into(),
-                        PartnerState {
-                            partner: partner.clone(),
-                            state: st.into(),
-                            detail: Some(reason.clone()),
-                        },
-                    );
-                })
-                .await;
+            set_partner(state, id, kind, &partner, st, Some(reason.clone())).await;
             emit(
                 state,
                 id,
                 "partner.failed",
                 serde_json::json!({ "kind": kind, "partner": partner, "reason": reason, "final": true }),
-            ).await;
+            )
+            .await;
         }
     }
 }
