@@ -165,6 +165,16 @@ impl EventLog {
         kind: &str,
         data: serde_json::Value,
     ) -> Result<u64, AppendError> {
+        // Every event says when it happened (milliseconds since the Unix epoch), so clients
+        // can show it and measure how late it reached them.
+        let mut data = data;
+        if let Some(obj) = data.as_object_mut() {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            obj.insert("at".into(), now.into());
+        }
         match self {
             EventLog::Memory(m) => m.append(analysis, kind, data),
             EventLog::Redis(r) => {

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# 10,000 SSE clients on one core-api instance: memory per idle client and event delivery
+# latency. Starts the release server with the bundled simulator answering after 8 s (so the
+# analysis is idle while the clients connect, then events flow to all of them).
+#
+#   bash benches/sse_load.sh            # CLIENTS=10000 by default
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CLIENTS=${CLIENTS:-10000}
+PORT=${PORT:-18480}
+KEY=bench-key-0123456789abcdef
+cargo build --release --quiet -p core-api -p benches
+work=$(mktemp -d)
+cat > "$work/core-api.toml" <<TOML
+[simulator]
+latency_ms = 8000
+latency_jitter_ms = 0
+movements_per_day = 20.0
+TOML
+ulimit -n "$(ulimit -Hn)"
+CORE_API_CONFIG="$work/core-api.toml" API_KEYS="bench:$KEY" PORT=$PORT DATA_DIR="$work/data" \
+  RUST_LOG=warn RATE_PER_KEY=100000 ./target/release/core-api > "$work/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
+for _ in $(seq 100); do
+  curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
+  sleep 0.1
+done
+./target/release/sse_load "http://127.0.0.1:$PORT" "$KEY" "$CLIENTS" "$server"
