@@ -281,8 +281,8 @@ struct EventsQuery {
 fn sse_event(e: &Event) -> SseEvent {
     SseEvent::default()
         .id(e.id.to_string())
-        .event(e.kind.clone())
-        .data(e.data.to_string())
+        .event(&*e.kind)
+        .data(&*e.data)
 }
 
 async fn events(

@@ -16,20 +16,21 @@ use std::time::{Duration, Instant};
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-use serde::Serialize;
 use tokio::sync::Notify;
 
 /// Events kept per analysis at most.
 pub const MAX_EVENTS: usize = 10_000;
 
-/// One event of an analysis.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One event of an analysis. Cloning is cheap: every SSE client of an analysis gets the same
+/// event, so its JSON is serialised once, when it is appended.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     /// Increasing within the analysis, from 1.
     pub id: u64,
     /// `analysis.accepted`, `partner.started`, ...
-    pub kind: String,
-    pub data: serde_json::Value,
+    pub kind: Arc<str>,
+    /// The event's data as JSON text.
+    pub data: Arc<str>,
 }
 
 fn is_terminal(kind: &str) -> bool {
@@ -327,8 +328,8 @@ fn parse_entry(entry: &redis::streams::StreamId) -> Option<Event> {
     let data: String = entry.get("data")?;
     Some(Event {
         id,
-        kind,
-        data: serde_json::from_str(&data).ok()?,
+        kind: kind.into(),
+        data: data.into(),
     })
 }
 
@@ -352,8 +353,8 @@ impl MemoryLog {
         let id = log.events.len() as u64 + 1;
         log.events.push(Event {
             id,
-            kind: kind.to_string(),
-            data,
+            kind: kind.into(),
+            data: data.to_string().into(),
         });
         if terminal {
             log.finished_at = Some(Instant::now());
