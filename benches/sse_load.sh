@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # 10,000 SSE clients on one core-api instance: memory per idle client and event delivery
-# latency. Starts the release server with the bundled simulator answering after 8 s (so the
-# analysis is idle while the clients connect, then events flow to all of them).
+# latency. Starts the release server (pinned to core 0) with the bundled simulator answering
+# after 8 s (so the analysis is idle while the clients connect, then events flow to all of
+# them), and the load generator pinned to core 1.
 #
 #   bash benches/sse_load.sh            # CLIENTS=10000 by default
 set -euo pipefail
@@ -19,11 +20,12 @@ movements_per_day = 20.0
 TOML
 ulimit -n "$(ulimit -Hn)"
 CORE_API_CONFIG="$work/core-api.toml" API_KEYS="bench:$KEY" PORT=$PORT DATA_DIR="$work/data" \
-  RUST_LOG=warn RATE_PER_KEY=100000 ./target/release/core-api > "$work/server.log" 2>&1 &
+  RUST_LOG=warn RATE_PER_KEY=100000 taskset -c 0 ./target/release/core-api > "$work/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do
   curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break
   sleep 0.1
 done
-./target/release/sse_load "http://127.0.0.1:$PORT" "$KEY" "$CLIENTS" "$server"
+# The server gets core 0 and the generator core 1, so neither steals the other's time.
+taskset -c 1 ./target/release/sse_load "http://127.0.0.1:$PORT" "$KEY" "$CLIENTS" "$server"
