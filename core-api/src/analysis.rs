@@ -22,7 +22,7 @@ use crate::state::AppState;
 use crate::store::{StoredTransaction, TransactionStore};
 
 /// Where an analysis is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Running,
@@ -31,7 +31,7 @@ pub enum Status {
 }
 
 /// Where one partner kind is within an analysis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PartnerState {
     pub partner: String,
     /// `requested`, `queued`, `completed`, `not_found`, `failed`.
@@ -41,7 +41,7 @@ pub struct PartnerState {
 }
 
 /// What `GET /v1/analyses/{id}` shows.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Snapshot {
     pub id: String,
     #[serde(skip, default)]
@@ -54,7 +54,9 @@ pub struct Snapshot {
     pub partners: BTreeMap<String, PartnerState>,
     pub classified: u64,
     pub stored: u64,
+    /// Income, spend by category, net flow and risk signals, once completed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub summary: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -14,10 +14,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::NaiveDate;
 use integrations::Cpf;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
+use utoipa::ToSchema;
 
 use crate::analysis::{self, Snapshot, Status};
 use crate::auth::{Denied, Scope};
@@ -30,6 +31,20 @@ pub const MAX_CLASSIFY: usize = 10_000;
 
 /// SSE clients connected now, for `/metrics`.
 static SSE_CLIENTS: AtomicU64 = AtomicU64::new(0);
+
+/// An error as RFC 9457 problem details.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// What was wrong, for a person to read.
+    pub detail: String,
+    /// The request field at fault, on 422.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
 
 /// The one error type of the API: a 4xx says what the client did wrong; a 5xx says only that
 /// something went wrong, and the cause goes to the log.
@@ -84,19 +99,18 @@ impl IntoResponse for ApiError {
                 )
             }
         };
-        let mut body = serde_json::json!({
-            "type": "about:blank",
-            "title": status.canonical_reason(),
-            "status": status.as_u16(),
-            "detail": detail,
-        });
-        if let Some(f) = field {
-            body["field"] = f.into();
-        }
+        let body = Problem {
+            kind: "about:blank".into(),
+            title: status.canonical_reason().unwrap_or("Error").into(),
+            status: status.as_u16(),
+            detail,
+            field: field.map(String::from),
+        };
+        let body = serde_json::to_string(&body).expect("problems serialise");
         let mut response = (
             status,
             [(header::CONTENT_TYPE, "application/problem+json")],
-            body.to_string(),
+            body,
         )
             .into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
@@ -147,6 +161,7 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(DefaultBodyLimit::max(crate::stream_classify::MAX_BYTES)),
         )
         .route("/internal/partner-results", post(partner_result))
+        .route("/openapi.json", get(crate::openapi::serve))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -154,12 +169,28 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-#[derive(Deserialize)]
+/// Start an analysis of a person.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StartBody {
-    cpf: String,
-    from: Option<String>,
-    to: Option<String>,
+pub struct StartBody {
+    /// The person's CPF: 11 digits with valid check digits; `.` and `-` allowed.
+    #[schema(example = "529.982.247-25")]
+    pub cpf: String,
+    /// First day of the history, `YYYY-MM-DD`; default 90 days before `to`.
+    pub from: Option<String>,
+    /// Last day of the history, `YYYY-MM-DD`, not in the future; default today.
+    pub to: Option<String>,
+}
+
+/// An accepted analysis.
+#[derive(Serialize, ToSchema)]
+pub struct Started {
+    pub id: String,
+    /// `running`.
+    pub status: String,
+    /// The SSE stream, with a token that opens it for 15 minutes (EventSource sends no headers).
+    pub events_url: String,
+    pub analysis_url: String,
 }
 
 fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, ApiError> {
@@ -167,6 +198,22 @@ fn parse_date(field: &'static str, value: &str) -> Result<NaiveDate, ApiError> {
         .map_err(|_| invalid(field, "must be a date as YYYY-MM-DD"))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/analyses",
+    request_body = StartBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 202, description = "Accepted; follow `events_url`", body = Started, headers(("Location" = String, description = "The analysis"))),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks `analyses:write`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 4 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid CPF, date or unknown field; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Over the key's rate; see Retry-After", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn start_analysis(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -242,12 +289,12 @@ async fn start_analysis(
     ));
     let token = state.auth.events_token(&id, &caller.tenant);
     let location = format!("/v1/analyses/{id}");
-    let body = serde_json::json!({
-        "id": id,
-        "status": "running",
-        "events_url": format!("{location}/events?token={token}"),
-        "analysis_url": location,
-    });
+    let body = Started {
+        id: id.clone(),
+        status: "running".into(),
+        events_url: format!("{location}/events?token={token}"),
+        analysis_url: location.clone(),
+    };
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     response.headers_mut().insert(
         header::LOCATION,
@@ -256,6 +303,17 @@ async fn start_analysis(
     Ok(response)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/analyses/{id}",
+    params(("id" = String, Path, description = "The analysis id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The analysis now", body = crate::analysis::Snapshot),
+        (status = 401, description = "No or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such analysis for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn get_analysis(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -285,6 +343,22 @@ fn sse_event(e: &Event) -> SseEvent {
         .data(&*e.data)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/analyses/{id}/events",
+    params(
+        ("id" = String, Path, description = "The analysis id"),
+        ("token" = Option<String>, Query, description = "The token of `events_url` (instead of an API key)"),
+        ("last_event_id" = Option<u64>, Query, description = "Replay after this event (as the Last-Event-ID header)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Replay after this event"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `id`, `event` type, JSON `data` with an `at` time stamp; ends after `analysis.completed` or `analysis.failed`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Malformed Last-Event-ID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token or key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such analysis for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn events(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -417,24 +491,113 @@ async fn feed(
     }
 }
 
-#[derive(Deserialize)]
+/// One movement to classify.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ClassifyItem {
-    id: String,
-    description: String,
-    amount: f64,
+pub struct ClassifyItem {
+    /// The caller's id, echoed in the result.
+    pub id: String,
+    /// The statement line, 1 to 1024 bytes.
+    pub description: String,
+    /// Signed amount in BRL; negative is money out.
+    pub amount: f64,
+    /// Merchant category code, 1 to 4 digits.
     #[serde(default)]
-    mcc: Option<String>,
+    pub mcc: Option<String>,
+    /// The bureau's movement type (`pix`, `cartao`, ...).
     #[serde(default, rename = "type")]
-    kind: Option<String>,
+    pub kind: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ClassifyBody {
-    transactions: Vec<ClassifyItem>,
+pub struct ClassifyBody {
+    /// Up to 10,000 movements.
+    pub transactions: Vec<ClassifyItem>,
 }
 
+/// A label the model did not pick.
+#[derive(Serialize, ToSchema)]
+pub struct RunnerUp {
+    pub label: String,
+    pub probability: f32,
+}
+
+/// The label of one movement.
+#[derive(Serialize, ToSchema)]
+pub struct Classified {
+    pub id: String,
+    /// One of the 19 PFC labels of taxonomy.md.
+    pub label: String,
+    pub probability: f32,
+    /// `VERY_HIGH` (> 0.98), `HIGH` (> 0.90), `MEDIUM` (> 0.70) or `LOW`.
+    pub confidence: String,
+    /// The next two labels, best first.
+    pub runners_up: Vec<RunnerUp>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ClassifyResponse {
+    pub results: Vec<Classified>,
+}
+
+/// Checks and classifies one movement; the error says what is wrong with it.
+pub(crate) fn classify_one(
+    state: &AppState,
+    ws: &mut classifier::model::Workspace,
+    t: &ClassifyItem,
+) -> Result<Classified, String> {
+    if t.description.trim().is_empty()
+        || t.description.len() > classifier::data::MAX_DESCRIPTION_BYTES
+    {
+        return Err("description must be 1 to 1024 bytes".into());
+    }
+    if !t.amount.is_finite() {
+        return Err("amount must be a number".into());
+    }
+    let mcc = match t.mcc.as_deref() {
+        None => None,
+        Some(m) => classifier::data::parse_mcc(m)?,
+    };
+    let p = state.scorer.predict_with(
+        &classifier::features::MovementInput {
+            description: &t.description,
+            amount: t.amount,
+            mcc,
+            kind: t.kind.as_deref(),
+        },
+        ws,
+    );
+    Ok(Classified {
+        id: t.id.clone(),
+        label: p.label.as_str().into(),
+        probability: p.probability,
+        confidence: p.confidence.as_str().into(),
+        runners_up: p
+            .runners_up
+            .iter()
+            .flatten()
+            .map(|a| RunnerUp {
+                label: a.label.as_str().into(),
+                probability: a.probability,
+            })
+            .collect(),
+    })
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/classifications",
+    request_body = ClassifyBody,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "One result per movement, in order", body = ClassifyResponse),
+        (status = 401, description = "No or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks the `classify` scope", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "More than 10,000 movements", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A movement is invalid; `detail` names it", body = Problem, content_type = "application/problem+json"),
+    )
+)]
 async fn classify(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -452,46 +615,16 @@ async fn classify(
         ));
     }
     let mut ws = classifier::model::Workspace::default();
-    let mut results = Vec::with_capacity(body.transactions.len());
-    for (i, t) in body.transactions.iter().enumerate() {
-        let field = "transactions";
-        if t.description.trim().is_empty()
-            || t.description.len() > classifier::data::MAX_DESCRIPTION_BYTES
-        {
-            return Err(invalid(
-                field,
-                format!("transactions[{i}].description must be 1 to 1024 bytes"),
-            ));
-        }
-        if !t.amount.is_finite() {
-            return Err(invalid(
-                field,
-                format!("transactions[{i}].amount must be a number"),
-            ));
-        }
-        let mcc = match t.mcc.as_deref() {
-            None => None,
-            Some(m) => classifier::data::parse_mcc(m)
-                .map_err(|e| invalid(field, format!("transactions[{i}].{e}")))?,
-        };
-        let p = state.scorer.predict_with(
-            &classifier::features::MovementInput {
-                description: &t.description,
-                amount: t.amount,
-                mcc,
-                kind: t.kind.as_deref(),
-            },
-            &mut ws,
-        );
-        results.push(serde_json::json!({
-            "id": t.id,
-            "label": p.label.as_str(),
-            "probability": p.probability,
-            "confidence": p.confidence.as_str(),
-            "runners_up": p.runners_up.iter().flatten().map(|a| serde_json::json!({"label": a.label.as_str(), "probability": a.probability})).collect::<Vec<_>>(),
-        }));
-    }
-    Ok(Json(serde_json::json!({ "results": results })).into_response())
+    let results = body
+        .transactions
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            classify_one(&state, &mut ws, t)
+                .map_err(|e| invalid("transactions", format!("transactions[{i}]: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(ClassifyResponse { results }).into_response())
 }
 
 async fn readyz(State(state): State<Arc<AppState>>) -> StatusCode {

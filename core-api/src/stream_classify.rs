@@ -15,11 +15,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::ApiError;
+use crate::api::{classify_one, ApiError, ClassifyItem};
 use crate::auth::Scope;
 use crate::state::AppState;
 
@@ -29,18 +28,6 @@ pub const MAX_ROWS: usize = 1_000_000;
 pub const MAX_BYTES: usize = 256 * 1024 * 1024;
 /// Results per `classification.results` event.
 const BATCH: usize = 1000;
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Row {
-    id: String,
-    description: String,
-    amount: f64,
-    #[serde(default)]
-    mcc: Option<String>,
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-}
 
 struct Batcher {
     tx: mpsc::Sender<SseEvent>,
@@ -53,26 +40,10 @@ struct Batcher {
 
 impl Batcher {
     /// Classifies one row; `where_` names it in errors. `false` when the client has gone.
-    async fn row(&mut self, parsed: Result<Row, String>, where_: String) -> bool {
-        let result = parsed.and_then(|r| {
-            if r.description.trim().is_empty() || r.description.len() > classifier::data::MAX_DESCRIPTION_BYTES {
-                return Err("description must be 1 to 1024 bytes".into());
-            }
-            if !r.amount.is_finite() {
-                return Err("amount must be a number".into());
-            }
-            let mcc = match r.mcc.as_deref() {
-                None => None,
-                Some(m) => classifier::data::parse_mcc(m)?,
-            };
-            let p = self.state.scorer.predict_with(
-                &classifier::features::MovementInput { description: &r.description, amount: r.amount, mcc, kind: r.kind.as_deref() },
-                &mut self.ws,
-            );
-            Ok(serde_json::json!({
-                "id": r.id, "label": p.label.as_str(), "probability": p.probability, "confidence": p.confidence.as_str(),
-            }))
-        });
+    async fn row(&mut self, parsed: Result<ClassifyItem, String>, where_: String) -> bool {
+        let result = parsed
+            .and_then(|r| classify_one(&self.state, &mut self.ws, &r))
+            .map(|c| serde_json::to_value(c).expect("results serialise"));
         match result {
             Ok(v) => {
                 self.classified += 1;
@@ -185,7 +156,7 @@ async fn handle_line(b: &mut Batcher, line: &[u8], line_no: u64) -> bool {
     if line.iter().all(u8::is_ascii_whitespace) {
         return true;
     }
-    let parsed = serde_json::from_slice::<Row>(line).map_err(|e| format!("{e}"));
+    let parsed = serde_json::from_slice::<ClassifyItem>(line).map_err(|e| format!("{e}"));
     b.row(parsed, format!("line {line_no}")).await
 }
 
@@ -212,7 +183,7 @@ async fn json_array(mut b: Batcher, body: Body) {
         return b.finish(Some(too_many())).await;
     }
     for (i, v) in rows.into_iter().enumerate() {
-        let parsed = serde_json::from_value::<Row>(v).map_err(|e| e.to_string());
+        let parsed = serde_json::from_value::<ClassifyItem>(v).map_err(|e| e.to_string());
         if !b.row(parsed, format!("index {i}")).await {
             return;
         }
@@ -220,6 +191,17 @@ async fn json_array(mut b: Batcher, body: Body) {
     b.finish(None).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/classifications/stream",
+    request_body(content = Vec<ClassifyItem>, description = "NDJSON (`application/x-ndjson`, one movement per line) or a JSON array; up to 1,000,000 rows and 256 MiB", content_type = "application/x-ndjson"),
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "Server-Sent Events: `classification.results` (batches of 1,000), `classification.progress`, `classification.error` (naming the line or index), then `classification.completed` or `classification.failed` with the counts", content_type = "text/event-stream", body = String),
+        (status = 401, description = "No or unknown API key", body = crate::api::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither NDJSON nor JSON", body = crate::api::Problem, content_type = "application/problem+json"),
+    )
+)]
 pub async fn classify_stream(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
     headers: HeaderMap,

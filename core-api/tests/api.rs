@@ -656,3 +656,59 @@ async fn with_a_separate_integrations_service_queued_partner_calls_come_back_by_
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn the_api_is_described_as_openapi_3() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/analyses",
+        "/v1/analyses/{id}",
+        "/v1/analyses/{id}/events",
+        "/v1/classifications",
+        "/v1/classifications/stream",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not described");
+    }
+    assert!(doc["paths"]["/v1/analyses"]["post"]["responses"]["422"].is_object());
+    for schema in [
+        "StartBody",
+        "Snapshot",
+        "Problem",
+        "ClassifyItem",
+        "Classified",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "no {schema} schema"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+    // The documented problem shape is the one the API sends.
+    let r = app.start(ACME, json!({"cpf": "1"})).await;
+    let problem: Value = r.json().await.unwrap();
+    let documented: Vec<&str> = doc["components"]["schemas"]["Problem"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for key in problem.as_object().unwrap().keys() {
+        assert!(
+            documented.contains(&key.as_str()),
+            "{key} is not documented"
+        );
+    }
+}
