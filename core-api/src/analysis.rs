@@ -207,6 +207,12 @@ pub async fn run(
         r = tokio::time::timeout(deadline, work) => r.unwrap_or_else(|_| Err(format!("the analysis took longer than its {} s deadline", deadline.as_secs()))),
         _ = state.shutdown_signal() => Err("the service is shutting down".to_string()),
     };
+    let ended = if result.is_ok() {
+        &crate::metrics::ANALYSES_COMPLETED
+    } else {
+        &crate::metrics::ANALYSES_FAILED
+    };
+    ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match result {
         Ok(summary) => {
             state
@@ -527,6 +533,8 @@ async fn movements(
                 confidence: p.confidence.as_str().into(),
             });
         }
+        crate::metrics::MOVEMENTS_CLASSIFIED
+            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let classified = all.len() as u64;
         state
             .analyses

@@ -1,7 +1,7 @@
 //! The HTTP API: routes, handlers, the one error type, and the SSE stream.
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,9 +28,6 @@ use crate::store::TransactionStore;
 
 /// Transactions one `POST /v1/classifications` may carry.
 pub const MAX_CLASSIFY: usize = 10_000;
-
-/// SSE clients connected now, for `/metrics`.
-static SSE_CLIENTS: AtomicU64 = AtomicU64::new(0);
 
 /// An error as RFC 9457 problem details.
 #[derive(Serialize, ToSchema)]
@@ -166,6 +163,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(4 * 1024 * 1024))
+        .layer(axum::middleware::from_fn(crate::metrics::count_requests))
         .with_state(state)
 }
 
@@ -279,6 +277,7 @@ async fn start_analysis(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     tracing::info!(analysis = %id, tenant = %caller.tenant, "Analysis accepted.");
+    crate::metrics::ANALYSES_STARTED.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(analysis::run(
         state.clone(),
         id.clone(),
@@ -401,9 +400,9 @@ async fn events(
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
     let feeder = state.clone();
     tokio::spawn(async move {
-        SSE_CLIENTS.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::SSE_CLIENTS.fetch_add(1, Ordering::Relaxed);
         feed(tx, id, past, last, finished, feeder).await;
-        SSE_CLIENTS.fetch_sub(1, Ordering::Relaxed);
+        crate::metrics::SSE_CLIENTS.fetch_sub(1, Ordering::Relaxed);
     });
     let stream = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
     let mut response = Sse::new(stream)
@@ -568,6 +567,7 @@ pub(crate) fn classify_one(
         },
         ws,
     );
+    crate::metrics::MOVEMENTS_CLASSIFIED.fetch_add(1, Ordering::Relaxed);
     Ok(Classified {
         id: t.id.clone(),
         label: p.label.as_str().into(),
@@ -636,23 +636,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> StatusCode {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let status = state.partners.status().await;
-    let mut out = format!(
-        "# HELP core_api_sse_clients SSE clients connected now.\n# TYPE core_api_sse_clients gauge\ncore_api_sse_clients {}\n",
-        SSE_CLIENTS.load(Ordering::Relaxed)
-    );
-    if let Some(s) = status {
-        out.push_str("# HELP core_api_partner_calls_total Partner calls made.\n# TYPE core_api_partner_calls_total counter\n");
-        for p in &s.partners {
-            out.push_str(&format!(
-                "core_api_partner_calls_total{{partner=\"{}\"}} {}\n",
-                p.name, p.calls
-            ));
-        }
-        out.push_str(&format!(
-            "# HELP core_api_queue_due Queued partner requests.\n# TYPE core_api_queue_due gauge\ncore_api_queue_due {}\n",
-            s.queue.due
-        ));
+    let mut out = crate::metrics::prometheus_text();
+    if let Some(status) = state.partners.status().await {
+        out.push_str(&integrations::service::prometheus_text(&status));
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

@@ -11,6 +11,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod events;
+pub mod metrics;
 pub mod openapi;
 pub mod partners;
 pub mod state;

@@ -712,3 +712,36 @@ async fn the_api_is_described_as_openapi_3() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_analyses_and_partner_state() {
+    let app = spawn_app().await;
+    let started = app.started().await;
+    app.events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+    };
+    assert!(value("core_api_analyses_total{state=\"completed\"}") >= 1.0);
+    assert!(value("core_api_movements_classified_total") > 100.0);
+    assert!(value("core_api_requests_total{class=\"2xx\"}") >= 2.0);
+    assert_eq!(
+        value("integrations_breaker_state{partner=\"movements-sim\"}"),
+        0.0
+    );
+    assert!(value("integrations_partner_calls_total{partner=\"movements-sim\"}") >= 1.0);
+    assert!(!text.contains("52998224725"), "no CPF in metrics");
+}

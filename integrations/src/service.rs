@@ -218,6 +218,17 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
         .status()
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok((
+        [("content-type", "text/plain; version=0.0.4")],
+        prometheus_text(&status),
+    )
+        .into_response())
+}
+
+/// The gateway's state in the Prometheus text format: partner calls, failures, deferrals,
+/// latency, breaker state and openings, permits in use, queue depth and age. The core API
+/// appends the same text to its own metrics when it runs the gateway in process.
+pub fn prometheus_text(status: &crate::gateway::GatewayStatus) -> String {
     let mut out = String::new();
     let mut family = |name: &str, help: &str, kind: &str, rows: Vec<(String, f64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -303,7 +314,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
         "gauge",
         vec![(String::new(), q.oldest_age_ms as f64 / 1000.0)],
     );
-    Ok(([("content-type", "text/plain; version=0.0.4")], out).into_response())
+    out
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -1,0 +1,61 @@
+//! The service's own counters, exported with the partner gateway's at `GET /metrics`.
+//!
+//! Process-wide atomics: cheap to bump on the hot path, and one process is one instance.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+
+pub static REQUESTS_2XX: AtomicU64 = AtomicU64::new(0);
+pub static REQUESTS_4XX: AtomicU64 = AtomicU64::new(0);
+pub static REQUESTS_5XX: AtomicU64 = AtomicU64::new(0);
+pub static SSE_CLIENTS: AtomicU64 = AtomicU64::new(0);
+pub static ANALYSES_STARTED: AtomicU64 = AtomicU64::new(0);
+pub static ANALYSES_COMPLETED: AtomicU64 = AtomicU64::new(0);
+pub static ANALYSES_FAILED: AtomicU64 = AtomicU64::new(0);
+pub static MOVEMENTS_CLASSIFIED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts every response by status class.
+pub async fn count_requests(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let counter = match response.status().as_u16() {
+        500..=599 => &REQUESTS_5XX,
+        400..=499 => &REQUESTS_4XX,
+        _ => &REQUESTS_2XX,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+    response
+}
+
+/// The counters in the Prometheus text format.
+pub fn prometheus_text() -> String {
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    format!(
+        "# HELP core_api_requests_total HTTP responses by status class.\n\
+         # TYPE core_api_requests_total counter\n\
+         core_api_requests_total{{class=\"2xx\"}} {}\n\
+         core_api_requests_total{{class=\"4xx\"}} {}\n\
+         core_api_requests_total{{class=\"5xx\"}} {}\n\
+         # HELP core_api_sse_clients SSE clients connected now.\n\
+         # TYPE core_api_sse_clients gauge\n\
+         core_api_sse_clients {}\n\
+         # HELP core_api_analyses_total Analyses by how they ended (started counts all).\n\
+         # TYPE core_api_analyses_total counter\n\
+         core_api_analyses_total{{state=\"started\"}} {}\n\
+         core_api_analyses_total{{state=\"completed\"}} {}\n\
+         core_api_analyses_total{{state=\"failed\"}} {}\n\
+         # HELP core_api_movements_classified_total Movements classified (analyses and classification endpoints).\n\
+         # TYPE core_api_movements_classified_total counter\n\
+         core_api_movements_classified_total {}\n",
+        l(&REQUESTS_2XX),
+        l(&REQUESTS_4XX),
+        l(&REQUESTS_5XX),
+        l(&SSE_CLIENTS),
+        l(&ANALYSES_STARTED),
+        l(&ANALYSES_COMPLETED),
+        l(&ANALYSES_FAILED),
+        l(&MOVEMENTS_CLASSIFIED),
+    )
+}
