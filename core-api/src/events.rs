@@ -14,9 +14,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 /// Events kept per analysis at most.
 pub const MAX_EVENTS: usize = 10_000;
@@ -44,6 +45,24 @@ impl Event {
     }
 }
 
+/// An event as an SSE frame: `id`, `event` and one `data` line (the JSON has no newlines).
+pub fn frame(e: &Event) -> Bytes {
+    Bytes::from(format!(
+        "id: {}\nevent: {}\ndata: {}\n\n",
+        e.id, e.kind, e.data
+    ))
+}
+
+/// The frame that cuts off a client that stopped reading.
+fn cut_frame() -> Bytes {
+    Bytes::from_static(
+        b"event: stream.error\ndata: {\"reason\":\"the client fell behind; reconnect with Last-Event-ID\"}\n\n",
+    )
+}
+
+/// Frames a live client may have unread before it is cut off.
+pub const CLIENT_BUFFER: usize = 64;
+
 /// Why an append failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AppendError {
@@ -57,6 +76,10 @@ pub enum AppendError {
 
 struct Log {
     events: Vec<Event>,
+    /// Each event as an SSE frame, built once and shared by every client.
+    frames: Vec<Bytes>,
+    /// Clients following the log live (memory shape): each append is pushed to them.
+    subscribers: Vec<mpsc::Sender<Bytes>>,
     appended: Arc<Notify>,
     finished_at: Option<Instant>,
 }
@@ -140,6 +163,8 @@ impl EventLog {
                     analysis.to_string(),
                     Log {
                         events: Vec::new(),
+                        frames: Vec::new(),
+                        subscribers: Vec::new(),
                         appended: Arc::new(Notify::new()),
                         finished_at: None,
                     },
@@ -334,6 +359,24 @@ fn parse_entry(entry: &redis::streams::StreamId) -> Option<Event> {
 }
 
 impl MemoryLog {
+    /// The frames after `after`, then every frame appended later, through one channel: the
+    /// replay and the registration happen under the log's lock, so nothing falls between
+    /// them. `None` for an unknown analysis. The channel closes after the final event.
+    pub fn subscribe(&self, analysis: &str, after: u64) -> Option<mpsc::Receiver<Bytes>> {
+        let mut logs = self.logs.lock().expect("event log lock");
+        let log = logs.get_mut(analysis)?;
+        let past: Vec<Bytes> = log.frames.iter().skip(after as usize).cloned().collect();
+        let (tx, rx) = mpsc::channel(past.len() + CLIENT_BUFFER);
+        for f in past {
+            tx.try_send(f)
+                .expect("the channel was sized for the replay");
+        }
+        if log.finished_at.is_none() {
+            log.subscribers.push(tx);
+        }
+        Some(rx)
+    }
+
     fn append(
         &self,
         analysis: &str,
@@ -351,13 +394,27 @@ impl MemoryLog {
             return Err(AppendError::Full);
         }
         let id = log.events.len() as u64 + 1;
-        log.events.push(Event {
+        let event = Event {
             id,
             kind: kind.into(),
             data: data.to_string().into(),
+        };
+        let bytes = frame(&event);
+        log.events.push(event);
+        log.frames.push(bytes.clone());
+        // Push to live clients; one that has a full buffer is cut off (with a last frame
+        // saying so, in the slot kept for it) rather than buffered for.
+        log.subscribers.retain(|tx| {
+            if tx.capacity() <= 1 {
+                let _ = tx.try_send(cut_frame());
+                return false;
+            }
+            tx.try_send(bytes.clone()).is_ok()
         });
         if terminal {
             log.finished_at = Some(Instant::now());
+            // Dropping the senders ends every stream after the final event.
+            log.subscribers.clear();
         }
         log.appended.notify_waiters();
         Ok(id)
@@ -435,6 +492,56 @@ mod tests {
             .await
             .expect("a Redis server");
         ids_increase_and_readers_get_the_past_then_wait_for_the_future(log).await;
+    }
+
+    #[tokio::test]
+    async fn live_subscribers_get_the_replay_then_pushed_frames_and_a_slow_one_is_cut_off() {
+        let log = EventLog::memory(Duration::from_secs(60));
+        let EventLog::Memory(m) = &log else {
+            unreachable!()
+        };
+        log.create("a").await.unwrap();
+        log.append("a", "analysis.accepted", serde_json::json!({}))
+            .await
+            .unwrap();
+        log.append("a", "partner.started", serde_json::json!({}))
+            .await
+            .unwrap();
+        let mut reader = m.subscribe("a", 1).unwrap();
+        let mut sleeper = m.subscribe("a", 2).unwrap();
+        let first = reader.recv().await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&first).starts_with("id: 2\nevent: partner.started\ndata: {")
+        );
+        // The sleeper never reads: after its buffer fills it gets the cut-off frame and ends.
+        for _ in 0..CLIENT_BUFFER + 5 {
+            log.append("a", "classification.progress", serde_json::json!({}))
+                .await
+                .unwrap();
+            let f = reader.recv().await.unwrap();
+            assert!(String::from_utf8_lossy(&f).contains("classification.progress"));
+        }
+        let mut got = Vec::new();
+        while let Some(f) = sleeper.recv().await {
+            got.push(String::from_utf8_lossy(&f).into_owned());
+        }
+        assert_eq!(got.len(), CLIENT_BUFFER);
+        assert!(got.last().unwrap().starts_with("event: stream.error"));
+        // The final event closes the reader's stream.
+        log.append("a", "analysis.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&reader.recv().await.unwrap()).contains("analysis.completed")
+        );
+        assert!(reader.recv().await.is_none());
+        // A client arriving after the end gets the replay and an ending stream.
+        let mut late = m.subscribe("a", 70).unwrap();
+        let mut n = 0;
+        while late.recv().await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 2 + CLIENT_BUFFER + 5 + 1 - 70);
     }
 
     #[tokio::test]

@@ -7,7 +7,10 @@
 //!    partners have not answered yet (no events flow);
 //! 3. reads the server's memory again: (after - before) / CLIENTS is the memory per idle client;
 //! 4. as the partners answer, events flow to every client; each event's delivery latency is
-//!    the time it arrived minus its `at` stamp (same machine, same clock);
+//!    the time its bytes arrived minus its `at` stamp (same machine, same clock). Clients are
+//!    raw sockets that only look for `"at":` in what they read, so the generator's own
+//!    parsing does not delay the clock (an HTTP client library and a JSON parser per event,
+//!    10,000 times per event, would measure the generator instead of the server);
 //! 5. prints JSON: clients connected, memory per client, delivery p50/p99/max, events seen.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,8 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn rss_kib(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -29,6 +31,27 @@ fn rss_kib(pid: u32) -> Result<u64> {
         .nth(1)
         .context("VmRSS value")?
         .parse()?)
+}
+
+/// Opens `url` (http://host:port/path) as an SSE stream on a raw socket; returns once the
+/// response headers said 200.
+async fn raw_sse(url: &str) -> Result<tokio::net::TcpStream> {
+    let rest = url.strip_prefix("http://").context("an http URL")?;
+    let (host, path) = rest.split_at(rest.find('/').context("a path")?);
+    let mut conn = tokio::net::TcpStream::connect(host).await?;
+    conn.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        anyhow::ensure!(conn.read(&mut byte).await? == 1, "closed during headers");
+        head.push(byte[0]);
+    }
+    anyhow::ensure!(head.starts_with(b"HTTP/1.1 200"), "not 200");
+    Ok(conn)
 }
 
 fn now_ms() -> u64 {
@@ -76,32 +99,53 @@ async fn main() -> Result<()> {
     for batch in 0..clients.div_ceil(250) {
         let mut opened = Vec::new();
         for _ in 0..250.min(clients - batch * 250) {
-            let (http, events_url) = (http.clone(), events_url.clone());
+            let events_url = events_url.clone();
             let (connected, completed, latencies) =
                 (connected.clone(), completed.clone(), latencies.clone());
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
             opened.push(rx);
             tasks.push(tokio::spawn(async move {
-                let response = match http.get(&events_url).send().await {
-                    Ok(r) if r.status().is_success() => r,
-                    _ => return,
+                let Ok(mut conn) = raw_sse(&events_url).await else {
+                    return;
                 };
                 connected.fetch_add(1, Ordering::Relaxed);
                 let _ = tx.send(());
-                let mut stream = response.bytes_stream().eventsource();
-                let mut mine = Vec::new();
-                // Events replayed on connect were not "delivered live": skip what was sent
-                // before this client arrived.
                 let joined = now_ms();
-                while let Some(Ok(e)) = stream.next().await {
-                    if let Ok(d) = serde_json::from_str::<serde_json::Value>(&e.data) {
-                        if let Some(at) = d["at"].as_u64() {
+                let mut mine = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                let mut carry: Vec<u8> = Vec::new();
+                loop {
+                    let n = match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let arrived = now_ms();
+                    // Keep a short tail so a stamp split between two reads is still seen.
+                    carry.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&carry).into_owned();
+                    let mut rest = text.as_str();
+                    let mut consumed = 0;
+                    while let Some(i) = rest.find("\"at\":") {
+                        let digits: String = rest[i + 5..]
+                            .chars()
+                            .take_while(char::is_ascii_digit)
+                            .collect();
+                        if rest[i + 5 + digits.len()..].is_empty() {
+                            break; // the number may continue in the next read
+                        }
+                        if let Ok(at) = digits.parse::<u64>() {
                             if at >= joined {
-                                mine.push(now_ms().saturating_sub(at));
+                                mine.push(arrived.saturating_sub(at));
                             }
                         }
+                        consumed += i + 5 + digits.len();
+                        rest = &text[consumed..];
                     }
-                    if e.event == "analysis.completed" || e.event == "analysis.failed" {
+                    let done = text.contains("event: analysis.completed")
+                        || text.contains("event: analysis.failed");
+                    let keep = text.len() - consumed;
+                    carry.drain(..carry.len() - keep.min(64).min(carry.len()));
+                    if done {
                         completed.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
