@@ -745,3 +745,42 @@ async fn metrics_count_requests_analyses_and_partner_state() {
     assert!(value("integrations_partner_calls_total{partner=\"movements-sim\"}") >= 1.0);
     assert!(!text.contains("52998224725"), "no CPF in metrics");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partners_without_a_record_leave_the_analysis_to_finish_without_them() {
+    let app = spawn_app_with(|s| s.simulator.missing_rate = 1.0).await;
+    let started = app.started().await;
+    let events = app
+        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let failed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.1 == "partner.failed")
+        .map(|e| &e.2)
+        .collect();
+    assert_eq!(failed.len(), 3, "each partner says it had no record");
+    assert!(failed
+        .iter()
+        .all(|f| f["reason"].as_str().unwrap().starts_with("not_found")));
+    let last = events.last().unwrap();
+    assert_eq!(
+        last.1, "analysis.completed",
+        "the analysis still ends with a summary"
+    );
+    assert_eq!(last.2["summary"]["transactions"], 0);
+    let snapshot: Value = app
+        .http
+        .get(format!(
+            "{}{}",
+            app.url,
+            started["analysis_url"].as_str().unwrap()
+        ))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snapshot["partners"]["consumer"]["state"], "not_found");
+}
