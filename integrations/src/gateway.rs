@@ -13,9 +13,7 @@ use crate::config::Config;
 use crate::cpf::Cpf;
 use crate::error::IntegrationError;
 use crate::partner::{Attempt, DeferReason, Partner, PartnerStatus, RequestParams};
-use crate::queue::{
-    backoff, now_ms, Job, Leased, LocalQueue, Outcome, Queue, RedisQueue, RetryQueue,
-};
+use crate::queue::{backoff, Job, Leased, LocalQueue, Outcome, Queue, RedisQueue, RetryQueue};
 use crate::semaphore::{LocalSemaphore, RedisSemaphore, Semaphore};
 
 /// A request for one partner's data.
@@ -122,19 +120,13 @@ impl Gateway {
             .get(&request.partner)
             .ok_or_else(|| IntegrationError::UnknownPartner(request.partner.clone()))?;
         let attempt = partner.attempt(&request.cpf, &request.params).await;
-        let mut job = Job {
-            id: Job::key(&request.request_id, &request.partner, &request.params),
-            request_id: request.request_id,
-            partner: request.partner,
-            cpf: request.cpf.digits(),
-            params: request.params,
-            callback_url: request.callback_url,
-            attempts: 0,
-            last_error: None,
-            enqueued_at_ms: now_ms(),
-            outcome: None,
-            failed_deliveries: 0,
-        };
+        let mut job = Job::new(
+            request.request_id,
+            request.partner,
+            request.cpf.digits(),
+            request.params,
+            request.callback_url,
+        );
         let (reason, retry_in) = match attempt {
             Attempt::Defer { reason, retry_in } => (reason, retry_in),
             Attempt::Failed { error } => {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod gateway;
 pub mod partner;
 pub mod queue;
+mod redis_wake;
 pub mod semaphore;
 pub mod service;
 pub mod simulator;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use integrations::partner::RequestParams;
-use integrations::queue::{now_ms, Job, LocalQueue, RedisQueue, RetryQueue};
+use integrations::queue::{Job, LocalQueue, RedisQueue, RetryQueue};
 
 fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
@@ -17,20 +17,13 @@ async fn redis() -> RedisQueue {
 }
 
 fn job(request: &str) -> Job {
-    let params = RequestParams::default();
-    Job {
-        id: Job::key(request, "p", &params),
-        request_id: request.into(),
-        partner: "p".into(),
-        cpf: "52998224725".into(),
-        params,
-        callback_url: None,
-        attempts: 0,
-        last_error: None,
-        enqueued_at_ms: now_ms(),
-        outcome: None,
-        failed_deliveries: 0,
-    }
+    Job::new(
+        request.into(),
+        "p".into(),
+        "52998224725".into(),
+        RequestParams::default(),
+        None,
+    )
 }
 
 async fn lifecycle<Q: RetryQueue>(q: Q) {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use integrations::config::{BreakerConfig, PartnerConfig, RetryConfig};
 use integrations::partner::{Attempt, Partner, RequestParams};
-use integrations::queue::{now_ms, Job, RedisQueue, RetryQueue};
+use integrations::queue::{Job, RedisQueue, RetryQueue};
 use integrations::semaphore::{new_holder, PermitStore, RedisSemaphore, Semaphore};
 use integrations::simulator::{self, SimulatorSettings};
 use integrations::{Cpf, Kind};
@@ -57,20 +57,13 @@ async fn queue_jobs(url: &str) -> Result<(u64, f64)> {
         let queue = queue.clone();
         enqueuers.push(tokio::spawn(async move {
             for i in (w..JOBS).step_by(32) {
-                let params = RequestParams::default();
-                let job = Job {
-                    id: Job::key(&format!("r{i}"), "p", &params),
-                    request_id: format!("r{i}"),
-                    partner: "p".into(),
-                    cpf: "52998224725".into(),
-                    params,
-                    callback_url: None,
-                    attempts: 0,
-                    last_error: None,
-                    enqueued_at_ms: now_ms(),
-                    outcome: None,
-                    failed_deliveries: 0,
-                };
+                let job = Job::new(
+                    format!("r{i}"),
+                    "p".into(),
+                    "52998224725".into(),
+                    RequestParams::default(),
+                    None,
+                );
                 queue.enqueue(&job, Duration::ZERO).await.unwrap();
             }
         }));

@@ -65,6 +65,29 @@ pub struct Job {
 }
 
 impl Job {
+    /// A new job for a request, not yet attempted; its id is the idempotency key.
+    pub fn new(
+        request_id: String,
+        partner: String,
+        cpf_digits: String,
+        params: RequestParams,
+        callback_url: Option<String>,
+    ) -> Self {
+        Job {
+            id: Job::key(&request_id, &partner, &params),
+            request_id,
+            partner,
+            cpf: cpf_digits,
+            params,
+            callback_url,
+            attempts: 0,
+            last_error: None,
+            enqueued_at_ms: now_ms(),
+            outcome: None,
+            failed_deliveries: 0,
+        }
+    }
+
     /// The idempotency key of a request for one partner and page.
     pub fn key(request_id: &str, partner: &str, params: &RequestParams) -> String {
         format!(

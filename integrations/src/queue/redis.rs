@@ -12,11 +12,7 @@ use redis::{AsyncCommands, Client, Script};
 
 use super::{now_ms, DeadLetter, Job, Leased, QueueStats, RetryQueue};
 use crate::error::IntegrationError;
-
-const NOW_MS: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-";
+use crate::redis_wake::NOW_MS;
 
 /// KEYS jobs, due, wake, age; ARGV id, json, delay_ms, max_depth, enqueued_at.
 const ENQUEUE: &str = r"
@@ -361,18 +357,6 @@ impl RetryQueue for RedisQueue {
     }
 
     async fn wait(&self, timeout: Duration) {
-        let wait = async {
-            let mut conn = self.0.client.get_multiplexed_async_connection().await?;
-            let _: Option<(String, String)> = conn
-                .blpop(self.key("wake"), timeout.as_secs_f64().max(0.01))
-                .await?;
-            Ok::<_, redis::RedisError>(())
-        };
-        match tokio::time::timeout(timeout + Duration::from_millis(500), wait).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) | Err(_) => {
-                tokio::time::sleep(timeout.min(Duration::from_millis(200))).await
-            }
-        }
+        crate::redis_wake::wait_on(&self.0.client, self.key("wake"), timeout).await
     }
 }

@@ -11,15 +11,11 @@
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Client, Script};
+use redis::{Client, Script};
 
 use super::PermitStore;
 use crate::error::IntegrationError;
-
-const NOW_MS: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-";
+use crate::redis_wake::NOW_MS;
 
 /// KEYS[1] permits; ARGV holder, limit, lease_ms. Returns 1 when the permit is held.
 const ACQUIRE: &str = r"
@@ -169,21 +165,6 @@ impl PermitStore for RedisSemaphore {
     }
 
     async fn wait_for_release(&self, partner: &str, timeout: Duration) {
-        // BLPOP blocks its connection, so it gets one of its own rather than stalling the
-        // shared multiplexed one.
-        let wait = async {
-            let mut conn = self.0.client.get_multiplexed_async_connection().await?;
-            let _: Option<(String, String)> = conn
-                .blpop(self.wake_key(partner), timeout.as_secs_f64().max(0.01))
-                .await?;
-            Ok::<_, redis::RedisError>(())
-        };
-        match tokio::time::timeout(timeout + Duration::from_millis(500), wait).await {
-            Ok(Ok(())) => {}
-            // Redis down: do not spin; the caller looks again after the timeout.
-            Ok(Err(_)) | Err(_) => {
-                tokio::time::sleep(timeout.min(Duration::from_millis(200))).await
-            }
-        }
+        crate::redis_wake::wait_on(&self.0.client, self.wake_key(partner), timeout).await
     }
 }
