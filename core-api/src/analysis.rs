@@ -118,10 +118,10 @@ impl Analyses {
         self.write_through(&s).await;
     }
 
-    /// The analysis if `tenant` owns it: another tenant's analysis does not exist for them.
-    pub async fn get(&self, id: &str, tenant: &str) -> Option<Snapshot> {
+    /// An analysis, from this instance or (when configured) Redis, whoever owns it.
+    async fn find(&self, id: &str) -> Option<Snapshot> {
         let local = self.local.lock().expect("analyses lock").get(id).cloned();
-        let found = match (local, &self.redis) {
+        match (local, &self.redis) {
             (Some(s), _) => Some(s),
             (None, Some((conn, prefix))) => {
                 let mut conn = conn.clone();
@@ -137,32 +137,17 @@ impl Analyses {
                     })
             }
             (None, None) => None,
-        };
-        found.filter(|s| s.tenant == tenant)
+        }
+    }
+
+    /// The analysis if `tenant` owns it: another tenant's analysis does not exist for them.
+    pub async fn get(&self, id: &str, tenant: &str) -> Option<Snapshot> {
+        self.find(id).await.filter(|s| s.tenant == tenant)
     }
 
     /// The status of an analysis, whoever owns it (for ending streams).
     pub async fn get_status(&self, id: &str) -> Option<Status> {
-        let local = self
-            .local
-            .lock()
-            .expect("analyses lock")
-            .get(id)
-            .map(|s| s.status);
-        match (local, &self.redis) {
-            (Some(s), _) => Some(s),
-            (None, Some((conn, prefix))) => {
-                let mut conn = conn.clone();
-                let raw: Option<String> =
-                    redis::AsyncCommands::get(&mut conn, format!("{prefix}:an:{id}"))
-                        .await
-                        .ok()
-                        .flatten();
-                raw.and_then(|r| serde_json::from_str::<Stored>(&r).ok())
-                    .map(|st| st.snapshot.status)
-            }
-            (None, None) => None,
-        }
+        self.find(id).await.map(|s| s.status)
     }
 
     async fn update(&self, id: &str, f: impl FnOnce(&mut Snapshot)) {

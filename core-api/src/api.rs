@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -16,8 +16,6 @@ use chrono::NaiveDate;
 use integrations::Cpf;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::StreamExt;
 use utoipa::ToSchema;
 
 use crate::analysis::{self, Snapshot, Status};
@@ -335,13 +333,6 @@ struct EventsQuery {
     last_event_id: Option<String>,
 }
 
-fn sse_event(e: &Event) -> SseEvent {
-    SseEvent::default()
-        .id(e.id.to_string())
-        .event(&*e.kind)
-        .data(&*e.data)
-}
-
 #[utoipa::path(
     get,
     path = "/v1/analyses/{id}/events",
@@ -404,31 +395,15 @@ async fn events(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or(ApiError::NotFound("analysis"))?;
-    let (tx, rx) = mpsc::channel::<SseEvent>(64);
-    let feeder = state.clone();
-    tokio::spawn(async move {
-        crate::metrics::SSE_CLIENTS.fetch_add(1, Ordering::Relaxed);
-        feed(tx, id, past, last, finished, feeder).await;
-        crate::metrics::SSE_CLIENTS.fetch_sub(1, Ordering::Relaxed);
-    });
-    let stream = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-    let mut response = Sse::new(stream)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(Duration::from_secs(15))
-                .text("keep-alive"),
-        )
-        .into_response();
-    let h = response.headers_mut();
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    // On Redis a task per client pulls from the log as fast as the client reads.
+    let (tx, rx) = mpsc::channel(crate::events::CLIENT_BUFFER);
+    tokio::spawn(feed(tx, id, past, last, finished, state.clone()));
+    Ok(live_stream(rx, state))
 }
 
 /// An SSE response that relays pushed frames, with a `retry:` hint first, a keep-alive comment
 /// every 15 s, and a closing frame when the service shuts down.
-fn live_stream(rx: mpsc::Receiver<axum::body::Bytes>, state: Arc<AppState>) -> Response {
-    use axum::body::Bytes;
+fn live_stream(rx: mpsc::Receiver<Bytes>, state: Arc<AppState>) -> Response {
     /// Counts the client while its stream lives, however it ends (a hang-up drops it).
     struct Connected;
     impl Drop for Connected {
@@ -498,38 +473,30 @@ fn live_stream(rx: mpsc::Receiver<axum::body::Bytes>, state: Arc<AppState>) -> R
 /// How long a client may leave an event unread before it is cut off.
 const SLOW_CLIENT: Duration = Duration::from_secs(10);
 
-/// Sends the client what it missed, then what comes, until the analysis ends, the client
-/// leaves (the channel closes), it stops reading for [`SLOW_CLIENT`], or the service shuts
-/// down. Events are pulled from the log only as fast as the client takes them, so nothing is
-/// buffered for a slow client beyond the channel's 64 events.
+/// Sends the client what it missed, then what comes, as SSE frames, until the analysis ends,
+/// the client leaves (the channel closes), it stops reading for [`SLOW_CLIENT`], or the
+/// service shuts down. Events are pulled from the log only as fast as the client takes them,
+/// so nothing is buffered for a slow client beyond its channel.
 async fn feed(
-    tx: mpsc::Sender<SseEvent>,
+    tx: mpsc::Sender<Bytes>,
     id: String,
     mut pending: Vec<Event>,
     mut last_sent: u64,
     finished: bool,
     state: Arc<AppState>,
 ) {
-    if tx
-        .send(SseEvent::default().retry(Duration::from_secs(3)))
-        .await
-        .is_err()
-    {
-        return;
-    }
     let mut drained_finished = finished && pending.is_empty();
     loop {
         for e in pending.drain(..) {
             if e.id <= last_sent {
                 continue;
             }
-            match tx.send_timeout(sse_event(&e), SLOW_CLIENT).await {
+            match tx.send_timeout(crate::events::frame(&e), SLOW_CLIENT).await {
                 Ok(()) => {}
                 Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                    let cut = SseEvent::default().event("stream.error").data(
-                        r#"{"reason":"the client stopped reading; reconnect with Last-Event-ID"}"#,
-                    );
-                    let _ = tx.try_send(cut);
+                    let _ = tx.try_send(Bytes::from_static(
+                        b"event: stream.error\ndata: {\"reason\":\"the client stopped reading; reconnect with Last-Event-ID\"}\n\n",
+                    ));
                     return;
                 }
                 Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
@@ -548,16 +515,15 @@ async fn feed(
                 Ok(events) => pending = events,
                 Err(e) => {
                     tracing::warn!(analysis = %id, error = %e, "Event log unavailable; ending the stream.");
-                    let _ = tx.try_send(SseEvent::default().event("stream.error").data(r#"{"reason":"events are unavailable; reconnect with Last-Event-ID"}"#));
+                    let _ = tx.try_send(Bytes::from_static(
+                        b"event: stream.error\ndata: {\"reason\":\"events are unavailable; reconnect with Last-Event-ID\"}\n\n",
+                    ));
                     return;
                 }
             },
+            // The client left, or the service is stopping (the response sends the goodbye).
             _ = tx.closed() => return,
-            _ = state.shutdown_signal() => {
-                let bye = SseEvent::default().event("stream.closing").data(r#"{"reason":"the service is shutting down; reconnect with Last-Event-ID"}"#);
-                let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(bye)).await;
-                return;
-            }
+            _ = state.shutdown_signal() => return,
         }
         // A finished log that yields nothing more will never yield more.
         if pending.is_empty() {
