@@ -195,11 +195,7 @@ impl EventLog {
         // can show it and measure how late it reached them.
         let mut data = data;
         if let Some(obj) = data.as_object_mut() {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
-            obj.insert("at".into(), now.into());
+            obj.insert("at".into(), integrations::queue::now_ms().into());
         }
         match self {
             EventLog::Memory(m) => m.append(analysis, kind, data),

@@ -92,13 +92,7 @@ impl Remote {
 
     /// Hands an outcome to the run waiting for it; `false` when the secret is wrong.
     pub fn deliver(&self, secret: &str, outcome: Outcome) -> bool {
-        if secret.len() != self.callback_secret.len()
-            || secret
-                .bytes()
-                .zip(self.callback_secret.bytes())
-                .fold(0u8, |a, (x, y)| a | (x ^ y))
-                != 0
-        {
+        if !crate::auth::constant_time_eq(secret.as_bytes(), self.callback_secret.as_bytes()) {
             return false;
         }
         let key = waiter_key(&outcome.request_id, &outcome.partner);
