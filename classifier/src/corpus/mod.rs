@@ -772,64 +772,41 @@ pub fn build(brands: &[Brand], settings: &CorpusSettings) -> Corpus {
         };
         for brand in &usable {
             for _ in 0..per_brand {
-                let (description, mcc, kind) = g.brand_row(brand, Split::Train);
-                let amount = g.amount(spec);
-                train.push(row(
-                    &mut g,
-                    description,
-                    amount,
-                    mcc,
-                    kind,
-                    label,
-                    format!("nsi:{}", brand.id),
-                ));
+                let drawn = g.brand_row(brand, Split::Train);
+                priced_row(&mut g, &mut train, drawn, spec, format!("nsi:{}", brand.id));
             }
         }
         let brand_rows = usable.len() * per_brand;
         let pattern_rows = target.saturating_sub(brand_rows).max(target / 5);
         for _ in 0..pattern_rows {
-            let (description, mcc, kind) = g.pattern_row(spec, Split::Train);
-            let amount = g.amount(spec);
-            train.push(row(
-                &mut g,
-                description,
-                amount,
-                mcc,
-                kind,
-                label,
-                "pattern".into(),
-            ));
+            let drawn = g.pattern_row(spec, Split::Train);
+            priced_row(&mut g, &mut train, drawn, spec, "pattern".into());
         }
         for brand in &reserved {
-            let (description, mcc, kind) = g.brand_row(brand, Split::Eval);
-            let amount = g.amount(spec);
-            eval.push(row(
-                &mut g,
-                description,
-                amount,
-                mcc,
-                kind,
-                label,
-                format!("nsi:{}", brand.id),
-            ));
+            let drawn = g.brand_row(brand, Split::Eval);
+            priced_row(&mut g, &mut eval, drawn, spec, format!("nsi:{}", brand.id));
         }
         for _ in 0..settings.eval_pattern_rows_per_label {
-            let (description, mcc, kind) = g.pattern_row(spec, Split::Eval);
-            let amount = g.amount(spec);
-            eval.push(row(
-                &mut g,
-                description,
-                amount,
-                mcc,
-                kind,
-                label,
-                "pattern".into(),
-            ));
+            let drawn = g.pattern_row(spec, Split::Eval);
+            priced_row(&mut g, &mut eval, drawn, spec, "pattern".into());
         }
     }
     shuffle_and_number(&mut g, &mut train, "t");
     shuffle_and_number(&mut g, &mut eval, "e");
     Corpus { train, eval }
+}
+
+/// Prices a drawn row (description, MCC, type) for its label and adds it to `out`. The draws
+/// happen in a fixed order (row, amount, date), so a seed always gives the same corpus.
+fn priced_row(
+    g: &mut Gen,
+    out: &mut Vec<Row>,
+    (description, mcc, kind): (String, Option<u16>, Option<&'static str>),
+    spec: &LabelSpec,
+    source: String,
+) {
+    let amount = g.amount(spec);
+    out.push(row(g, description, amount, mcc, kind, spec.label, source));
 }
 
 fn row(
