@@ -29,3 +29,11 @@ for _ in $(seq 100); do
 done
 # The server gets core 0 and the generator core 1, so neither steals the other's time.
 taskset -c 1 ./target/release/sse_load "http://127.0.0.1:$PORT" "$KEY" "$CLIENTS" "$server"
+kill $server 2>/dev/null || true
+# The machine's floor, in the same run and on the same cores: the bare write loop, no HTTP,
+# no runtime, no channels.
+echo "floor (one blocking write per client per event, $CLIENTS loopback connections):"
+taskset -c 0 ./target/release/sse_floor write $((PORT + 1)) "$CLIENTS" &
+writer=$!
+taskset -c 1 ./target/release/sse_floor read $((PORT + 1)) "$CLIENTS"
+wait $writer

@@ -1,6 +1,5 @@
 //! The HTTP API: routes, handlers, the one error type, and the SSE stream.
 
-use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -386,7 +385,7 @@ async fn events(
         let rx = log
             .subscribe(&id, last)
             .ok_or(ApiError::NotFound("analysis"))?;
-        return Ok(live_stream(rx, state.clone()));
+        return Ok(crate::sse::live_response(rx, state.clone()));
     }
     let finished = snapshot.status != Status::Running;
     let past = state
@@ -398,83 +397,11 @@ async fn events(
     // On Redis a task per client pulls from the log as fast as the client reads.
     let (tx, rx) = mpsc::channel(crate::events::CLIENT_BUFFER);
     tokio::spawn(feed(tx, id, past, last, finished, state.clone()));
-    Ok(live_stream(rx, state))
+    Ok(crate::sse::live_response(rx, state))
 }
-
-/// An SSE response that relays pushed frames, with a `retry:` hint first, a keep-alive comment
-/// every 15 s, and a closing frame when the service shuts down.
-fn live_stream(rx: mpsc::Receiver<Bytes>, state: Arc<AppState>) -> Response {
-    /// Counts the client while its stream lives, however it ends (a hang-up drops it).
-    struct Connected;
-    impl Drop for Connected {
-        fn drop(&mut self) {
-            crate::metrics::SSE_CLIENTS.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-    struct Live {
-        rx: mpsc::Receiver<Bytes>,
-        state: Arc<AppState>,
-        keep_alive: tokio::time::Interval,
-        started: bool,
-        done: bool,
-        _connected: Connected,
-    }
-    let mut keep_alive = tokio::time::interval(Duration::from_secs(15));
-    keep_alive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    crate::metrics::SSE_CLIENTS.fetch_add(1, Ordering::Relaxed);
-    let live = Live {
-        rx,
-        state,
-        keep_alive,
-        started: false,
-        done: false,
-        _connected: Connected,
-    };
-    let stream = futures_util::stream::unfold(live, |mut l| async move {
-        if l.done {
-            return None;
-        }
-        if !l.started {
-            l.started = true;
-            l.keep_alive.reset();
-            return Some((
-                Ok::<_, Infallible>(Bytes::from_static(b"retry: 3000\n\n")),
-                l,
-            ));
-        }
-        let state = l.state.clone();
-        tokio::select! {
-            biased;
-            next = l.rx.recv() => match next {
-                Some(frame) => {
-                    l.keep_alive.reset();
-                    Some((Ok(frame), l))
-                }
-                None => None,
-            },
-            _ = state.shutdown_signal() => {
-                l.done = true;
-                Some((Ok(Bytes::from_static(b"event: stream.closing\ndata: {\"reason\":\"the service is shutting down; reconnect with Last-Event-ID\"}\n\n")), l))
-            }
-            _ = l.keep_alive.tick() => Some((Ok(Bytes::from_static(b":keep-alive\n\n")), l)),
-        }
-    });
-    let mut response = Response::new(axum::body::Body::from_stream(stream));
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    response
-}
-
-/// How long a client may leave an event unread before it is cut off.
-const SLOW_CLIENT: Duration = Duration::from_secs(10);
 
 /// Sends the client what it missed, then what comes, as SSE frames, until the analysis ends,
-/// the client leaves (the channel closes), it stops reading for [`SLOW_CLIENT`], or the
+/// the client leaves (the channel closes), it stops reading for [`crate::sse::SLOW_CLIENT`], or the
 /// service shuts down. Events are pulled from the log only as fast as the client takes them,
 /// so nothing is buffered for a slow client beyond its channel.
 async fn feed(
@@ -491,7 +418,10 @@ async fn feed(
             if e.id <= last_sent {
                 continue;
             }
-            match tx.send_timeout(crate::events::frame(&e), SLOW_CLIENT).await {
+            match tx
+                .send_timeout(crate::events::frame(&e), crate::sse::SLOW_CLIENT)
+                .await
+            {
                 Ok(()) => {}
                 Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
                     let _ = tx.try_send(Bytes::from_static(

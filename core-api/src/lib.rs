@@ -14,6 +14,8 @@ pub mod events;
 pub mod metrics;
 pub mod openapi;
 pub mod partners;
+pub mod serve;
+pub mod sse;
 pub mod state;
 pub mod store;
 pub mod stream_classify;
@@ -32,6 +34,10 @@ use crate::events::EventLog;
 use crate::partners::Partners;
 use crate::state::AppState;
 use crate::store::SqliteStore;
+
+/// Open connections at most; past it the service stops accepting until one closes. Sized for
+/// an instance of SSE followers (each holds one); a deployment may want it configurable.
+pub const MAX_CONNECTIONS: usize = 50_000;
 
 /// A built service, listening, not yet serving.
 pub struct Application {
@@ -192,12 +198,14 @@ impl Application {
             signal.await;
             let _ = shutdown.send(true);
         });
-        let mut stop = self.state.shutdown.clone();
-        axum::serve(self.listener, api::router(self.state.clone()))
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await?;
+        serve::serve(
+            self.listener,
+            api::router(self.state.clone()),
+            MAX_CONNECTIONS,
+            self.state.shutdown.clone(),
+            Duration::from_secs(30),
+        )
+        .await;
         if let Some(worker) = self.worker {
             let _ = worker.await;
         }

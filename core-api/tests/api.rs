@@ -84,7 +84,18 @@ impl TestApp {
         last: Option<&str>,
         max: usize,
     ) -> Vec<(u64, String, Value)> {
-        let mut req = self.http.get(format!("{}{path}", self.url));
+        self.events_on(&self.http, path, last, max).await.1
+    }
+
+    /// As [`TestApp::events`], with `client`; also returns the response headers.
+    async fn events_on(
+        &self,
+        client: &reqwest::Client,
+        path: &str,
+        last: Option<&str>,
+        max: usize,
+    ) -> (reqwest::header::HeaderMap, Vec<(u64, String, Value)>) {
+        let mut req = client.get(format!("{}{path}", self.url));
         if let Some(l) = last {
             req = req.header("Last-Event-ID", l);
         }
@@ -94,6 +105,7 @@ impl TestApp {
         assert_eq!(r.headers()["cache-control"], "no-cache");
         assert_eq!(r.headers()["x-accel-buffering"], "no");
         assert!(r.headers().get("content-encoding").is_none());
+        let headers = r.headers().clone();
         let mut stream = r.bytes_stream().eventsource();
         let mut out = Vec::new();
         while out.len() < max {
@@ -115,7 +127,7 @@ impl TestApp {
                 None => break,
             }
         }
-        out
+        (headers, out)
     }
 }
 
@@ -189,6 +201,50 @@ async fn a_full_analysis_streams_from_accepted_to_completed() {
     for kind in ["consumer", "rating", "movements"] {
         assert_eq!(snapshot["partners"][kind]["state"], "completed");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_on_its_own_connection_and_one_on_a_kept_alive_connection_carry_the_same_events() {
+    // A connection that opens with the events request is written by the service's lean SSE
+    // front (and closed after the stream); one that carried other requests first is hyper's.
+    // Both must be the same stream.
+    let app = spawn_app().await;
+    let started = app.started().await;
+    let url = started["events_url"].as_str().unwrap();
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let (lean_headers, lean) = app.events_on(&fresh, url, None, usize::MAX).await;
+    assert_eq!(lean_headers["connection"], "close");
+    assert_eq!(lean.last().unwrap().1, "analysis.completed");
+    let kept = reqwest::Client::new();
+    let r = kept
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "ok");
+    let (hyper_headers, via_hyper) = app.events_on(&kept, url, None, usize::MAX).await;
+    assert!(hyper_headers.get("connection").is_none());
+    assert_eq!(lean, via_hyper);
+    // The lean front answers errors as problems too.
+    let r = fresh
+        .get(format!("{}{}", app.url, url.replace("token=", "token=x")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["status"], 401);
+    let r = fresh
+        .get(format!("{}{url}", app.url))
+        .header("Last-Event-ID", "x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

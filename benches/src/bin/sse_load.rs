@@ -15,7 +15,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,13 +52,6 @@ async fn raw_sse(url: &str) -> Result<tokio::net::TcpStream> {
     }
     anyhow::ensure!(head.starts_with(b"HTTP/1.1 200"), "not 200");
     Ok(conn)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[tokio::main]
@@ -110,46 +103,11 @@ async fn main() -> Result<()> {
                 };
                 connected.fetch_add(1, Ordering::Relaxed);
                 let _ = tx.send(());
-                let joined = now_ms();
-                let mut mine = Vec::new();
-                let mut buf = vec![0u8; 4096];
-                let mut carry: Vec<u8> = Vec::new();
-                loop {
-                    let n = match conn.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let arrived = now_ms();
-                    // Keep a short tail so a stamp split between two reads is still seen.
-                    carry.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&carry).into_owned();
-                    let mut rest = text.as_str();
-                    let mut consumed = 0;
-                    while let Some(i) = rest.find("\"at\":") {
-                        let digits: String = rest[i + 5..]
-                            .chars()
-                            .take_while(char::is_ascii_digit)
-                            .collect();
-                        if rest[i + 5 + digits.len()..].is_empty() {
-                            break; // the number may continue in the next read
-                        }
-                        if let Ok(at) = digits.parse::<u64>() {
-                            if at >= joined {
-                                mine.push(arrived.saturating_sub(at));
-                            }
-                        }
-                        consumed += i + 5 + digits.len();
-                        rest = &text[consumed..];
-                    }
-                    let done = text.contains("event: analysis.completed")
-                        || text.contains("event: analysis.failed");
-                    let keep = text.len() - consumed;
-                    carry.drain(..carry.len() - keep.min(64).min(carry.len()));
-                    if done {
-                        completed.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
+                let seen = benches::read_stamps(&mut conn, benches::now_ms()).await;
+                if seen.completed {
+                    completed.fetch_add(1, Ordering::Relaxed);
                 }
+                let mine = seen.latencies_ms;
                 latencies.lock().unwrap().extend(mine);
             }));
         }
@@ -167,10 +125,7 @@ async fn main() -> Result<()> {
     }
     let mut lat = std::mem::take(&mut *latencies.lock().unwrap());
     lat.sort_unstable();
-    let pct = |p: f64| {
-        lat.get(((lat.len().max(1) - 1) as f64 * p).round() as usize)
-            .copied()
-    };
+    let pct = |p: f64| benches::percentile(&lat, p);
     println!(
         "{}",
         serde_json::json!({

@@ -1,0 +1,77 @@
+//! Pieces the load generators share.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::io::AsyncReadExt;
+
+/// Milliseconds since the Unix epoch, the clock of the events' `at` stamps.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// What one SSE client saw: the delivery latency of every stamped event it read, and whether
+/// the stream reached a final event.
+pub struct Seen {
+    pub latencies_ms: Vec<u64>,
+    pub completed: bool,
+}
+
+/// Reads an SSE stream (after its response head) until it ends or a final event arrives, and
+/// for every `"at":MS` stamp at or after `joined` records when its bytes arrived minus the
+/// stamp. Only looks for the stamp's bytes, with no SSE or JSON parser, so the reader's own
+/// work does not delay the clock it measures with.
+pub async fn read_stamps(conn: &mut tokio::net::TcpStream, joined: u64) -> Seen {
+    let mut seen = Seen {
+        latencies_ms: Vec::new(),
+        completed: false,
+    };
+    let mut buf = vec![0u8; 4096];
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let n = match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let arrived = now_ms();
+        // Keep a short tail so a stamp split between two reads is still seen.
+        carry.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&carry).into_owned();
+        let mut rest = text.as_str();
+        let mut consumed = 0;
+        while let Some(i) = rest.find("\"at\":") {
+            let digits: String = rest[i + 5..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            if rest[i + 5 + digits.len()..].is_empty() {
+                break; // the number may continue in the next read
+            }
+            if let Ok(at) = digits.parse::<u64>() {
+                if at >= joined {
+                    seen.latencies_ms.push(arrived.saturating_sub(at));
+                }
+            }
+            consumed += i + 5 + digits.len();
+            rest = &text[consumed..];
+        }
+        let done =
+            text.contains("event: analysis.completed") || text.contains("event: analysis.failed");
+        let keep = text.len() - consumed;
+        carry.drain(..carry.len() - keep.min(64).min(carry.len()));
+        if done {
+            seen.completed = true;
+            break;
+        }
+    }
+    seen
+}
+
+/// The value at quantile `p` of sorted samples.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+}
