@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# The whole test suite, as the README's quick start runs it: formatting, lints, then every
-# test of the workspace. Tests use a real Redis: the one at REDIS_URL, else 127.0.0.1:6379,
-# else a redis-server this script starts (installing it from Debian if it is missing).
+# The whole test suite, as the README's quick start runs it: formatting, lints, every test of
+# the workspace, then the distributed shape as local processes (deploy/local.sh). Tests use a
+# real Redis: the one at REDIS_URL, else 127.0.0.1:6379, else a redis-server this script
+# starts (installing it from Debian if it is missing). The store contract runs against
+# osmem-server (PyPI), an in-memory OpenSearch-compatible server installed in .venv here;
+# a real Elasticsearch too when ELASTICSEARCH_TEST_URL is set.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -27,6 +30,17 @@ if [ -z "${REDIS_URL:-}" ]; then
 fi
 echo "== tests use Redis at $REDIS_URL"
 
+OSMEM_VERSION=0.1.6
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import osmem_server" 2>/dev/null; then
+  echo "== installing osmem-server $OSMEM_VERSION (in-memory OpenSearch-compatible server) in .venv"
+  python3 -m venv .venv
+  .venv/bin/pip install -q "osmem-server==$OSMEM_VERSION"
+fi
+OSMEM_SERVER_BIN=$(.venv/bin/python -c "import osmem_server; print(osmem_server.resolve_binary())")
+export OSMEM_SERVER_BIN REQUIRE_OSMEM=1
+echo "== store contract: osmem-server at $OSMEM_SERVER_BIN (compatible server, not Elasticsearch)"
+[ -n "${ELASTICSEARCH_TEST_URL:-}" ] || echo "== real-Elasticsearch contract run skipped (ELASTICSEARCH_TEST_URL is not set)"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -35,3 +49,6 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --release
+
+echo "== deploy/local.sh: the distributed shape as local processes"
+bash deploy/local.sh

@@ -177,6 +177,14 @@ async fn emit(state: &AppState, id: &str, kind: &str, data: serde_json::Value) {
     }
 }
 
+/// The analysis's reason when the store fails (the cause goes to the log, not the client).
+fn store_failed(id: &str) -> impl Fn(crate::store::StoreError) -> String + '_ {
+    move |e| {
+        tracing::error!(analysis = id, error = %e, "Storing transactions failed.");
+        "the transaction store failed".to_string()
+    }
+}
+
 /// Runs an analysis to its end (completed, failed or deadline).
 pub async fn run(
     state: Arc<AppState>,
@@ -428,6 +436,12 @@ async fn run_steps(
     let movements = movements(&state, &id, &tenant, &cpf, from, to).await?;
     let consumer = consumer.await.map_err(|e| e.to_string())??;
     let rating = rating.await.map_err(|e| e.to_string())??;
+    // Everything stored is searchable before the client hears the analysis is complete.
+    state
+        .store
+        .searchable(&id)
+        .await
+        .map_err(store_failed(&id))?;
     Ok(summarise(from, to, &movements, &consumer, &rating))
 }
 
@@ -461,6 +475,7 @@ async fn movements(
     let mut cursor: Option<String> = None;
     let mut all = Vec::new();
     let mut pages = 0u32;
+    let mut stored = 0u64;
     loop {
         let params = RequestParams {
             from: Some(from.to_string()),
@@ -531,15 +546,11 @@ async fn movements(
             "classification.progress",
             serde_json::json!({ "page": pages, "classified": classified, "in_page": rows.len(), "more": page.proximo_cursor.is_some() }),
         ).await;
-        state.store.put(rows).await.map_err(|e| {
-            tracing::error!(analysis = id, error = %e, "Storing transactions failed.");
-            "the transaction store failed".to_string()
-        })?;
-        let stored = state
-            .store
-            .count(id)
-            .await
-            .map_err(|_| "the transaction store failed".to_string())?;
+        let in_page = rows.len() as u64;
+        state.store.put(rows).await.map_err(store_failed(id))?;
+        // Counted here rather than asked of the store: a search store shows writes only after
+        // its next refresh, which comes before `analysis.completed` (see below).
+        stored += in_page;
         state.analyses.update(id, |s| s.stored = stored).await;
         emit(
             state,

@@ -121,7 +121,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn invalid(field: &'static str, detail: impl Into<String>) -> ApiError {
+pub(crate) fn invalid(field: &'static str, detail: impl Into<String>) -> ApiError {
     ApiError::Invalid {
         field,
         detail: detail.into(),
@@ -148,6 +148,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/analyses", post(start_analysis))
         .route("/v1/analyses/{id}", get(get_analysis))
         .route("/v1/analyses/{id}/events", get(events))
+        .route(
+            "/v1/analyses/{id}/transactions",
+            get(crate::transactions::list),
+        )
+        .route(
+            "/v1/analyses/{id}/categories",
+            get(crate::transactions::categories),
+        )
         .route("/v1/classifications", post(classify))
         .route(
             "/v1/classifications/stream",

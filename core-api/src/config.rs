@@ -63,6 +63,16 @@ pub struct Settings {
     pub rate_per_key: u32,
     /// Redis key prefix, so deployments and tests can share a Redis.
     pub key_prefix: String,
+    /// Elasticsearch for the transactions instead of the embedded SQLite store.
+    pub elasticsearch_url: Option<String>,
+    pub elasticsearch_user: Option<String>,
+    #[serde(skip)]
+    pub elasticsearch_password: Option<Secret>,
+    /// An encoded API key (instead of user and password).
+    #[serde(skip)]
+    pub elasticsearch_api_key: Option<Secret>,
+    /// The index of the transactions (and its template's pattern).
+    pub elasticsearch_index: String,
 }
 
 impl Default for Settings {
@@ -83,6 +93,11 @@ impl Default for Settings {
             analysis_deadline_secs: 120,
             rate_per_key: 50,
             key_prefix: "credit".into(),
+            elasticsearch_url: None,
+            elasticsearch_user: None,
+            elasticsearch_password: None,
+            elasticsearch_api_key: None,
+            elasticsearch_index: "credit-transactions".into(),
         }
     }
 }
@@ -160,15 +175,41 @@ impl Settings {
         if let Some(v) = env("PUBLIC_URL").filter(|v| !v.is_empty()) {
             s.public_url = Some(v);
         }
+        if let Some(v) = env("ELASTICSEARCH_URL").filter(|v| !v.is_empty()) {
+            s.elasticsearch_url = Some(v);
+        }
+        if let Some(v) = env("ELASTICSEARCH_USER").filter(|v| !v.is_empty()) {
+            s.elasticsearch_user = Some(v);
+        }
+        if let Some(v) = env("ELASTICSEARCH_PASSWORD").filter(|v| !v.is_empty()) {
+            s.elasticsearch_password = Some(Secret::new(v));
+        }
+        if let Some(v) = env("ELASTICSEARCH_API_KEY").filter(|v| !v.is_empty()) {
+            s.elasticsearch_api_key = Some(Secret::new(v));
+        }
+        if let Some(v) = env("ELASTICSEARCH_INDEX").filter(|v| !v.is_empty()) {
+            s.elasticsearch_index = v;
+        }
         for (name, url) in [
             ("INTEGRATIONS_URL", &s.integrations_url),
             ("PUBLIC_URL", &s.public_url),
+            ("ELASTICSEARCH_URL", &s.elasticsearch_url),
         ] {
             if let Some(u) = url {
                 if !(u.starts_with("http://") || u.starts_with("https://")) {
                     return Err(ConfigError(format!("{name}: must be an http or https URL")));
                 }
             }
+        }
+        let index = &s.elasticsearch_index;
+        if index.is_empty()
+            || !index
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        {
+            return Err(ConfigError(
+                "ELASTICSEARCH_INDEX: lower-case letters, digits, `-` and `_` only".into(),
+            ));
         }
         if s.rate_per_key == 0 {
             return Err(ConfigError("rate_per_key: must be at least 1".into()));

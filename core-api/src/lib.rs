@@ -19,6 +19,7 @@ pub mod sse;
 pub mod state;
 pub mod store;
 pub mod stream_classify;
+pub mod transactions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,7 +34,7 @@ use crate::config::{ApiKeyConfig, Secret, Settings};
 use crate::events::EventLog;
 use crate::partners::Partners;
 use crate::state::AppState;
-use crate::store::SqliteStore;
+use crate::store::{ElasticSettings, ElasticStore, SqliteStore, Store};
 
 /// Open connections at most; past it the service stops accepting until one closes. Sized for
 /// an instance of SSE followers (each holds one); a deployment may want it configurable.
@@ -77,7 +78,19 @@ impl Application {
                 settings.model_path.display()
             )
         })?;
-        let store = SqliteStore::open(&settings.data_dir)?;
+        let store = match &settings.elasticsearch_url {
+            Some(url) => Store::Elastic(
+                ElasticStore::connect(&ElasticSettings {
+                    username: settings.elasticsearch_user.clone(),
+                    password: settings.elasticsearch_password.clone(),
+                    api_key: settings.elasticsearch_api_key.clone(),
+                    index: settings.elasticsearch_index.clone(),
+                    ..ElasticSettings::new(url)
+                })
+                .await?,
+            ),
+            None => Store::Sqlite(SqliteStore::open(&settings.data_dir)?),
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let cpf_hash_key = settings.cpf_hash_key.clone().unwrap_or_else(|| {
             tracing::warn!("No CPF_HASH_KEY set: CPF hashes in the store change with every start.");

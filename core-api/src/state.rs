@@ -10,7 +10,7 @@ use crate::analysis::Analyses;
 use crate::auth::Auth;
 use crate::config::{Secret, Settings};
 use crate::events::EventLog;
-use crate::store::SqliteStore;
+use crate::store::Store;
 
 pub struct AppState {
     pub settings: Settings,
@@ -19,7 +19,7 @@ pub struct AppState {
     pub analyses: Analyses,
     pub partners: crate::partners::Partners,
     pub scorer: Arc<Scorer>,
-    pub store: SqliteStore,
+    pub store: Store,
     pub cpf_hash_key: Secret,
     /// Movements an analysis may hold at most.
     pub max_transactions: usize,

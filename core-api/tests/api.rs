@@ -840,3 +840,125 @@ async fn partners_without_a_record_leave_the_analysis_to_finish_without_them() {
         .unwrap();
     assert_eq!(snapshot["partners"]["consumer"]["state"], "not_found");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_analysis_s_transactions_and_categories_can_be_read_back_by_its_tenant_only() {
+    let app = spawn_app().await;
+    let started = app.started().await;
+    let id = started["id"].as_str().unwrap();
+    let events = app
+        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let stored = events
+        .iter()
+        .rev()
+        .find(|e| e.1 == "transactions.stored")
+        .map(|e| e.2["stored"].as_u64().unwrap())
+        .unwrap();
+    let get = |path: String, key: &'static str| {
+        let (http, url) = (app.http.clone(), app.url.clone());
+        async move {
+            http.get(format!("{url}{path}"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Every page, by cursor: each movement once, by date.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let r = get(
+            format!("/v1/analyses/{id}/transactions?limit=250{cursor}"),
+            ACME,
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let page: Value = r.json().await.unwrap();
+        seen.extend(page["transactions"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len() as u64, stored);
+    let dates: Vec<&str> = seen.iter().map(|t| t["date"].as_str().unwrap()).collect();
+    assert!(dates.windows(2).all(|w| w[0] <= w[1]), "sorted by date");
+    // Categories add up to the same rows; a label filter gives that label's count.
+    let cats: Value = get(format!("/v1/analyses/{id}/categories"), ACME)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cats = cats["categories"].as_array().unwrap();
+    assert_eq!(
+        cats.iter()
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum::<u64>(),
+        stored
+    );
+    let first = &cats[0];
+    let label = first["label"].as_str().unwrap();
+    let only: Value = get(
+        format!("/v1/analyses/{id}/transactions?label={label}&limit=1000"),
+        ACME,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        only["transactions"].as_array().unwrap().len() as u64,
+        first["count"].as_u64().unwrap()
+    );
+    // Another tenant: 404, on both.
+    for path in ["transactions", "categories"] {
+        let r = get(format!("/v1/analyses/{id}/{path}"), BETA).await;
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    // A bad parameter is named.
+    let r = get(format!("/v1/analyses/{id}/transactions?limit=0"), ACME).await;
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(problem["field"], "limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_elasticsearch_down_the_analysis_reports_the_storage_failure_and_readiness_is_false() {
+    // A port nothing listens on: Elasticsearch is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let app = spawn_app_with(|s| s.elasticsearch_url = Some(url)).await;
+    let r = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let started = app.started().await;
+    let events = app
+        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let last = events.last().unwrap();
+    assert_eq!(last.1, "analysis.failed");
+    assert_eq!(last.2["reason"], "the transaction store failed");
+    let snapshot: Value = app
+        .http
+        .get(format!(
+            "{}/v1/analyses/{}",
+            app.url,
+            started["id"].as_str().unwrap()
+        ))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(snapshot["status"], "failed");
+}

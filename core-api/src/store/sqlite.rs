@@ -1,65 +1,14 @@
-//! Where classified transactions are kept.
-//!
-//! [`TransactionStore`] is the seam; [`SqliteStore`] is the embedded implementation (SQLite
-//! through rusqlite's bundled build, so nothing needs installing). Each row carries the
-//! analysis, the tenant, a keyed hash of the CPF (never the CPF), the date, description, amount
-//! in cents, label, probability and confidence. Writes are idempotent: the same analysis and
-//! movement make the same row.
+//! The embedded store: one SQLite file, through rusqlite's bundled build.
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection};
-use serde::Serialize;
 
-/// One classified movement, as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StoredTransaction {
-    pub analysis_id: String,
-    pub movement_id: String,
-    pub tenant: String,
-    pub cpf_hash: String,
-    /// `YYYY-MM-DD`.
-    pub date: String,
-    pub description: String,
-    pub amount_cents: i64,
-    pub label: String,
-    pub probability: f32,
-    pub confidence: String,
-}
-
-/// Count and total per label.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LabelTotal {
-    pub label: String,
-    pub count: u64,
-    pub total_cents: i64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("transaction store: {0}")]
-    Backend(String),
-}
-
-/// Storage of classified transactions.
-pub trait TransactionStore: Send + Sync + 'static {
-    /// Writes a batch; rows already there (same analysis and movement) are replaced.
-    fn put(
-        &self,
-        rows: Vec<StoredTransaction>,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Transactions stored for an analysis.
-    fn count(&self, analysis_id: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
-    /// Count and total per label of an analysis.
-    fn totals(
-        &self,
-        analysis_id: &str,
-    ) -> impl Future<Output = Result<Vec<LabelTotal>, StoreError>> + Send;
-    /// Whether the store answers.
-    fn ready(&self) -> impl Future<Output = bool> + Send;
-}
+use super::{
+    words, LabelTotal, Page, Position, StoreError, StoredTransaction, TransactionQuery,
+    TransactionStore,
+};
 
 /// The embedded store: one SQLite file.
 #[derive(Clone)]
@@ -171,6 +120,91 @@ impl TransactionStore for SqliteStore {
                 })
             })?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn searchable(&self, _analysis_id: &str) -> Result<(), StoreError> {
+        Ok(()) // a committed transaction is visible at once
+    }
+
+    async fn query(&self, q: TransactionQuery) -> Result<Page, StoreError> {
+        self.blocking(move |c| {
+            // The filters SQL can use an index for; the words of the text are matched here,
+            // as words (see `words`), the same way Elasticsearch's match query does.
+            let mut sql = String::from(
+                "SELECT analysis_id, movement_id, tenant, cpf_hash, date, description,
+                        amount_cents, label, probability, confidence
+                 FROM transactions WHERE analysis_id = ?1",
+            );
+            let mut args: Vec<rusqlite::types::Value> = vec![q.analysis_id.clone().into()];
+            let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+                args.push(v);
+                sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+            };
+            if let Some(l) = &q.label {
+                arg(&mut sql, " AND label = ?", l.clone().into());
+            }
+            if let Some(d) = &q.from {
+                arg(&mut sql, " AND date >= ?", d.clone().into());
+            }
+            if let Some(d) = &q.to {
+                arg(&mut sql, " AND date <= ?", d.clone().into());
+            }
+            if let Some(v) = q.min_cents {
+                arg(&mut sql, " AND amount_cents >= ?", v.into());
+            }
+            if let Some(v) = q.max_cents {
+                arg(&mut sql, " AND amount_cents <= ?", v.into());
+            }
+            if let Some(p) = &q.after {
+                arg(&mut sql, " AND (date > ?", p.date.clone().into());
+                arg(&mut sql, " OR (date = ?", p.date.clone().into());
+                arg(
+                    &mut sql,
+                    " AND movement_id > ?))",
+                    p.movement_id.clone().into(),
+                );
+            }
+            sql.push_str(" ORDER BY date, movement_id");
+            let wanted = q.text.as_deref().map(words).unwrap_or_default();
+            let mut stmt = c.prepare(&sql)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(args))?;
+            let mut out = Vec::with_capacity(q.limit.min(1024));
+            let mut more = false;
+            while let Some(r) = rows.next()? {
+                let description: String = r.get(5)?;
+                if !wanted.is_empty() {
+                    let have = words(&description);
+                    if !wanted.iter().all(|w| have.contains(w)) {
+                        continue;
+                    }
+                }
+                if out.len() == q.limit {
+                    more = true;
+                    break;
+                }
+                out.push(StoredTransaction {
+                    analysis_id: r.get(0)?,
+                    movement_id: r.get(1)?,
+                    tenant: r.get(2)?,
+                    cpf_hash: r.get(3)?,
+                    date: r.get(4)?,
+                    description,
+                    amount_cents: r.get(6)?,
+                    label: r.get(7)?,
+                    probability: r.get::<_, f64>(8)? as f32,
+                    confidence: r.get(9)?,
+                });
+            }
+            let next = out.last().filter(|_| more).map(|last| Position {
+                date: last.date.clone(),
+                movement_id: last.movement_id.clone(),
+            });
+            Ok(Page {
+                transactions: out,
+                next,
+            })
         })
         .await
     }

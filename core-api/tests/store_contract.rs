@@ -1,0 +1,344 @@
+//! One contract, every transaction store: the embedded SQLite store; an Elasticsearch-
+//! compatible server (`osmem-server` from PyPI, an in-memory OpenSearch-compatible server,
+//! NOT Elasticsearch: `test.sh` installs it in `.venv` and sets `OSMEM_SERVER_BIN`); and a
+//! real Elasticsearch when `ELASTICSEARCH_TEST_URL` is set. Each store gets the same rows and
+//! must answer every query as the reference filter below does.
+
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+
+use core_api::store::{
+    words, ElasticSettings, ElasticStore, LabelTotal, Position, SqliteStore, StoredTransaction,
+    TransactionQuery, TransactionStore,
+};
+
+const LABELS: [&str; 4] = [
+    "FOOD_AND_DRINK",
+    "ENTERTAINMENT_CASINOS_AND_GAMBLING",
+    "BANK_FEES",
+    "INCOME",
+];
+const DESCRIPTIONS: [&str; 6] = [
+    "PIX IFOOD PEDIDO 123",
+    "Compra cartao iFood*Restaurante",
+    "BET365 DEPOSITO OR SAQUE",
+    "TARIFA PACOTE SERVICOS",
+    "Padaria São João",
+    "SALARIO EMPRESA X",
+];
+
+fn rows(analysis: &str, n: usize) -> Vec<StoredTransaction> {
+    (0..n)
+        .map(|i| StoredTransaction {
+            analysis_id: analysis.into(),
+            // Not in date order, so the store must sort.
+            movement_id: format!("m{:04}", (i * 37) % n),
+            tenant: "acme".into(),
+            cpf_hash: "hash".into(),
+            // Several movements a day: the movement id breaks ties.
+            date: format!("2026-{:02}-{:02}", 8 + (i % 3), 1 + (i * 7) % 28),
+            description: DESCRIPTIONS[i % DESCRIPTIONS.len()].into(),
+            amount_cents: (i as i64 * 1_337) % 20_000 - 10_000,
+            label: LABELS[i % LABELS.len()].into(),
+            probability: 0.5 + (i % 50) as f32 / 100.0,
+            confidence: "HIGH".into(),
+        })
+        .collect()
+}
+
+/// What every store must answer: the rows that pass every filter, by date then movement.
+fn reference(all: &[StoredTransaction], q: &TransactionQuery) -> Vec<StoredTransaction> {
+    let wanted = q.text.as_deref().map(words).unwrap_or_default();
+    let mut out: Vec<StoredTransaction> = all
+        .iter()
+        .filter(|r| r.analysis_id == q.analysis_id)
+        .filter(|r| q.label.as_ref().is_none_or(|l| &r.label == l))
+        .filter(|r| q.from.as_ref().is_none_or(|d| &r.date >= d))
+        .filter(|r| q.to.as_ref().is_none_or(|d| &r.date <= d))
+        .filter(|r| q.min_cents.is_none_or(|v| r.amount_cents >= v))
+        .filter(|r| q.max_cents.is_none_or(|v| r.amount_cents <= v))
+        .filter(|r| {
+            let have = words(&r.description);
+            wanted.iter().all(|w| have.contains(w))
+        })
+        .cloned()
+        .collect();
+    out.sort_by(|a, b| (&a.date, &a.movement_id).cmp(&(&b.date, &b.movement_id)));
+    out
+}
+
+/// Every page of `q`, following the cursors.
+async fn all_pages(store: &impl TransactionStore, q: &TransactionQuery) -> Vec<StoredTransaction> {
+    let mut out = Vec::new();
+    let mut q = q.clone();
+    for _ in 0..1_000 {
+        let page = store.query(q.clone()).await.expect("a query");
+        assert!(page.transactions.len() <= q.limit);
+        out.extend(page.transactions);
+        match page.next {
+            Some(p) => q.after = Some(Position::from_cursor(&p.cursor()).unwrap()),
+            None => return out,
+        }
+    }
+    panic!("more pages than rows");
+}
+
+async fn keeps_the_contract(store: impl TransactionStore, run: &str) {
+    let a1 = format!("an_{run}_1");
+    let a2 = format!("an_{run}_2");
+    let mut first = rows(&a1, 200);
+    store.put(first.clone()).await.expect("a write");
+    store.put(rows(&a2, 50)).await.expect("a write");
+    // Writing the same movements again replaces them: relabelled, not duplicated.
+    for r in first.iter_mut().take(30) {
+        r.label = "BANK_FEES".into();
+    }
+    store.put(first[..30].to_vec()).await.expect("a rewrite");
+    store.searchable(&a1).await.expect("searchable");
+    store.searchable(&a2).await.expect("searchable");
+    let mut all = first.clone();
+    all.extend(rows(&a2, 50));
+
+    assert_eq!(store.count(&a1).await.unwrap(), 200);
+    assert_eq!(store.count(&a2).await.unwrap(), 50);
+    assert_eq!(store.count("an_nobody").await.unwrap(), 0);
+
+    let mut expected: Vec<LabelTotal> = Vec::new();
+    for r in &first {
+        match expected.iter_mut().find(|t| t.label == r.label) {
+            Some(t) => {
+                t.count += 1;
+                t.total_cents += r.amount_cents;
+            }
+            None => expected.push(LabelTotal {
+                label: r.label.clone(),
+                count: 1,
+                total_cents: r.amount_cents,
+            }),
+        }
+    }
+    expected.sort_by(|a, b| a.label.cmp(&b.label));
+    assert_eq!(
+        store.totals(&a1).await.unwrap(),
+        expected,
+        "totals per label"
+    );
+
+    let base = TransactionQuery {
+        analysis_id: a1.clone(),
+        limit: 7,
+        ..Default::default()
+    };
+    let queries = [
+        ("everything, 7 a page", base.clone()),
+        (
+            "one page of 1,000",
+            TransactionQuery {
+                limit: 1_000,
+                ..base.clone()
+            },
+        ),
+        (
+            "a label",
+            TransactionQuery {
+                label: Some("BANK_FEES".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "a date range",
+            TransactionQuery {
+                from: Some("2026-08-15".into()),
+                to: Some("2026-09-10".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "an amount range",
+            TransactionQuery {
+                min_cents: Some(-2_000),
+                max_cents: Some(3_000),
+                ..base.clone()
+            },
+        ),
+        (
+            "a word, any case",
+            TransactionQuery {
+                text: Some("ifood".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "two words",
+            TransactionQuery {
+                text: Some("IFOOD pedido".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "an accented word",
+            TransactionQuery {
+                text: Some("são".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "query syntax is only words",
+            TransactionQuery {
+                text: Some("\"bet365\" OR *".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "no words at all",
+            TransactionQuery {
+                text: Some("*:* {}".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "a word nobody has",
+            TransactionQuery {
+                text: Some("ifoo".into()),
+                ..base.clone()
+            },
+        ),
+        (
+            "everything at once",
+            TransactionQuery {
+                label: Some("FOOD_AND_DRINK".into()),
+                from: Some("2026-08-01".into()),
+                to: Some("2026-10-31".into()),
+                min_cents: Some(-10_000),
+                max_cents: Some(10_000),
+                text: Some("ifood".into()),
+                limit: 3,
+                ..base.clone()
+            },
+        ),
+        (
+            "another analysis",
+            TransactionQuery {
+                analysis_id: a2.clone(),
+                ..base.clone()
+            },
+        ),
+    ];
+    for (what, q) in queries {
+        let got = all_pages(&store, &q).await;
+        let want = reference(&all, &q);
+        assert!(
+            q.text.as_deref() != Some("ifood") || !want.is_empty(),
+            "the data must exercise the query"
+        );
+        assert_eq!(
+            got.iter().map(|r| &r.movement_id).collect::<Vec<_>>(),
+            want.iter().map(|r| &r.movement_id).collect::<Vec<_>>(),
+            "{what}"
+        );
+        assert_eq!(got, want, "{what}: whole rows");
+    }
+    assert!(store.ready().await);
+}
+
+fn run_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
+
+#[tokio::test]
+async fn the_embedded_store_keeps_the_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    keeps_the_contract(SqliteStore::open(dir.path()).unwrap(), &run_id()).await;
+}
+
+/// An `osmem-server` process, killed when dropped.
+struct Osmem {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Osmem {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The osmem-server binary: `OSMEM_SERVER_BIN`, or the one `test.sh` installs in `.venv`.
+fn osmem_binary() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("OSMEM_SERVER_BIN") {
+        return Some(p.into());
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
+    std::fs::read_dir(venv).ok()?.flatten().find_map(|d| {
+        let p = d.path().join("site-packages/osmem_server/bin/osmem-server");
+        p.exists().then_some(p)
+    })
+}
+
+/// Starts an osmem-server on a free port, or says why not.
+fn start_osmem() -> Option<Osmem> {
+    let Some(bin) = osmem_binary() else {
+        assert!(
+            std::env::var("REQUIRE_OSMEM").is_err(),
+            "REQUIRE_OSMEM is set but osmem-server was not found (OSMEM_SERVER_BIN or .venv)"
+        );
+        eprintln!("SKIPPED: osmem-server not found; ./test.sh installs it in .venv");
+        return None;
+    };
+    let mut child = Command::new(bin)
+        .args(["-addr", "127.0.0.1:0", "-no-stdin-watch", "-no-ja"])
+        .arg("-parent-pid")
+        .arg(std::process::id().to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("osmem-server starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("osmem-server's ready line");
+    Some(Osmem {
+        url: ready["url"].as_str().unwrap().to_string(),
+        child,
+    })
+}
+
+#[tokio::test]
+async fn an_elasticsearch_compatible_server_keeps_the_contract() {
+    let Some(server) = start_osmem() else { return };
+    eprintln!(
+        "Store contract against osmem-server at {}: an in-memory OpenSearch-compatible server, not Elasticsearch.",
+        server.url
+    );
+    let run = run_id();
+    let store = ElasticStore::connect(&ElasticSettings {
+        index: format!("contract-{run}"),
+        ..ElasticSettings::new(&server.url)
+    })
+    .await
+    .unwrap();
+    keeps_the_contract(store, &run).await;
+}
+
+#[tokio::test]
+async fn a_real_elasticsearch_keeps_the_contract_when_one_is_configured() {
+    let Ok(url) = std::env::var("ELASTICSEARCH_TEST_URL") else {
+        eprintln!(
+            "SKIPPED: the real-Elasticsearch contract run (set ELASTICSEARCH_TEST_URL to run it)"
+        );
+        return;
+    };
+    let run = run_id();
+    let store = ElasticStore::connect(&ElasticSettings {
+        index: format!("contract-{run}"),
+        username: std::env::var("ELASTICSEARCH_TEST_USER").ok(),
+        password: std::env::var("ELASTICSEARCH_TEST_PASSWORD")
+            .ok()
+            .map(core_api::config::Secret::new),
+        ..ElasticSettings::new(&url)
+    })
+    .await
+    .unwrap();
+    keeps_the_contract(store, &run).await;
+}

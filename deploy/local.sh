@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The distributed shape (deploy/compose.yaml) as local processes, for machines without a
+# container engine, and the end-to-end check the test command runs:
+#
+#   Redis (its own, on a free port, append-only on) · osmem-server (an in-memory
+#   OpenSearch-compatible server standing in for Elasticsearch: there is none here) · the
+#   bureau simulator · two integrations instances · two core-api instances
+#
+# then starts an analysis on core-api #1, follows its SSE stream from core-api #2, and checks
+# the stored transactions through #2's query API against the stream's counts.
+#
+#   bash deploy/local.sh            # KEEP=1 leaves everything running and prints the URLs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+cargo build --release --quiet -p core-api -p integrations
+bin=$root/target/release
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { # url
+  for _ in $(seq 150); do curl -sf -o /dev/null "$1" && return 0; sleep 0.1; done
+  echo "not answering: $1" >&2; return 1
+}
+fail() { echo "deploy/local.sh: FAILED: $*" >&2; for f in "$work"/*.log; do echo "--- $f"; tail -5 "$f"; done >&2; exit 1; }
+
+# Redis, as compose runs it: append-only persistence.
+redis_port=$(free_port)
+redis-server --port "$redis_port" --bind 127.0.0.1 --appendonly yes --save "" --dir "$work" \
+  --logfile "$work/redis.log" --daemonize no &
+pids+=($!)
+export REDIS_URL="redis://127.0.0.1:$redis_port"
+
+# The search server.
+osmem=${OSMEM_SERVER_BIN:-}
+if [ -z "$osmem" ]; then
+  [ -x .venv/bin/python ] || { python3 -m venv .venv && .venv/bin/pip install -q osmem-server==0.1.6; }
+  osmem=$(.venv/bin/python -c "import osmem_server; print(osmem_server.resolve_binary())")
+fi
+es_port=$(free_port)
+"$osmem" -addr "127.0.0.1:$es_port" -no-stdin-watch -no-ja > "$work/osmem.log" 2>&1 &
+pids+=($!)
+export ELASTICSEARCH_URL="http://127.0.0.1:$es_port"
+echo "== search: osmem-server at $ELASTICSEARCH_URL (OpenSearch-compatible, in memory; not Elasticsearch)"
+
+# The bureau simulator (the partners; the real bureaus cannot be reached from here).
+sim_port=$(free_port)
+"$bin/integrations" simulate --port "$sim_port" --settings '{"latency_ms": 20}' > "$work/simulator.log" 2>&1 &
+pids+=($!)
+sed -e "s#http://127.0.0.1:8091#http://127.0.0.1:$sim_port#" -e '/token_env/d' \
+  integrations/integrations.example.toml > "$work/partners.toml"
+
+# Two integrations instances sharing Redis (permits and retry queue).
+export KEY_PREFIX="local-$$"
+int_ports=()
+for i in 1 2; do
+  p=$(free_port); int_ports+=("$p")
+  RUST_LOG=warn "$bin/integrations" serve --config "$work/partners.toml" --port "$p" > "$work/integrations-$i.log" 2>&1 &
+  pids+=($!)
+done
+
+# Two core-api instances: Redis event log and snapshots, the search store, each with its own
+# integrations instance; shared keys so either serves the other's analyses and tokens.
+export API_KEYS="acme:local-key-0123456789abcdef"
+export EVENTS_TOKEN_KEY="local-events-token-key-0123456789" CPF_HASH_KEY="local-cpf-hash-key-0123456789"
+export ELASTICSEARCH_INDEX="local-$$-transactions"
+api_ports=()
+for i in 1 2; do
+  p=$(free_port); api_ports+=("$p")
+  HOST=127.0.0.1 PORT=$p PUBLIC_URL="http://127.0.0.1:$p" INTEGRATIONS_URL="http://127.0.0.1:${int_ports[$((i-1))]}" \
+    DATA_DIR="$work/data-$i" RUST_LOG=warn "$bin/core-api" > "$work/core-api-$i.log" 2>&1 &
+  pids+=($!)
+done
+for p in "${int_ports[@]}"; do wait_http "http://127.0.0.1:$p/healthz" || fail "integrations on $p"; done
+for p in "${api_ports[@]}"; do wait_http "http://127.0.0.1:$p/readyz" || fail "core-api on $p"; done
+a="http://127.0.0.1:${api_ports[0]}" b="http://127.0.0.1:${api_ports[1]}"
+echo "== core-api at $a and $b; integrations at ${int_ports[*]}; simulator at $sim_port; Redis at $redis_port"
+
+if [ -n "${KEEP:-}" ]; then
+  echo "== running; API key ${API_KEYS#*:}; Ctrl-C stops everything"
+  wait
+fi
+
+key=${API_KEYS#*:}
+started=$(curl -sf -H "authorization: Bearer $key" -H 'content-type: application/json' \
+  -d '{"cpf": "529.982.247-25"}' "$a/v1/analyses") || fail "starting an analysis on #1"
+id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$started")
+events_url=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["events_url"])' <<<"$started")
+echo "== analysis $id started on #1; following it on #2"
+curl -sfN --max-time 60 "$b$events_url" > "$work/events.txt" || fail "the SSE stream on #2"
+grep -q "^event: analysis.completed" "$work/events.txt" || fail "no analysis.completed on #2: $(tail -3 "$work/events.txt")"
+stored=$(grep -A1 "^event: transactions.stored" "$work/events.txt" | tail -1 | python3 -c 'import json,sys; print(json.loads(sys.stdin.read()[6:])["stored"])')
+count=0 cursor=""
+while :; do
+  page=$(curl -sf -H "authorization: Bearer $key" "$b/v1/analyses/$id/transactions?limit=1000$cursor") || fail "the query API on #2"
+  read -r n next < <(python3 -c 'import json,sys; p=json.load(sys.stdin); print(len(p["transactions"]), p.get("next_cursor",""))' <<<"$page")
+  count=$((count + n))
+  [ -n "$next" ] || break
+  cursor="&cursor=$next"
+done
+categories=$(curl -sf -H "authorization: Bearer $key" "$b/v1/analyses/$id/categories") || fail "categories on #2"
+in_categories=$(python3 -c 'import json,sys; print(sum(c["count"] for c in json.load(sys.stdin)["categories"]))' <<<"$categories")
+echo "== stream said $stored stored; the store returns $count transactions, $in_categories in categories"
+[ "$stored" -gt 0 ] && [ "$count" = "$stored" ] && [ "$in_categories" = "$stored" ] || fail "stored counts disagree"
+echo "== deploy/local.sh: passed"
