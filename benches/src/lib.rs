@@ -75,3 +75,47 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
         .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
         .copied()
 }
+
+/// An `osmem-server` (the in-memory OpenSearch-compatible server from PyPI) on a free port,
+/// killed when dropped: `OSMEM_SERVER_BIN`, or the one `test.sh` installs in `.venv`.
+pub struct Osmem {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl Drop for Osmem {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Osmem {
+    pub fn start() -> anyhow::Result<Self> {
+        use std::io::BufRead;
+        let bin = match std::env::var("OSMEM_SERVER_BIN") {
+            Ok(p) => std::path::PathBuf::from(p),
+            Err(_) => {
+                let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
+                std::fs::read_dir(lib)?
+                    .flatten()
+                    .map(|d| d.path().join("site-packages/osmem_server/bin/osmem-server"))
+                    .find(|p| p.exists())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "osmem-server not found: run ./test.sh once, or set OSMEM_SERVER_BIN"
+                        )
+                    })?
+            }
+        };
+        let mut child = std::process::Command::new(bin)
+            .args(["-addr", "127.0.0.1:0", "-no-stdin-watch", "-no-ja"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        let ready: serde_json::Value = serde_json::from_str(&line)?;
+        let url = ready["url"].as_str().unwrap_or_default().to_string();
+        Ok(Osmem { child, url })
+    }
+}
