@@ -27,6 +27,9 @@ use tower::ServiceExt;
 
 use crate::sse::LiveHandle;
 
+/// How long a new connection may take to send its first bytes.
+const FIRST_BYTES: Duration = Duration::from_secs(30);
+
 /// Request heads longer than this go to hyper (a real events request is far shorter).
 const PEEK: usize = 4096;
 
@@ -77,6 +80,13 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 async fn connection(mut stream: TcpStream, router: Router, mut stop: watch::Receiver<bool>) {
+    // A connection that sends nothing does not hold its place for ever.
+    if tokio::time::timeout(FIRST_BYTES, stream.readable())
+        .await
+        .is_err()
+    {
+        return;
+    }
     if let Some(head_len) = sse_request_head(&stream).await {
         lean_sse(&mut stream, head_len, router).await;
         return;
