@@ -1,10 +1,14 @@
 //! SSE load generator: many idle clients on one instance, then events flowing to all of them.
 //!
-//! `sse_load URL KEY CLIENTS SERVER_PID` (run by `benches/sse_load.sh`, which starts the
-//! server with slow partners so the analysis is idle for a while, then emits events):
-//! 1. starts one analysis and reads the server's resident memory (`/proc/PID/status`);
-//! 2. opens CLIENTS SSE connections to the analysis's `events_url`, 250 at a time, while the
-//!    partners have not answered yet (no events flow);
+//! `sse_load URL KEY CLIENTS SERVER_PID [ANALYSES]` (run by `benches/sse_load.sh`, which
+//! starts the server with slow partners so the analyses are idle for a while, then emit events):
+//! 1. starts ANALYSES analyses (1 by default) and reads the server's resident memory
+//!    (`/proc/PID/status`);
+//! 2. opens CLIENTS SSE connections, 250 at a time, spread evenly over the analyses'
+//!    `events_url`s, while the partners have not answered yet (no events flow). One analysis
+//!    is the worst case: every event goes to every client at the same instant. Many analyses
+//!    is the service's ordinary day: each client follows its own analysis (a lender's screen,
+//!    a few people looking at it), and events arrive as each analysis's partners answer;
 //! 3. reads the server's memory again: (after - before) / CLIENTS is the memory per idle client;
 //! 4. as the partners answer, events flow to every client; each event's delivery latency is
 //!    the time its bytes arrived minus its `at` stamp (same machine, same clock). Clients are
@@ -58,28 +62,32 @@ async fn raw_sse(url: &str) -> Result<tokio::net::TcpStream> {
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     anyhow::ensure!(
-        args.len() == 5,
-        "usage: sse_load URL KEY CLIENTS SERVER_PID"
+        args.len() == 5 || args.len() == 6,
+        "usage: sse_load URL KEY CLIENTS SERVER_PID [ANALYSES]"
     );
     let (url, key) = (args[1].clone(), args[2].clone());
     let clients: usize = args[3].parse()?;
     let pid: u32 = args[4].parse()?;
+    let analyses: usize = args.get(5).map_or(Ok(1), |a| a.parse())?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()?;
 
-    let started: serde_json::Value = http
-        .post(format!("{url}/v1/analyses"))
-        .bearer_auth(&key)
-        .json(&serde_json::json!({ "cpf": "529.982.247-25" }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let events_url = format!(
-        "{url}{}",
-        started["events_url"].as_str().context("events_url")?
-    );
+    let mut events_urls = Vec::with_capacity(analyses);
+    for _ in 0..analyses {
+        let started: serde_json::Value = http
+            .post(format!("{url}/v1/analyses"))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({ "cpf": "529.982.247-25" }))
+            .send()
+            .await?
+            .json()
+            .await?;
+        events_urls.push(format!(
+            "{url}{}",
+            started["events_url"].as_str().context("events_url")?
+        ));
+    }
     // Let the first events (accepted, started) go out before measuring.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = rss_kib(pid)?;
@@ -91,8 +99,8 @@ async fn main() -> Result<()> {
     let mut tasks = Vec::with_capacity(clients);
     for batch in 0..clients.div_ceil(250) {
         let mut opened = Vec::new();
-        for _ in 0..250.min(clients - batch * 250) {
-            let events_url = events_url.clone();
+        for i in 0..250.min(clients - batch * 250) {
+            let events_url = events_urls[(batch * 250 + i) % analyses].clone();
             let (connected, completed, latencies) =
                 (connected.clone(), completed.clone(), latencies.clone());
             let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -129,6 +137,7 @@ async fn main() -> Result<()> {
     println!(
         "{}",
         serde_json::json!({
+            "analyses": analyses,
             "clients_connected": n,
             "clients_completed": completed.load(Ordering::Relaxed),
             "connect_seconds": connect_secs,
