@@ -4,7 +4,9 @@
 # real Redis: the one at REDIS_URL, else 127.0.0.1:6379, else a redis-server this script
 # starts (installing it from Debian if it is missing). The store contract runs against
 # osmem-server (PyPI), an in-memory OpenSearch-compatible server installed in .venv here;
-# a real Elasticsearch too when ELASTICSEARCH_TEST_URL is set.
+# a real Elasticsearch too when ELASTICSEARCH_TEST_URL is set. The page's end-to-end tests run
+# in Debian's headless Chromium through chromedriver, installed here when missing; their
+# screenshots are kept in target/browser-screenshots/.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -41,6 +43,13 @@ export OSMEM_SERVER_BIN REQUIRE_OSMEM=1
 echo "== store contract: osmem-server at $OSMEM_SERVER_BIN (compatible server, not Elasticsearch)"
 [ -n "${ELASTICSEARCH_TEST_URL:-}" ] || echo "== real-Elasticsearch contract run skipped (ELASTICSEARCH_TEST_URL is not set)"
 
+if ! command -v chromedriver >/dev/null || [ ! -x /usr/bin/chromium ]; then
+  echo "== installing chromium and chromium-driver (Debian) for the browser tests"
+  apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null
+fi
+export REQUIRE_BROWSER=1
+echo "== browser tests: $(chromium --version 2>/dev/null), $(chromedriver --version | cut -d' ' -f1-2)"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -49,6 +58,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --release
+echo "== browser screenshots (test artefacts): $(ls target/browser-screenshots/*.png | tr '\n' ' ')"
 
 echo "== deploy/local.sh: the distributed shape as local processes"
 bash deploy/local.sh

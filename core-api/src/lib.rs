@@ -20,6 +20,7 @@ pub mod state;
 pub mod store;
 pub mod stream_classify;
 pub mod transactions;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,6 +13,10 @@ async fn main() -> Result<()> {
         .init();
     let app = Application::build(Settings::load()?).await?;
     println!("Credit-analysis API listening on http://{}", app.addr());
+    println!(
+        "Open http://{}/ in a browser to run an analysis and watch it.",
+        app.addr()
+    );
     if let Some(key) = &app.dev_key {
         println!("Development API key (tenant `dev`, this run only): {key}");
     }

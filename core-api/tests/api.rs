@@ -4,132 +4,14 @@
 
 use std::time::Duration;
 
-use core_api::config::{ApiKeyConfig, Settings};
-use core_api::Application;
+use core_api::config::Settings;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-const ACME: &str = "acme-key-0123456789";
-const BETA: &str = "beta-key-0123456789";
-const READER: &str = "acme-reader-0123456789";
+mod common;
 
-struct TestApp {
-    url: String,
-    http: reqwest::Client,
-    _data: tempfile::TempDir,
-}
-
-async fn spawn_app() -> TestApp {
-    spawn_app_with(|_| {}).await
-}
-
-async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
-    let data = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap();
-    let key = |tenant: &str, key: &str, scopes: Option<Vec<&str>>| ApiKeyConfig {
-        tenant: tenant.into(),
-        key: key.into(),
-        scopes: scopes.map(|s| s.into_iter().map(String::from).collect()),
-    };
-    let settings = Settings {
-        port: 0,
-        api_keys: vec![
-            key("acme", ACME, None),
-            key("beta", BETA, None),
-            key("acme", READER, Some(vec!["analyses:read"])),
-        ],
-        model_path: root.join("models/default.json"),
-        data_dir: data.path().to_path_buf(),
-        rate_per_key: 10_000,
-        ..Settings::default()
-    };
-    let mut settings = settings;
-    adjust(&mut settings);
-    let app = Application::build(settings)
-        .await
-        .expect("the service builds");
-    let url = format!("http://{}", app.addr());
-    tokio::spawn(app.run_until(std::future::pending()));
-    TestApp {
-        url,
-        http: reqwest::Client::new(),
-        _data: data,
-    }
-}
-
-impl TestApp {
-    async fn start(&self, key: &str, body: Value) -> reqwest::Response {
-        self.http
-            .post(format!("{}/v1/analyses", self.url))
-            .bearer_auth(key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn started(&self) -> Value {
-        let r = self.start(ACME, json!({"cpf": "529.982.247-25"})).await;
-        assert_eq!(r.status(), 202);
-        r.json().await.unwrap()
-    }
-
-    /// Reads SSE events from `path` (with `last` as Last-Event-ID), at most `max`.
-    async fn events(
-        &self,
-        path: &str,
-        last: Option<&str>,
-        max: usize,
-    ) -> Vec<(u64, String, Value)> {
-        self.events_on(&self.http, path, last, max).await.1
-    }
-
-    /// As [`TestApp::events`], with `client`; also returns the response headers.
-    async fn events_on(
-        &self,
-        client: &reqwest::Client,
-        path: &str,
-        last: Option<&str>,
-        max: usize,
-    ) -> (reqwest::header::HeaderMap, Vec<(u64, String, Value)>) {
-        let mut req = client.get(format!("{}{path}", self.url));
-        if let Some(l) = last {
-            req = req.header("Last-Event-ID", l);
-        }
-        let r = req.send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["content-type"], "text/event-stream");
-        assert_eq!(r.headers()["cache-control"], "no-cache");
-        assert_eq!(r.headers()["x-accel-buffering"], "no");
-        assert!(r.headers().get("content-encoding").is_none());
-        let headers = r.headers().clone();
-        let mut stream = r.bytes_stream().eventsource();
-        let mut out = Vec::new();
-        while out.len() < max {
-            match tokio::time::timeout(Duration::from_secs(30), stream.next())
-                .await
-                .expect("an event within 30 s")
-            {
-                Some(Ok(e)) => {
-                    if e.event == "message" && e.data.is_empty() {
-                        continue; // the retry hint
-                    }
-                    out.push((
-                        e.id.parse().unwrap(),
-                        e.event,
-                        serde_json::from_str(&e.data).unwrap(),
-                    ));
-                }
-                Some(Err(e)) => panic!("SSE error: {e}"),
-                None => break,
-            }
-        }
-        (headers, out)
-    }
-}
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_analysis_streams_from_accepted_to_completed() {
@@ -961,4 +843,32 @@ async fn with_elasticsearch_down_the_analysis_reports_the_storage_failure_and_re
         .await
         .unwrap();
     assert_eq!(snapshot["status"], "failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_served_with_its_files_and_a_policy_that_keeps_it_to_this_origin() {
+    let app = spawn_app().await;
+    for (path, content_type, needle) in [
+        ("/", "text/html; charset=utf-8", "<form id=\"start\""),
+        (
+            "/app.js",
+            "text/javascript; charset=utf-8",
+            "new EventSource",
+        ),
+        ("/app.css", "text/css; charset=utf-8", ".chip"),
+    ] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], content_type, "{path}");
+        let policy = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("default-src 'none'"), "{policy}");
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
 }
