@@ -8,7 +8,9 @@
 //! stream expires after the retention.
 //!
 //! Readers pull: they ask for the events after the last one they sent and wait (without
-//! polling) when there are none, so a slow reader never makes the log buffer anything.
+//! polling) when there are none, so a slow reader never makes the log buffer anything. On
+//! Redis, the clients of one analysis on one instance share one reader ([`Tail`]): a single
+//! blocked `XREAD` per followed analysis, however many clients follow it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Events kept per analysis at most.
 pub const MAX_EVENTS: usize = 10_000;
@@ -99,6 +101,52 @@ pub struct RedisLog {
     prefix: String,
     retention: Duration,
     append: Script,
+    /// The analyses followed on this instance, each with its one reader.
+    tails: Arc<Mutex<HashMap<String, Arc<Tail>>>>,
+}
+
+/// The one reader of an analysis's stream on this instance: a task blocked in `XREAD` that
+/// keeps what it read (at most the log's bound) and wakes every waiting client. Without it,
+/// each client would hold its own Redis connection in its own `XREAD`.
+struct Tail {
+    state: Mutex<TailState>,
+    /// The last id read; its receivers are the clients waiting now.
+    latest: watch::Sender<u64>,
+}
+
+struct TailState {
+    /// Events read, in order, all after `start`.
+    start: u64,
+    events: Vec<Event>,
+    /// Why the reader stopped, if Redis failed it.
+    failed: Option<String>,
+    /// When a client last asked; the reader stops once nobody has asked for a while.
+    wanted: Instant,
+}
+
+/// A reader nobody has asked for during this long stops (a client between two waits is
+/// writing to its socket, which takes far less).
+const TAIL_IDLE: Duration = Duration::from_secs(30);
+/// How long one `XREAD` blocks before the reader looks whether it is still wanted.
+const TAIL_BLOCK: Duration = Duration::from_secs(5);
+
+impl Tail {
+    /// The events after `after`, or `None` when the reader started later than that (the
+    /// caller reads the gap from the stream itself).
+    fn after(&self, after: u64) -> Result<Option<Vec<Event>>, AppendError> {
+        let mut st = self.state.lock().expect("tail lock");
+        st.wanted = Instant::now();
+        if let Some(e) = &st.failed {
+            return Err(AppendError::Backend(e.clone()));
+        }
+        if after < st.start {
+            return Ok(None);
+        }
+        let skip = (after - st.start) as usize;
+        Ok(Some(
+            st.events.iter().skip(skip).take(256).cloned().collect(),
+        ))
+    }
 }
 
 /// The event log the settings chose.
@@ -152,6 +200,7 @@ impl EventLog {
             prefix: prefix.to_string(),
             retention,
             append: Script::new(APPEND),
+            tails: Arc::default(),
         })))
     }
 
@@ -299,30 +348,21 @@ impl EventLog {
                     .unwrap_or_default())
             }
             EventLog::Redis(r) => {
-                // XREAD BLOCK holds its connection, so each waiting reader gets its own.
-                let mut conn = r
-                    .client
-                    .get_multiplexed_async_connection_with_config(
-                        &redis::AsyncConnectionConfig::new()
-                            .set_response_timeout(Some(timeout + Duration::from_secs(5))),
-                    )
-                    .await
-                    .map_err(|e| AppendError::Backend(e.to_string()))?;
-                let opts = redis::streams::StreamReadOptions::default()
-                    .count(256)
-                    .block(timeout.as_millis().max(1) as usize);
-                let reply: Option<redis::streams::StreamReadReply> = conn
-                    .xread_options(&[r.stream_key(analysis)], &[format!("{after}-0")], &opts)
-                    .await
-                    .map_err(|e| AppendError::Backend(e.to_string()))?;
-                Ok(reply
-                    .map(|r| {
-                        r.keys
-                            .iter()
-                            .flat_map(|k| k.ids.iter().filter_map(parse_entry))
-                            .collect()
-                    })
-                    .unwrap_or_default())
+                let tail = r.tail(analysis, after);
+                let mut woken = tail.latest.subscribe();
+                match tail.after(after)? {
+                    Some(events) if !events.is_empty() => return Ok(events),
+                    Some(_) => {}
+                    // Appended before this instance's reader started: read them directly.
+                    None => {
+                        return Ok(self
+                            .read_after(analysis, after, 256)
+                            .await?
+                            .unwrap_or_default())
+                    }
+                }
+                let _ = tokio::time::timeout(timeout, woken.changed()).await;
+                Ok(tail.after(after)?.unwrap_or_default())
             }
         }
     }
@@ -340,6 +380,69 @@ impl EventLog {
             }
             EventLog::Redis(_) => 0,
         }
+    }
+}
+
+/// The reader task of one analysis: `XREAD BLOCK` from `last` until the final event, a Redis
+/// failure (the waiting clients get it as an error and end their streams), or nobody asking
+/// for [`TAIL_IDLE`]. It then leaves the registry, so the next client starts a fresh one.
+async fn read_tail(log: RedisLog, analysis: String, mut last: u64, tail: Arc<Tail>) {
+    let result: Result<(), String> = async {
+        let mut conn = log
+            .client
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(TAIL_BLOCK + Duration::from_secs(5))),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        // Named, so an operator's CLIENT LIST says what the connection is.
+        let _: Result<(), _> = redis::cmd("CLIENT")
+            .arg("SETNAME")
+            .arg(format!("{}:tail", log.prefix.replace(' ', "_")))
+            .query_async(&mut conn)
+            .await;
+        let opts = redis::streams::StreamReadOptions::default()
+            .count(256)
+            .block(TAIL_BLOCK.as_millis() as usize);
+        loop {
+            let reply: Option<redis::streams::StreamReadReply> = conn
+                .xread_options(&[log.stream_key(&analysis)], &[format!("{last}-0")], &opts)
+                .await
+                .map_err(|e| e.to_string())?;
+            let events: Vec<Event> = reply
+                .iter()
+                .flat_map(|r| {
+                    r.keys
+                        .iter()
+                        .flat_map(|k| k.ids.iter().filter_map(parse_entry))
+                })
+                .collect();
+            let mut st = tail.state.lock().expect("tail lock");
+            let ended = events.iter().any(Event::is_terminal);
+            if let Some(e) = events.last() {
+                last = e.id;
+                // Bounded like the log itself, which never holds more.
+                let room = MAX_EVENTS.saturating_sub(st.events.len());
+                st.events.extend(events.into_iter().take(room));
+            }
+            let idle = st.wanted.elapsed() > TAIL_IDLE && tail.latest.receiver_count() == 0;
+            drop(st);
+            tail.latest.send_replace(last);
+            if ended || idle {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    if let Err(e) = result {
+        tracing::warn!(analysis = %analysis, error = %e, "Event reader failed; its clients end their streams.");
+        tail.state.lock().expect("tail lock").failed = Some(e);
+        tail.latest.send_modify(|_| {});
+    }
+    let mut tails = log.tails.lock().expect("tails lock");
+    if tails.get(&analysis).is_some_and(|t| Arc::ptr_eq(t, &tail)) {
+        tails.remove(&analysis);
     }
 }
 
@@ -418,6 +521,31 @@ impl MemoryLog {
 }
 
 impl RedisLog {
+    /// This instance's reader of `analysis`, started (from `after`) if there is none.
+    fn tail(&self, analysis: &str, after: u64) -> Arc<Tail> {
+        let mut tails = self.tails.lock().expect("tails lock");
+        if let Some(t) = tails.get(analysis) {
+            return t.clone();
+        }
+        let tail = Arc::new(Tail {
+            state: Mutex::new(TailState {
+                start: after,
+                events: Vec::new(),
+                failed: None,
+                wanted: Instant::now(),
+            }),
+            latest: watch::Sender::new(after),
+        });
+        tails.insert(analysis.to_string(), tail.clone());
+        tokio::spawn(read_tail(
+            self.clone(),
+            analysis.to_string(),
+            after,
+            tail.clone(),
+        ));
+        tail
+    }
+
     fn stream_key(&self, analysis: &str) -> String {
         format!("{}:ev:{analysis}", self.prefix)
     }
@@ -488,6 +616,77 @@ mod tests {
             .await
             .expect("a Redis server");
         ids_increase_and_readers_get_the_past_then_wait_for_the_future(log).await;
+    }
+
+    /// Connections named as this prefix's readers, from Redis's own CLIENT LIST.
+    async fn readers(url: &str, prefix: &str) -> usize {
+        let mut c = redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let name = format!("name={prefix}:tail ");
+        list.lines().filter(|l| l.contains(&name)).count()
+    }
+
+    #[tokio::test]
+    async fn on_redis_the_followers_of_an_analysis_share_one_reader_that_ends_with_it() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-tail-{}", uuid::Uuid::new_v4().simple());
+        let log = EventLog::redis(&url, &prefix, Duration::from_secs(60))
+            .await
+            .expect("a Redis server");
+        log.create("a").await.unwrap();
+        log.append("a", "analysis.accepted", serde_json::json!({}))
+            .await
+            .unwrap();
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    log.wait_after("a", 1, Duration::from_secs(10))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(readers(&url, &prefix).await, 1, "one XREAD for 20 clients");
+        log.append("a", "partner.started", serde_json::json!({}))
+            .await
+            .unwrap();
+        for w in waiters {
+            let got = w.await.unwrap();
+            assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), [2]);
+        }
+        // A follower that was behind reads what it missed, then what comes.
+        let late = log
+            .wait_after("a", 0, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(late.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
+        log.append("a", "analysis.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        let last = log
+            .wait_after("a", 2, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(last.iter().map(|e| e.id).collect::<Vec<_>>(), [3]);
+        // The reader stops after the final event.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readers(&url, &prefix).await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the reader outlived its analysis"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test]
