@@ -60,6 +60,28 @@ fn item(status: u16, error: Option<&str>) -> Value {
     json!({ "index": i })
 }
 
+/// Bulk requests get `first` for their first `times`, then `then` for good.
+async fn bulk_answers(
+    server: &MockServer,
+    first: ResponseTemplate,
+    times: u64,
+    then: ResponseTemplate,
+) {
+    Mock::given(method("POST"))
+        .and(path(format!("/{INDEX}/_bulk")))
+        .respond_with(first)
+        .up_to_n_times(times)
+        .with_priority(1)
+        .mount(server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("/{INDEX}/_bulk")))
+        .respond_with(then)
+        .with_priority(2)
+        .mount(server)
+        .await;
+}
+
 /// The ids of the documents in each bulk request the server received.
 async fn bulk_ids(server: &MockServer) -> Vec<Vec<String>> {
     server
@@ -83,25 +105,17 @@ async fn a_bulk_answer_with_partial_failures_retries_the_retriable_and_reports_t
     let server = MockServer::start().await;
     let store = store_on(&server, Duration::from_secs(5)).await;
     // HTTP 200, errors: true: m1 written, m2 refused for now (429), m3 refused for good.
-    Mock::given(method("POST"))
-        .and(path(format!("/{INDEX}/_bulk")))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+    bulk_answers(
+        &server,
+        ResponseTemplate::new(200).set_body_json(json!({
             "errors": true,
             "items": [item(201, None), item(429, Some("es_rejected_execution_exception")), item(400, Some("mapper_parsing_exception"))]
-        })))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!("/{INDEX}/_bulk")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"errors": false, "items": [item(201, None)]})),
-        )
-        .with_priority(2)
-        .mount(&server)
-        .await;
+        })),
+        1,
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"errors": false, "items": [item(201, None)]})),
+    )
+    .await;
     let err = store
         .put(vec![row("m1"), row("m2"), row("m3")])
         .await
@@ -132,25 +146,14 @@ async fn a_bulk_answer_with_partial_failures_retries_the_retriable_and_reports_t
 async fn a_429_is_retried_until_the_bulk_succeeds() {
     let server = MockServer::start().await;
     let store = store_on(&server, Duration::from_secs(5)).await;
-    Mock::given(method("POST"))
-        .and(path(format!("/{INDEX}/_bulk")))
-        .respond_with(
-            ResponseTemplate::new(429).set_body_json(json!({"error": "too many requests"})),
-        )
-        .up_to_n_times(2)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!("/{INDEX}/_bulk")))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(
-                json!({"errors": false, "items": [item(201, None), item(200, None)]}),
-            ),
-        )
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    bulk_answers(
+        &server,
+        ResponseTemplate::new(429).set_body_json(json!({"error": "too many requests"})),
+        2,
+        ResponseTemplate::new(200)
+            .set_body_json(json!({"errors": false, "items": [item(201, None), item(200, None)]})),
+    )
+    .await;
     store
         .put(vec![row("m1"), row("m2")])
         .await
@@ -162,26 +165,15 @@ async fn a_429_is_retried_until_the_bulk_succeeds() {
 async fn a_bulk_that_times_out_is_sent_again_and_one_that_always_fails_is_an_error() {
     let server = MockServer::start().await;
     let store = store_on(&server, Duration::from_millis(300)).await;
-    Mock::given(method("POST"))
-        .and(path(format!("/{INDEX}/_bulk")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"errors": false, "items": [item(201, None)]}))
-                .set_delay(Duration::from_secs(2)),
-        )
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&server)
-        .await;
-    Mock::given(method("POST"))
-        .and(path(format!("/{INDEX}/_bulk")))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"errors": false, "items": [item(201, None)]})),
-        )
-        .with_priority(2)
-        .mount(&server)
-        .await;
+    let written = ResponseTemplate::new(200)
+        .set_body_json(json!({"errors": false, "items": [item(201, None)]}));
+    bulk_answers(
+        &server,
+        written.clone().set_delay(Duration::from_secs(2)),
+        1,
+        written,
+    )
+    .await;
     store
         .put(vec![row("m1")])
         .await
