@@ -460,3 +460,46 @@ async fn a_bad_cpf_shows_the_server_s_error_next_to_the_field() {
     );
     b.screenshot("bad-cpf").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_partner_shows_its_reason_and_a_countdown_to_the_next_attempt() {
+    let Some(b) = browser().await else { return };
+    // Every bureau answers 429 with Retry-After: 30, so each partner call is queued.
+    let app = spawn_app_with(|s| {
+        s.simulator.rate_limit_rate = 1.0;
+        s.simulator.retry_after_s = 30;
+    })
+    .await;
+    b.client.goto(&format!("{}/", app.url)).await.unwrap();
+    b.run_analysis(ACME, "529.982.247-25").await;
+    let chip = "document.querySelector('.chip[data-kind=consumer]')";
+    b.until(
+        &format!("{chip}.dataset.state === 'queued'"),
+        Duration::from_secs(20),
+    )
+    .await;
+    let seconds = || async {
+        let text = b
+            .js(&format!(
+                "return {chip}.querySelector('.state').textContent;"
+            ))
+            .await;
+        let text = text.as_str().unwrap().to_string();
+        assert!(text.starts_with("queued: "), "{text}");
+        let n: u64 = text
+            .rsplit("next attempt in ")
+            .next()
+            .and_then(|t| t.trim_end_matches(" s").parse().ok())
+            .unwrap_or_else(|| panic!("a countdown in `{text}`"));
+        n
+    };
+    let first = seconds().await;
+    assert!((1..=30).contains(&first), "{first}");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let later = seconds().await;
+    assert!(
+        later < first,
+        "the countdown moves: {first} s, then {later} s"
+    );
+    b.screenshot("partner-queued").await;
+}
