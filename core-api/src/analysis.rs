@@ -60,6 +60,10 @@ pub struct Snapshot {
     pub summary: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The SSE stream with a fresh 15-minute token, so a client whose `events_url` expired
+    /// can follow again; filled when a snapshot is read, never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_url: Option<String>,
 }
 
 /// The analyses' snapshots: in memory, and written through to Redis (`{prefix}:an:{id}`)

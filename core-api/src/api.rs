@@ -266,6 +266,7 @@ async fn start_analysis(
             stored: 0,
             summary: None,
             error: None,
+            events_url: None,
         })
         .await;
     state
@@ -292,12 +293,11 @@ async fn start_analysis(
         from,
         to,
     ));
-    let token = state.auth.events_token(&id, &caller.tenant);
     let location = format!("/v1/analyses/{id}");
     let body = Started {
         id: id.clone(),
         status: "running".into(),
-        events_url: format!("{location}/events?token={token}"),
+        events_url: events_url(&state, &id, &caller.tenant),
         analysis_url: location.clone(),
     };
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
@@ -327,12 +327,19 @@ async fn get_analysis(
     let caller = state
         .auth
         .authorize(api_key(&headers), Scope::AnalysesRead)?;
-    let snapshot = state
+    let mut snapshot = state
         .analyses
         .get(&id, &caller.tenant)
         .await
         .ok_or(ApiError::NotFound("analysis"))?;
+    snapshot.events_url = Some(events_url(&state, &id, &caller.tenant));
     Ok(Json(snapshot).into_response())
+}
+
+/// The analysis's SSE stream with a new token (EventSource cannot send an API key).
+fn events_url(state: &AppState, id: &str, tenant: &str) -> String {
+    let token = state.auth.events_token(id, tenant);
+    format!("/v1/analyses/{id}/events?token={token}")
 }
 
 #[derive(Deserialize)]

@@ -83,6 +83,18 @@ async fn a_full_analysis_streams_from_accepted_to_completed() {
     for kind in ["consumer", "rating", "movements"] {
         assert_eq!(snapshot["partners"][kind]["state"], "completed");
     }
+    // The snapshot carries a fresh events_url (for a client whose first token expired).
+    let again = snapshot["events_url"].as_str().unwrap();
+    assert!(again.starts_with(&format!("{location}/events?token=")));
+    let replay = app
+        .events(
+            &format!("{again}&last_event_id={}", events.len() - 1),
+            None,
+            10,
+        )
+        .await;
+    assert_eq!(replay.len(), 1);
+    assert_eq!(replay[0].1, "analysis.completed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,12 +173,28 @@ function open(run) {
       }
       run.reopens += 1;
       setConnection("reconnecting", "Connection lost. Reconnecting…");
-      setTimeout(() => { if (current === run && !run.done) open(run); }, 3000);
+      setTimeout(() => reopen(run), 3000);
     } else {
       setConnection("reconnecting", "Connection lost. Reconnecting…");
     }
   };
   for (const type of EVENT_TYPES) es.addEventListener(type, (ev) => receive(run, ev));
+}
+
+/**
+ * Opens the stream again after the browser gave up: the analysis's snapshot carries an
+ * `events_url` with a fresh token (the first one lasts 15 minutes), and `open` resumes after
+ * the last event shown.
+ */
+async function reopen(run) {
+  if (current !== run || run.done) return;
+  try {
+    const snapshot = await api(`/v1/analyses/${encodeURIComponent(run.id)}`);
+    if (snapshot.events_url) run.url = snapshot.events_url;
+  } catch (_) {
+    // The service is still unreachable: the old address is tried, and fails into here again.
+  }
+  if (current === run && !run.done) open(run);
 }
 
 function receive(run, ev) {
