@@ -428,7 +428,12 @@ async fn feed(
     finished: bool,
     state: Arc<AppState>,
 ) {
-    let mut drained_finished = finished && pending.is_empty();
+    if finished && pending.is_empty() && has_everything(&state, &id, last_sent).await {
+        // Reconnected to a finished analysis and already had everything.
+        return;
+    }
+    // Empty waits in a row while the analysis says it has ended (see below).
+    let mut ended_empty = 0;
     loop {
         for e in pending.drain(..) {
             if e.id <= last_sent {
@@ -452,10 +457,6 @@ async fn feed(
                 return;
             }
         }
-        if drained_finished {
-            // Reconnected to a finished analysis and already had everything.
-            return;
-        }
         tokio::select! {
             more = state.events.wait_after(&id, last_sent, Duration::from_secs(15)) => match more {
                 Ok(events) => pending = events,
@@ -471,11 +472,40 @@ async fn feed(
             _ = tx.closed() => return,
             _ = state.shutdown_signal() => return,
         }
-        // A finished log that yields nothing more will never yield more.
-        if pending.is_empty() {
-            drained_finished =
-                matches!(state.analyses.get_status(&id).await, Some(s) if s != Status::Running);
+        // The status turns final just before the final event is appended, so an ended status
+        // with nothing read is not the end yet: ask the log itself. Only if the final event
+        // never arrives (its append failed) does the stream end without it.
+        if pending.is_empty()
+            && matches!(state.analyses.get_status(&id).await, Some(s) if s != Status::Running)
+        {
+            pending = state
+                .events
+                .read_after(&id, last_sent, 256)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            if pending.is_empty() {
+                ended_empty += 1;
+                if ended_empty >= 2 {
+                    return;
+                }
+            }
+        } else {
+            ended_empty = 0;
         }
+    }
+}
+
+/// Whether a client that saw event `last` of a finished analysis has its final event: the
+/// event it saw is the final one, or lies beyond the log's end.
+async fn has_everything(state: &AppState, id: &str, last: u64) -> bool {
+    match state.events.read_after(id, last.saturating_sub(1), 1).await {
+        Ok(Some(events)) => match events.first() {
+            None => true,
+            Some(e) => e.id == last && e.is_terminal(),
+        },
+        _ => false,
     }
 }
 

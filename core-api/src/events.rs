@@ -428,7 +428,11 @@ async fn read_tail(log: RedisLog, analysis: String, mut last: u64, tail: Arc<Tai
             }
             let idle = st.wanted.elapsed() > TAIL_IDLE && tail.latest.receiver_count() == 0;
             drop(st);
-            tail.latest.send_replace(last);
+            // Clients are woken only when there is something for them: a wake with nothing
+            // would send every waiting client to ask again for nothing.
+            if *tail.latest.borrow() != last {
+                tail.latest.send_replace(last);
+            }
             if ended || idle {
                 return Ok(());
             }
