@@ -444,6 +444,22 @@ async fn with_redis_streams_one_instance_runs_an_analysis_and_another_streams_it
         .await;
     assert_eq!(tail.first().unwrap().0, 3);
     assert_eq!(tail.len(), ids.len() - 2);
+    // A client that already had the final event (or claims an id past it) gets an ending
+    // stream with nothing in it, not one that waits for events that will never come.
+    let last = ids.len().to_string();
+    for seen in [last.as_str(), "999"] {
+        let nothing = tokio::time::timeout(
+            Duration::from_secs(10),
+            b.events(
+                started["events_url"].as_str().unwrap(),
+                Some(seen),
+                usize::MAX,
+            ),
+        )
+        .await
+        .expect("the stream ends");
+        assert!(nothing.is_empty(), "{nothing:?}");
+    }
     // B answers for the snapshot too, and keeps tenants apart.
     let path = started["analysis_url"].as_str().unwrap();
     let snap: Value = b
@@ -558,13 +574,14 @@ async fn a_json_array_batch_streams_too_and_other_content_types_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_separate_integrations_service_queued_partner_calls_come_back_by_callback() {
     use integrations::simulator::{self, SimulatorSettings};
-    // A bureau that refuses half the requests with 429 (Retry-After: 1), so requests queue in
-    // the integrations service and their outcomes come back by callback.
+    // A bureau that refuses every request with 429 (Retry-After: 1) until the test lets it
+    // answer, so requests queue in the integrations service and their outcomes come back by
+    // callback.
     let (sim, _) = simulator::serve(
         "127.0.0.1:0".parse().unwrap(),
         SimulatorSettings {
             latency_ms: 5,
-            rate_limit_rate: 0.5,
+            rate_limit_rate: 1.0,
             retry_after_s: 1,
             ..SimulatorSettings::default()
         },
@@ -584,6 +601,16 @@ async fn with_a_separate_integrations_service_queued_partner_calls_come_back_by_
 
     let app = spawn_app_with(|s| s.integrations_url = Some(integrations_url.clone())).await;
     let started = app.started().await;
+    // Every first attempt has been refused (and queued) by the time the bureau recovers.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        reqwest::Client::new()
+            .put(format!("http://{sim}/admin/settings"))
+            .json(&json!({ "rate_limit_rate": 0.0 }))
+            .send()
+            .await
+            .unwrap();
+    });
     let events = app
         .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
         .await;
