@@ -4,7 +4,9 @@
 #   1. one analysis followed by every client (the worst case: each event goes to all 10,000
 #      at the same instant); the bundled simulator answers after 8 s, so the analysis is idle
 #      while the clients connect;
-#   2. ANALYSES analyses (1,000 by default), CLIENTS/ANALYSES clients on each: the ordinary
+#   2. the same on the Redis event log (REDIS_URL, 127.0.0.1:6379 by default, under a key
+#      prefix of its own): every client is fed from the instance's one reader of the stream;
+#   3. ANALYSES analyses (1,000 by default), CLIENTS/ANALYSES clients on each: the ordinary
 #      day, where each screen follows its own analysis. A separate simulator answers after
 #      4 to 12 s (so the answers spread as real partners' do) with 180 movements per history,
 #      and the partner limits are raised so the bureaus, not the service, set the pace.
@@ -49,6 +51,8 @@ latency_jitter_ms = 0
 movements_per_day = 20.0
 TOML
 run_once one-analysis 1 CORE_API_CONFIG="$work/one.toml"
+run_once one-analysis-redis 1 CORE_API_CONFIG="$work/one.toml" \
+  REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}" KEY_PREFIX="sse-bench-$$"
 
 sim_port=$((PORT + 2))
 taskset -c 1 ./target/release/integrations simulate --port "$sim_port" \
