@@ -385,7 +385,8 @@ impl EventLog {
 
 /// The reader task of one analysis: `XREAD BLOCK` from `last` until the final event, a Redis
 /// failure (the waiting clients get it as an error and end their streams), or nobody asking
-/// for [`TAIL_IDLE`]. It then leaves the registry, so the next client starts a fresh one.
+/// for [`TAIL_IDLE`]. It then leaves the registry, so the next client starts a fresh one. It
+/// does not watch the shutdown signal itself: its clients do, and once they are gone it stops.
 async fn read_tail(log: RedisLog, analysis: String, mut last: u64, tail: Arc<Tail>) {
     let result: Result<(), String> = async {
         let mut conn = log
