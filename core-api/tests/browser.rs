@@ -375,7 +375,7 @@ async fn a_cut_connection_shows_reconnecting_and_the_page_resumes_without_duplic
     let Some(b) = browser().await else { return };
     // Slow partners, so the analysis is still running when the connection is cut.
     let app = spawn_app_with(|s| {
-        s.simulator.latency_ms = 600;
+        s.simulator.latency_ms = 1000;
         s.simulator.latency_jitter_ms = 0;
     })
     .await;
