@@ -67,16 +67,7 @@ async fn a_full_analysis_streams_from_accepted_to_completed() {
     assert!(summary["transactions"].as_u64().unwrap() > 100);
     assert!(summary["spend_by_category"].as_object().unwrap().len() > 3);
 
-    let snapshot: Value = app
-        .http
-        .get(format!("{}{location}", app.url))
-        .bearer_auth(ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snapshot = app.get_json(ACME, &location).await;
     assert_eq!(snapshot["status"], "completed");
     assert_eq!(snapshot["classified"], snapshot["stored"]);
     assert_eq!(snapshot["summary"], *summary);
@@ -203,30 +194,18 @@ async fn keys_tenants_and_scopes_are_enforced() {
 
     let started = app.started().await;
     let path = started["analysis_url"].as_str().unwrap();
-    let get = |key: &'static str| {
-        app.http
-            .get(format!("{}{path}", app.url))
-            .bearer_auth(key)
-            .send()
-    };
-    assert_eq!(get(ACME).await.unwrap().status(), 200);
+    assert_eq!(app.get(ACME, path).await.status(), 200);
     assert_eq!(
-        get(READER).await.unwrap().status(),
+        app.get(READER, path).await.status(),
         200,
         "a read key of the same tenant reads"
     );
     assert_eq!(
-        get(BETA).await.unwrap().status(),
+        app.get(BETA, path).await.status(),
         404,
         "another tenant's analysis does not exist for them"
     );
-    let events_with_key = app
-        .http
-        .get(format!("{}{path}/events", app.url))
-        .bearer_auth(BETA)
-        .send()
-        .await
-        .unwrap();
+    let events_with_key = app.get(BETA, &format!("{path}/events")).await;
     assert_eq!(events_with_key.status(), 404);
 
     // The events token opens only its own analysis.
@@ -462,27 +441,9 @@ async fn with_redis_streams_one_instance_runs_an_analysis_and_another_streams_it
     }
     // B answers for the snapshot too, and keeps tenants apart.
     let path = started["analysis_url"].as_str().unwrap();
-    let snap: Value = b
-        .http
-        .get(format!("{}{path}", b.url))
-        .bearer_auth(ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snap = b.get_json(ACME, path).await;
     assert_eq!(snap["status"], "completed");
-    assert_eq!(
-        b.http
-            .get(format!("{}{path}", b.url))
-            .bearer_auth(BETA)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        404
-    );
+    assert_eq!(b.get(BETA, path).await.status(), 404);
 }
 
 /// Reads every SSE event of a response.
@@ -745,20 +706,9 @@ async fn partners_without_a_record_leave_the_analysis_to_finish_without_them() {
         "the analysis still ends with a summary"
     );
     assert_eq!(last.2["summary"]["transactions"], 0);
-    let snapshot: Value = app
-        .http
-        .get(format!(
-            "{}{}",
-            app.url,
-            started["analysis_url"].as_str().unwrap()
-        ))
-        .bearer_auth(ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snapshot = app
+        .get_json(ACME, started["analysis_url"].as_str().unwrap())
+        .await;
     assert_eq!(snapshot["partners"]["consumer"]["state"], "not_found");
 }
 
@@ -776,25 +726,16 @@ async fn an_analysis_s_transactions_and_categories_can_be_read_back_by_its_tenan
         .find(|e| e.1 == "transactions.stored")
         .map(|e| e.2["stored"].as_u64().unwrap())
         .unwrap();
-    let get = |path: String, key: &'static str| {
-        let (http, url) = (app.http.clone(), app.url.clone());
-        async move {
-            http.get(format!("{url}{path}"))
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap()
-        }
-    };
     // Every page, by cursor: each movement once, by date.
     let mut seen = Vec::new();
     let mut cursor = String::new();
     loop {
-        let r = get(
-            format!("/v1/analyses/{id}/transactions?limit=250{cursor}"),
-            ACME,
-        )
-        .await;
+        let r = app
+            .get(
+                ACME,
+                &format!("/v1/analyses/{id}/transactions?limit=250{cursor}"),
+            )
+            .await;
         assert_eq!(r.status(), 200);
         let page: Value = r.json().await.unwrap();
         seen.extend(page["transactions"].as_array().unwrap().iter().cloned());
@@ -807,11 +748,9 @@ async fn an_analysis_s_transactions_and_categories_can_be_read_back_by_its_tenan
     let dates: Vec<&str> = seen.iter().map(|t| t["date"].as_str().unwrap()).collect();
     assert!(dates.windows(2).all(|w| w[0] <= w[1]), "sorted by date");
     // Categories add up to the same rows; a label filter gives that label's count.
-    let cats: Value = get(format!("/v1/analyses/{id}/categories"), ACME)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let cats = app
+        .get_json(ACME, &format!("/v1/analyses/{id}/categories"))
+        .await;
     let cats = cats["categories"].as_array().unwrap();
     assert_eq!(
         cats.iter()
@@ -821,25 +760,25 @@ async fn an_analysis_s_transactions_and_categories_can_be_read_back_by_its_tenan
     );
     let first = &cats[0];
     let label = first["label"].as_str().unwrap();
-    let only: Value = get(
-        format!("/v1/analyses/{id}/transactions?label={label}&limit=1000"),
-        ACME,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let only = app
+        .get_json(
+            ACME,
+            &format!("/v1/analyses/{id}/transactions?label={label}&limit=1000"),
+        )
+        .await;
     assert_eq!(
         only["transactions"].as_array().unwrap().len() as u64,
         first["count"].as_u64().unwrap()
     );
     // Another tenant: 404, on both.
     for path in ["transactions", "categories"] {
-        let r = get(format!("/v1/analyses/{id}/{path}"), BETA).await;
+        let r = app.get(BETA, &format!("/v1/analyses/{id}/{path}")).await;
         assert_eq!(r.status(), 404, "{path}");
     }
     // A bad parameter is named.
-    let r = get(format!("/v1/analyses/{id}/transactions?limit=0"), ACME).await;
+    let r = app
+        .get(ACME, &format!("/v1/analyses/{id}/transactions?limit=0"))
+        .await;
     assert_eq!(r.status(), 422);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
     let problem: Value = r.json().await.unwrap();
@@ -867,20 +806,9 @@ async fn with_elasticsearch_down_the_analysis_reports_the_storage_failure_and_re
     let last = events.last().unwrap();
     assert_eq!(last.1, "analysis.failed");
     assert_eq!(last.2["reason"], "the transaction store failed");
-    let snapshot: Value = app
-        .http
-        .get(format!(
-            "{}/v1/analyses/{}",
-            app.url,
-            started["id"].as_str().unwrap()
-        ))
-        .bearer_auth(ACME)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snapshot = app
+        .get_json(ACME, started["analysis_url"].as_str().unwrap())
+        .await;
     assert_eq!(snapshot["status"], "failed");
 }
 

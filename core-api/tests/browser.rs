@@ -159,15 +159,8 @@ impl Browser {
         let id = self
             .js("return JSON.parse(sessionStorage.getItem('credit-analysis.current')).id;")
             .await;
-        app.http
-            .get(format!("{}/v1/analyses/{}", app.url, id.as_str().unwrap()))
-            .bearer_auth(ACME)
-            .send()
+        app.get_json(ACME, &format!("/v1/analyses/{}", id.as_str().unwrap()))
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 }
 
@@ -246,15 +239,12 @@ async fn assert_complete_and_consistent(b: &Browser, app: &TestApp) {
 
 /// How many events the service logged for an analysis (read with an API key, from the start).
 async fn app_event_count(app: &TestApp, id: &str) -> usize {
-    let r = app
-        .http
-        .get(format!("{}/v1/analyses/{id}/events", app.url))
-        .bearer_auth(ACME)
-        .header("Last-Event-ID", "0")
-        .send()
+    let body = app
+        .get(ACME, &format!("/v1/analyses/{id}/events"))
+        .await
+        .text()
         .await
         .unwrap();
-    let body = r.text().await.unwrap();
     body.lines().filter(|l| l.starts_with("id: ")).count()
 }
 

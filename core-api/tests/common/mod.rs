@@ -72,6 +72,21 @@ impl TestApp {
             .unwrap()
     }
 
+    /// `GET path` with `key`.
+    pub async fn get(&self, key: &str, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET path` with `key`, read as JSON.
+    pub async fn get_json(&self, key: &str, path: &str) -> Value {
+        self.get(key, path).await.json().await.unwrap()
+    }
+
     pub async fn started(&self) -> Value {
         let r = self.start(ACME, json!({"cpf": "529.982.247-25"})).await;
         assert_eq!(r.status(), 202);
