@@ -83,8 +83,7 @@ async fn browser() -> Option<Browser> {
         {
             Ok(client) => return Some(Browser { client, driver }),
             // chromedriver takes a moment to listen.
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("no WebDriver session: {e}"),
