@@ -5,6 +5,25 @@
 //! stores the classified transactions and streams its progress over Server-Sent Events until
 //! a summary is ready. [`Application::build`] wires the parts from [`config::Settings`] and
 //! binds the listener, so tests start the real service on port 0.
+//!
+//! `docs/architecture.md` and `docs/events.md` (at the repository root) describe the design
+//! and the SSE events. The modules:
+//!
+//! - [`analysis`]: one analysis run, step by step, its snapshots and the summary.
+//! - [`api`]: the routes and handlers, the problem-details error, the events endpoint.
+//! - [`auth`]: API keys, tenants, scopes, per-key rate limits and `events_url` tokens.
+//! - [`config`]: the settings, from defaults, an optional TOML file and the environment.
+//! - [`events`]: each analysis's event log, in memory or on Redis Streams.
+//! - [`metrics`]: the service's Prometheus counters.
+//! - [`openapi`]: `GET /openapi.json`, generated from the handlers' annotations.
+//! - [`partners`]: how partner requests reach integrations: in process or over HTTP.
+//! - [`serve`]: the HTTP front: capped accepts, hyper, and its own writer for SSE connections.
+//! - [`sse`]: one live SSE client: retry hint, keep-alives, closing frame, slow clients.
+//! - [`state`]: what every handler and analysis run shares.
+//! - [`store`]: the transaction store: SQLite (the default) or Elasticsearch.
+//! - [`stream_classify`]: `POST /v1/classifications/stream`, large batches answered over SSE.
+//! - [`transactions`]: the query API: an analysis's transactions and totals per label.
+//! - [`web`]: the page at `/`, embedded in the binary.
 
 pub mod analysis;
 pub mod api;

@@ -1,4 +1,4 @@
-//! The bureau HTTP contract of `shared/partner-api.md`: partner kinds and the bodies they answer.
+//! The bureau HTTP contract of `docs/partner-api.md`: partner kinds and the bodies they answer.
 //!
 //! Field names are the bureaus' own (Portuguese), mapped to Rust names with serde. The types
 //! are used both to check that a partner's answer is well formed (a malformed body is partner

@@ -1,16 +1,24 @@
 //! Partner credit bureaus, called within their limits.
 //!
 //! Partners limit how many requests they take at once and per second. This crate calls them
-//! by the contract of `shared/partner-api.md` without ever exceeding those limits, counting
-//! every running instance together, without hammering a partner that is down, and without
-//! losing a request:
+//! by the contract of `docs/partner-api.md` (at the repository root) without ever exceeding
+//! those limits, counting every running instance together, without hammering a partner that
+//! is down, and without losing a request. It is a library, used in process by the core API,
+//! and its own service binary (`integrations serve`, `integrations simulate`).
 //!
-//! - [`semaphore`]: lease-based permits, in process or shared through Redis;
-//! - [`partner`]: the HTTP adapter, circuit breaker and rate limiter of one partner;
-//! - [`queue`]: the durable retry queue, in process or on Redis, at-least-once with leases;
+//! The modules:
+//!
+//! - [`config`]: the partner configuration, from TOML and the environment, checked at start.
+//! - [`contract`]: the bureau contract's kinds and the bodies each kind answers.
+//! - [`cpf`]: the CPF as a validated type that prints masked.
+//! - [`error`]: the crate's error type; its messages never carry a CPF or a token.
+//! - [`gateway`]: a request made now or queued, and the worker that drains the queue.
+//! - [`partner`]: one partner's HTTP adapter, circuit breaker and rate limiter.
+//! - [`queue`]: the retry queue, in process or on Redis, at least once with leases.
+//! - `redis_wake` (private): Redis server time for Lua scripts, and waits on wake lists.
+//! - [`semaphore`]: lease-based permits, in process or shared through Redis.
+//! - [`service`]: the HTTP API of `integrations serve` over a gateway.
 //! - [`simulator`]: the bundled bureau simulator the embedded shape and the tests call.
-//!
-//! It is a library, used in process by the core API, and its own service binary.
 
 pub mod config;
 pub mod contract;

@@ -1,5 +1,5 @@
 //! The bundled bureau simulator: serves all three partner kinds by the contract of
-//! `shared/partner-api.md`, with deterministic data per CPF and settable misbehaviour.
+//! `docs/partner-api.md`, with deterministic data per CPF and settable misbehaviour.
 //!
 //! It stands in for the real bureaus, which cannot be reached here: the embedded shape of the
 //! service calls it, and the tests use it to make a partner slow, failing, rate-limited or
