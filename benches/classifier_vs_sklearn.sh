@@ -44,7 +44,7 @@ PY
 
 ours_f1=$(./target/release/classifier eval --model "$MODEL" --data "$EVAL" | sed -n 's/^macro-F1 \*\*\([0-9.]*\)\*\*.*/\1/p')
 ours=$(taskset -c 0 ./target/release/classifier_throughput "$MODEL" "$OUT/bench-rows.csv" 5)
-ref=$(taskset -c 0 benches/.venv/bin/python benches/sklearn_reference.py "$CORPUS" "$EVAL" "$OUT/bench-rows.csv")
+ref=$(taskset -c 0 benches/.venv/bin/python benches/sklearn_reference.py throughput "$CORPUS" "$EVAL" "$OUT/bench-rows.csv")
 
 benches/.venv/bin/python - "$ours_f1" "$ours" "$ref" "$MODEL" > "$OUT/classifier.md" <<'PY'
 import json, platform, subprocess, sys, datetime

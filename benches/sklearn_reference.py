@@ -1,14 +1,32 @@
-"""scikit-learn reference for the transaction classifier, run by classifier_vs_sklearn.sh.
+"""scikit-learn reference for the transaction classifier.
 
 TF-IDF of char_wb 2-5-grams of the description plus word 1-2-grams, multinomial
-LogisticRegression (lbfgs), trained on the same corpus as the Rust model and scored on the
-same evaluation set. The word vectoriser also sees the movement's direction, log2 amount
-bucket, MCC and type as tokens, so both models get the same information.
+LogisticRegression (lbfgs, C=1.0), trained on the same corpus as the Rust model. The word
+vectoriser also sees the movement's direction, log2 amount bucket, MCC and type as tokens, so
+both models get the same information. Everything runs on one core, like the Rust side.
 
-Prints one JSON object: macro-F1 on the evaluation set, training seconds, and single-thread
-throughput of transform + predict on the benchmark rows.
+Subcommands (run with the benches virtual environment, benches/.venv/bin/python):
+
+  sklearn_reference.py throughput CORPUS EVAL BENCH
+      Fit on CORPUS, score EVAL, time transform + predict on the BENCH rows. Prints one JSON
+      object: macro_f1 (evaluation set), train_seconds, bench_rows, rows_per_second.
+      Called by classifier_vs_sklearn.sh.
+
+  sklearn_reference.py predict --train CORPUS [--exclude-family F] \\
+          --data IN --out OUT [--data IN2 --out OUT2 ...]
+      Fit once on CORPUS (without the rows whose `family` is F, when given), then write each OUT
+      as its IN's columns followed by predicted,probability,confidence: the same layout as
+      `classifier predict`. Training seconds go to standard error.
+
+  sklearn_reference.py sparse-hashed TRAIN_SVM TEST_SVM
+      Reference on the Rust featuriser's own hashed features, with no vocabulary limit: both
+      files are svmlight (`label_index bucket+1:value ...`, label index in the classifier's
+      label order). Prints one JSON object: macro_f1, accuracy, train_seconds, columns_used.
+
+CSV inputs may be gzip-compressed (.csv.gz).
 """
 
+import argparse
 import csv
 import gzip
 import json
@@ -21,17 +39,24 @@ import time
 for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[var] = "1"
 
+from sklearn.datasets import load_svmlight_file  # noqa: E402
 from sklearn.feature_extraction.text import TfidfVectorizer  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.metrics import f1_score  # noqa: E402
+from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 from sklearn.pipeline import make_pipeline, make_union  # noqa: E402
 from sklearn.preprocessing import FunctionTransformer  # noqa: E402
 
+# Hashed feature ids of the Rust featuriser: 1-based, up to 2^20 + 1.
+HASHED_FEATURES = 2**20 + 1
+
 
 def read(path):
+    """Header and rows (dicts) of a CSV file, gzip-compressed when the name ends in .gz."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        return reader.fieldnames, rows
 
 
 def side_tokens(row):
@@ -76,16 +101,31 @@ def pipeline():
     )
 
 
-def main():
-    corpus_path, eval_path, bench_path = sys.argv[1:4]
-    train = read(corpus_path)
-    evaluation = read(eval_path)
-    bench = read(bench_path)
-
+def fit(rows):
+    """The reference pipeline fitted on `rows`, and the seconds the fit took."""
     model = pipeline()
     started = time.perf_counter()
-    model.fit(texts(train), [r["category"] for r in train])
-    train_seconds = time.perf_counter() - started
+    model.fit(texts(rows), [r["category"] for r in rows])
+    return model, time.perf_counter() - started
+
+
+def confidence(p):
+    """The classifier's confidence band of a probability."""
+    if p > 0.98:
+        return "VERY_HIGH"
+    if p > 0.90:
+        return "HIGH"
+    if p > 0.70:
+        return "MEDIUM"
+    return "LOW"
+
+
+def throughput(args):
+    _, train = read(args.corpus)
+    _, evaluation = read(args.eval)
+    _, bench = read(args.bench)
+
+    model, train_seconds = fit(train)
 
     predicted = model.predict(texts(evaluation))
     macro_f1 = f1_score([r["category"] for r in evaluation], predicted, average="macro")
@@ -101,6 +141,94 @@ def main():
         "bench_rows": len(bench_texts),
         "rows_per_second": len(bench_texts) / seconds,
     }))
+
+
+def predict(args, parser):
+    if len(args.data) != len(args.out):
+        parser.error("give one --out for each --data, in the same order")
+    header, train = read(args.train)
+    if args.exclude_family is not None:
+        if "family" not in header:
+            parser.error(f"--exclude-family: {args.train} has no family column")
+        kept = [r for r in train if r["family"] != args.exclude_family]
+        print(f"excluded {len(train) - len(kept)} training row(s) of family "
+              f"{args.exclude_family}", file=sys.stderr)
+        train = kept
+
+    model, train_seconds = fit(train)
+    print(f"trained on {len(train)} row(s) in {train_seconds:.1f} s", file=sys.stderr)
+
+    for data_path, out_path in zip(args.data, args.out):
+        header, rows = read(data_path)
+        probabilities = model.predict_proba(texts(rows)) if rows else []
+        with open(out_path, "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(header + ["predicted", "probability", "confidence"])
+            for row, p in zip(rows, probabilities):
+                best = p.argmax()
+                writer.writerow([row[c] for c in header] + [
+                    model.classes_[best], f"{p[best]:.4f}", confidence(p[best])])
+        print(f"labelled {len(rows)} row(s) of {data_path} into {out_path}", file=sys.stderr)
+
+
+def sparse_hashed(args):
+    x_train, y_train = load_svmlight_file(args.train_svm, n_features=HASHED_FEATURES,
+                                          zero_based=False)
+    x_test, y_test = load_svmlight_file(args.test_svm, n_features=HASHED_FEATURES,
+                                        zero_based=False)
+    x_train.eliminate_zeros()
+    # A column that is zero in every training row gets weight zero at the L2-penalised optimum
+    # (its loss gradient is always zero), so fitting on the used columns only gives the same
+    # model as fitting on all 2^20 + 1, without lbfgs carrying 19 x 2^20 weights around.
+    used = (x_train.getnnz(axis=0) > 0).nonzero()[0]
+
+    model = LogisticRegression(C=1.0, max_iter=1000)
+    started = time.perf_counter()
+    model.fit(x_train[:, used], y_train.astype(int))
+    train_seconds = time.perf_counter() - started
+
+    predicted = model.predict(x_test[:, used])
+    truth = y_test.astype(int)
+    print(json.dumps({
+        "macro_f1": f1_score(truth, predicted, average="macro"),
+        "accuracy": accuracy_score(truth, predicted),
+        "train_seconds": train_seconds,
+        "columns_used": len(used),
+    }))
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("throughput", help="macro-F1 and single-core throughput (JSON)")
+    p.add_argument("corpus", help="training CSV")
+    p.add_argument("eval", help="evaluation CSV")
+    p.add_argument("bench", help="CSV of the rows to time prediction on")
+
+    p = commands.add_parser("predict", help="label CSV files like `classifier predict`")
+    p.add_argument("--train", required=True, help="training CSV")
+    p.add_argument("--exclude-family", metavar="F",
+                   help="leave out the training rows whose family is F")
+    p.add_argument("--data", action="append", required=True, metavar="IN",
+                   help="CSV to label (repeatable, paired in order with --out)")
+    p.add_argument("--out", action="append", required=True, metavar="OUT",
+                   help="where to write the labelled copy of the matching --data")
+
+    p = commands.add_parser("sparse-hashed",
+                            help="logistic regression on the Rust hashed features (JSON)")
+    p.add_argument("train_svm", help="svmlight training file")
+    p.add_argument("test_svm", help="svmlight test file")
+
+    args = parser.parse_args()
+    if args.command == "throughput":
+        throughput(args)
+    elif args.command == "predict":
+        predict(args, parser)
+    else:
+        sparse_hashed(args)
 
 
 if __name__ == "__main__":

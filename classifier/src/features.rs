@@ -154,6 +154,18 @@ pub struct Features {
 }
 
 impl Features {
+    /// Calls `f(bucket, value)` for every feature, with its sign and weight applied: what a
+    /// dense row holds, a bucket's values adding up when features collide.
+    pub fn for_each_value(&self, mut f: impl FnMut(u32, f32)) {
+        let signed = |x: HashedFeature, v: f32| if is_negative(x) { -v } else { v };
+        for &t in &self.text {
+            f(bucket(t), signed(t, self.text_scale));
+        }
+        for &o in &self.other {
+            f(bucket(o), signed(o, 1.0));
+        }
+    }
+
     /// The normalised description the text features came from.
     pub fn normalized(&self) -> &str {
         &self.normalized

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 macro_rules! labels {
     ($($variant:ident => $name:literal, $primary:literal;)*) => {
-        /// One of the 19 categories of `shared/taxonomy.md`. The string form is the PFC code.
+        /// One of the 19 categories of `docs/taxonomy.md`. The string form is the PFC code.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Label { $($variant),* }
 

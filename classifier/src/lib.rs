@@ -1,7 +1,7 @@
 //! Transaction classifier for credit analysis.
 //!
 //! Labels each bank movement with one of the 19 transaction categories of
-//! `shared/taxonomy.md` (Plaid PFC codes). The pieces, in the order data flows through them:
+//! `docs/taxonomy.md` (Plaid PFC codes). The pieces, in the order data flows through them:
 //!
 //! - [`data`] reads and writes the CSV format every command uses, naming the line of any
 //!   malformed row;

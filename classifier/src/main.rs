@@ -11,11 +11,13 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use classifier::card::{model_card, Evaluation};
 use classifier::corpus::{self, CorpusSettings};
+use classifier::data::Transaction;
 use classifier::data::{ReadOptions, TransactionReader};
 use classifier::features::FeatureSettings;
-use classifier::metrics::Confusion;
+use classifier::features::Features;
+use classifier::metrics::{Confusion, Reliability};
 use classifier::model::{Scorer, Workspace};
-use classifier::train::{self, TrainSettings};
+use classifier::train::{self, Selection, TrainSettings};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +40,27 @@ enum Command {
     Eval(EvalArgs),
     /// Label movements: the input columns plus predicted,probability,confidence.
     Predict(PredictArgs),
+    /// Write labelled rows' hashed features in svmlight format (`label bucket+1:value ...`),
+    /// for the unlimited sparse reference of `benches/`.
+    Features(FeaturesArgs),
+}
+
+#[derive(Args)]
+struct FeaturesArgs {
+    /// Labelled CSV.
+    #[arg(long)]
+    data: PathBuf,
+    /// svmlight file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Leave out the rows of this family (the `family` column).
+    #[arg(long)]
+    exclude_family: Option<String>,
+    /// Keep only the rows of this family.
+    #[arg(long)]
+    only_family: Option<String>,
+    #[command(flatten)]
+    input: InputArgs,
 }
 
 #[derive(Args)]
@@ -86,6 +109,16 @@ struct TrainArgs {
     max_columns: usize,
     #[arg(long, default_value_t = TrainSettings::default().min_df)]
     min_df: u32,
+    /// How columns are chosen when more buckets qualify than --max-columns.
+    #[arg(long, value_enum, default_value_t = TrainSettings::default().selection)]
+    select: Selection,
+    /// Leave out the rows of this family (the `family` column) from training and from the
+    /// calibration set: the format-shift evaluation trains once per family without it.
+    #[arg(long)]
+    exclude_family: Option<String>,
+    /// Do not fit a calibration temperature on --eval.
+    #[arg(long)]
+    no_calibration: bool,
     /// Share of rows held out for the card's metrics.
     #[arg(long, default_value_t = TrainSettings::default().holdout)]
     holdout: f64,
@@ -137,6 +170,7 @@ fn main() {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Predict(a) => run_predict(a),
+        Command::Features(a) => run_features(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -190,15 +224,14 @@ fn run_train(a: TrainArgs) -> Result<()> {
     if a.out.extension().is_none_or(|e| e != "json") {
         bail!("--out must name a .json file (the model card is written beside it as .md)");
     }
-    let mut reader = open(&a.data, true, &a.input)?;
-    let rows = reader.read_all()?;
-    report_skips(&reader);
+    let rows = read_family_rows(&a.data, &a.input, a.exclude_family.as_deref(), None)?;
     let settings = TrainSettings {
         seed: a.seed,
         alpha: a.alpha,
         max_iterations: a.iterations,
         max_columns: a.max_columns,
         min_df: a.min_df,
+        selection: a.select,
         holdout: a.holdout,
         features: FeatureSettings {
             char_ngram_min: a.ngram_min,
@@ -218,19 +251,24 @@ fn run_train(a: TrainArgs) -> Result<()> {
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(200));
     let started = Instant::now();
-    let report = train::train(&rows, &settings, |done, _| bar.set_position(done))?;
+    let mut report = train::train(&rows, &settings, |done, _| bar.set_position(done))?;
     bar.finish_and_clear();
-    report.model.save(&a.out)?;
     let eval = match &a.eval {
         Some(path) => {
+            // A held-out family stays out of the calibration set too.
+            let eval_rows = read_family_rows(path, &a.input, a.exclude_family.as_deref(), None)?;
+            let uncalibrated = Scorer::new(&report.model)?;
+            let (_, before) = evaluate_rows(&uncalibrated, &eval_rows);
+            if !a.no_calibration {
+                report.model.temperature = train::fit_temperature(&uncalibrated, &eval_rows);
+            }
             let scorer = Scorer::new(&report.model)?;
-            Some((
-                path.display().to_string(),
-                evaluate(&scorer, path, &a.input)?,
-            ))
+            let (confusion, after) = evaluate_rows(&scorer, &eval_rows);
+            Some((path.display().to_string(), confusion, before, after))
         }
         None => None,
     };
+    report.model.save(&a.out)?;
     let name = a
         .out
         .file_stem()
@@ -245,7 +283,13 @@ fn run_train(a: TrainArgs) -> Result<()> {
         &settings,
         &report,
         eval.as_ref()
-            .map(|(data, confusion)| Evaluation { data, confusion }),
+            .map(|(data, confusion, before, after)| Evaluation {
+                data,
+                confusion,
+                temperature: report.model.temperature,
+                uncalibrated: before,
+                calibrated: after,
+            }),
     );
     let card_path = a.out.with_extension("md");
     std::fs::write(&card_path, card).with_context(|| format!("writing {}", card_path.display()))?;
@@ -255,7 +299,11 @@ fn run_train(a: TrainArgs) -> Result<()> {
         started.elapsed().as_secs_f64(),
         report.holdout.macro_f1(),
         eval.as_ref()
-            .map(|(_, c)| format!(", evaluation macro-F1 {:.4}", c.macro_f1()))
+            .map(|(_, c, _, _)| format!(
+                ", evaluation macro-F1 {:.4}, temperature {:.3}",
+                c.macro_f1(),
+                report.model.temperature
+            ))
             .unwrap_or_default(),
         a.out.display(),
         card_path.display()
@@ -263,29 +311,75 @@ fn run_train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-fn evaluate(scorer: &Scorer, data: &Path, input: &InputArgs) -> Result<Confusion> {
-    let mut reader = open(data, true, input)?;
-    let mut confusion = Confusion::default();
-    let mut ws = Workspace::default();
-    while let Some(t) = reader.next_transaction()? {
-        let p = scorer.predict_with(&t.input(), &mut ws);
-        confusion.add(t.category.expect("required by the reader"), p.label);
-    }
+/// Reads labelled rows, keeping or leaving out one family (the `family` column).
+fn read_family_rows(
+    path: &Path,
+    input: &InputArgs,
+    exclude: Option<&str>,
+    only: Option<&str>,
+) -> Result<Vec<Transaction>> {
+    let mut reader = open(path, true, input)?;
+    let column = reader.headers().iter().position(|h| h == "family");
+    let rows = reader.read_all()?;
     report_skips(&reader);
-    if confusion.total() == 0 {
+    if exclude.is_none() && only.is_none() {
+        return Ok(rows);
+    }
+    let Some(column) = column else {
+        bail!(
+            "{} has no `family` column to select rows by",
+            path.display()
+        );
+    };
+    fn family(t: &Transaction, column: usize) -> Option<&str> {
+        t.fields.get(column).map(String::as_str)
+    }
+    let kept: Vec<Transaction> = rows
+        .into_iter()
+        .filter(|t| exclude.is_none_or(|f| family(t, column) != Some(f)))
+        .filter(|t| only.is_none_or(|f| family(t, column) == Some(f)))
+        .collect();
+    if kept.is_empty() {
+        bail!(
+            "no row of {} is left after the family filter",
+            path.display()
+        );
+    }
+    Ok(kept)
+}
+
+/// Scores labelled rows: the confusion matrix and the reliability of the probabilities.
+fn evaluate_rows(scorer: &Scorer, rows: &[Transaction]) -> (Confusion, Reliability) {
+    let mut confusion = Confusion::default();
+    let mut reliability = Reliability::default();
+    let mut ws = Workspace::default();
+    for t in rows {
+        let truth = t.category.expect("required by the reader");
+        let p = scorer.predict_with(&t.input(), &mut ws);
+        confusion.add(truth, p.label);
+        reliability.add(p.probability, p.label == truth);
+    }
+    (confusion, reliability)
+}
+
+fn evaluate(scorer: &Scorer, data: &Path, input: &InputArgs) -> Result<(Confusion, Reliability)> {
+    let rows = read_family_rows(data, input, None, None)?;
+    if rows.is_empty() {
         bail!("{} holds no rows to evaluate", data.display());
     }
-    Ok(confusion)
+    Ok(evaluate_rows(scorer, &rows))
 }
 
 fn run_eval(a: EvalArgs) -> Result<()> {
     let scorer = Scorer::load(&a.model)?;
-    let confusion = evaluate(&scorer, &a.data, &a.input)?;
+    let (confusion, reliability) = evaluate(&scorer, &a.data, &a.input)?;
     print!("{}", confusion.scores_markdown());
     if a.confusion {
         println!();
         print!("{}", confusion.matrix_markdown());
     }
+    println!("\nReliability:\n");
+    print!("{}", reliability.markdown());
     Ok(())
 }
 
@@ -328,5 +422,44 @@ fn run_predict(a: PredictArgs) -> Result<()> {
     if a.out.is_some() {
         eprintln!("labelled {count} row(s)");
     }
+    Ok(())
+}
+
+fn run_features(a: FeaturesArgs) -> Result<()> {
+    let rows = read_family_rows(
+        &a.data,
+        &a.input,
+        a.exclude_family.as_deref(),
+        a.only_family.as_deref(),
+    )?;
+    let featurizer =
+        classifier::Featurizer::new(FeatureSettings::default()).map_err(anyhow::Error::msg)?;
+    let file =
+        std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut features = Features::default();
+    let mut values: std::collections::BTreeMap<u32, f32> = Default::default();
+    for t in &rows {
+        featurizer.featurize(&t.input(), &mut features);
+        values.clear();
+        features.for_each_value(|b, v| *values.entry(b).or_default() += v);
+        use std::io::Write;
+        write!(
+            out,
+            "{}",
+            t.category.expect("required by the reader").index()
+        )?;
+        for (b, v) in &values {
+            if *v != 0.0 {
+                write!(out, " {}:{v}", b + 1)?;
+            }
+        }
+        writeln!(out)?;
+    }
+    eprintln!(
+        "wrote the features of {} row(s) to {}",
+        rows.len(),
+        a.out.display()
+    );
     Ok(())
 }

@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::labels::Label;
+use crate::labels::{Confidence, Label};
 
 /// Counts of (true label, predicted label) pairs over the 19 labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +18,61 @@ impl Default for Confusion {
         Confusion {
             counts: vec![[0; 19]; 19],
         }
+    }
+}
+
+/// How often predictions are right in each confidence band: the reliability table of a model
+/// card ("of the rows called HIGH, how many are right").
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Reliability {
+    /// Per band, from VERY_HIGH down to LOW: rows, rows right, sum of probabilities.
+    bands: [(u64, u64, f64); 4],
+}
+
+impl Reliability {
+    const BANDS: [Confidence; 4] = [
+        Confidence::VeryHigh,
+        Confidence::High,
+        Confidence::Medium,
+        Confidence::Low,
+    ];
+
+    pub fn add(&mut self, probability: f32, right: bool) {
+        let band = Confidence::from_probability(probability);
+        let i = Self::BANDS
+            .iter()
+            .position(|&b| b == band)
+            .expect("every band is listed");
+        let e = &mut self.bands[i];
+        e.0 += 1;
+        e.1 += u64::from(right);
+        e.2 += probability as f64;
+    }
+
+    /// Share of rows right in a band, or `None` when the band is empty.
+    pub fn accuracy(&self, band: Confidence) -> Option<f64> {
+        let i = Self::BANDS.iter().position(|&b| b == band)?;
+        let (rows, right, _) = self.bands[i];
+        (rows > 0).then(|| right as f64 / rows as f64)
+    }
+
+    /// `| band | rows | share | right | mean probability |` in Markdown.
+    pub fn markdown(&self) -> String {
+        let total: u64 = self.bands.iter().map(|b| b.0).sum();
+        let mut out = String::from(
+            "| confidence | rows | share of rows | right | mean probability |\n|---|---:|---:|---:|---:|\n",
+        );
+        for (band, (rows, right, sum)) in Self::BANDS.iter().zip(self.bands) {
+            let cell = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.3}"));
+            let _ = writeln!(
+                out,
+                "| {band} | {rows} | {} | {} | {} |",
+                cell((total > 0).then(|| rows as f64 / total as f64)),
+                cell((rows > 0).then(|| right as f64 / rows as f64)),
+                cell((rows > 0).then(|| sum / rows as f64)),
+            );
+        }
+        out
     }
 }
 
@@ -164,5 +219,24 @@ mod tests {
         assert!(c
             .matrix_markdown()
             .contains("| 1 INCOME | 2 | 0 | 0 | 0 | 0 | 1 |"));
+    }
+
+    #[test]
+    fn reliability_counts_rows_and_right_ones_per_band() {
+        let mut r = Reliability::default();
+        r.add(0.99, true);
+        r.add(0.995, false);
+        r.add(0.95, true);
+        r.add(0.5, false);
+        assert_eq!(r.accuracy(Confidence::VeryHigh), Some(0.5));
+        assert_eq!(r.accuracy(Confidence::High), Some(1.0));
+        assert_eq!(r.accuracy(Confidence::Medium), None);
+        assert_eq!(r.accuracy(Confidence::Low), Some(0.0));
+        let table = r.markdown();
+        assert!(
+            table.contains("| VERY_HIGH | 2 | 0.500 | 0.500 |"),
+            "{table}"
+        );
+        assert!(table.contains("| MEDIUM | 0 | 0.000 | - | - |"), "{table}");
     }
 }

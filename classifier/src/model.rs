@@ -4,7 +4,9 @@
 //! one weight row per kept bucket and the intercept. [`Scorer`] loads it into a compact table
 //! (bucket → row, rows padded for SIMD) and predicts by summing the weight rows of a movement's
 //! active features, adding the intercept and taking the softmax: the same arithmetic as
-//! `x · W + b` over the dense matrix linfa trained on, without building that matrix.
+//! `x · W + b` over the dense matrix linfa trained on, without building that matrix. The
+//! logits are divided by the model's calibration temperature before the softmax; it changes
+//! the probabilities, never which label wins.
 
 use std::path::Path;
 
@@ -33,9 +35,17 @@ pub struct ModelFile {
     pub weights: Vec<f32>,
     /// One intercept per label.
     pub intercept: Vec<f32>,
+    /// Calibration temperature: probabilities are `softmax(logits / temperature)`. 1 for an
+    /// uncalibrated model (and for files written before calibration existed).
+    #[serde(default = "one")]
+    pub temperature: f32,
     /// How the model was made (data, seed, solver settings); informational.
     #[serde(default)]
     pub training: serde_json::Value,
+}
+
+fn one() -> f32 {
+    1.0
 }
 
 impl ModelFile {
@@ -128,6 +138,12 @@ impl ModelFile {
         {
             return Err("a weight is not a finite number".into());
         }
+        if !(self.temperature.is_finite() && (0.01..=100.0).contains(&self.temperature)) {
+            return Err(format!(
+                "temperature {} is outside 0.01 to 100",
+                self.temperature
+            ));
+        }
         Ok(())
     }
 }
@@ -166,6 +182,8 @@ pub struct Scorer {
     /// Weight rows padded to [`STRIDE`] floats.
     weights: Vec<[f32; STRIDE]>,
     intercept: [f32; STRIDE],
+    /// `1 / temperature`, applied to the logits before the softmax.
+    inverse_temperature: f32,
 }
 
 /// Per-thread scratch space, reused across calls so the hot path does not allocate.
@@ -230,6 +248,7 @@ impl Scorer {
             slot_mask,
             weights,
             intercept,
+            inverse_temperature: 1.0 / model.temperature,
         })
     }
 
@@ -333,6 +352,11 @@ impl Scorer {
         self.featurizer.featurize(input, &mut ws.features);
         let mut acc = self.logits_with(&ws.features, &mut ws.rows);
         let probs = &mut acc[..self.labels.len()];
+        if self.inverse_temperature != 1.0 {
+            for p in probs.iter_mut() {
+                *p *= self.inverse_temperature;
+            }
+        }
         softmax_in_place(probs);
         self.top3(probs)
     }
@@ -423,7 +447,46 @@ mod tests {
             buckets: vec![bucket(word), bucket(money_in)],
             weights: vec![8.0 * sign(word), 0.0, 0.0, 0.0, 2.0 * sign(money_in), 0.0],
             intercept: vec![0.0, 0.0, 0.5],
+            temperature: 1.0,
             training: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn a_temperature_changes_probabilities_but_never_the_label() {
+        let input = MovementInput {
+            description: "PIZZA",
+            amount: -30.0,
+            mcc: None,
+            kind: None,
+        };
+        let raw = Scorer::new(&tiny_model()).unwrap().predict(&input);
+        let hot = Scorer::new(&ModelFile {
+            temperature: 4.0,
+            ..tiny_model()
+        })
+        .unwrap()
+        .predict(&input);
+        let cold = Scorer::new(&ModelFile {
+            temperature: 0.25,
+            ..tiny_model()
+        })
+        .unwrap()
+        .predict(&input);
+        assert_eq!(raw.label, hot.label);
+        assert_eq!(raw.label, cold.label);
+        assert!(hot.probability < raw.probability && raw.probability < cold.probability);
+    }
+
+    #[test]
+    fn a_temperature_out_of_range_is_refused() {
+        for t in [0.0, -1.0, f32::NAN, 1000.0] {
+            let model = ModelFile {
+                temperature: t,
+                ..tiny_model()
+            };
+            let err = model.check().unwrap_err();
+            assert!(err.contains("temperature"), "{err}");
         }
     }
 

@@ -2,10 +2,15 @@
 //!
 //! linfa's logistic regression takes a dense matrix. A dense matrix over the whole
 //! `2^hash_bits` space would need terabytes, so training keeps only the buckets that occur in
-//! at least `min_df` training rows (at most `max_columns` of them, the most frequent first) and
-//! builds the dense matrix over those columns. Buckets left out get no weight, which is what an
-//! L2-regularised model would give a feature it has barely seen anyway. The fitted rows are
+//! at least `min_df` training rows, at most `max_columns` of them, and builds the dense matrix
+//! over those columns. Which buckets is [`Selection`]: by default the ones that say most about
+//! the label (mutual information between the bucket's presence and the label), so a brand's or
+//! an activity word's n-grams, seen in a few dozen rows of one label, win over frequent
+//! n-grams that every label shares. Buckets left out get no weight. The fitted rows are
 //! written back keyed by bucket, so the sparse scorer computes exactly `x · W + b`.
+//!
+//! [`fit_temperature`] then fits one temperature on a separate labelled set so that the
+//! probabilities the scorer reports mean what they say (see `models/default.md`).
 //!
 //! linfa's solver (argmin's L-BFGS) reports no progress, so the fit runs in chunks of
 //! iterations, each starting from where the last stopped; the progress callback fires after
@@ -25,7 +30,7 @@ use serde::Serialize;
 
 use crate::data::Transaction;
 use crate::error::ClassifierError;
-use crate::features::{bucket, is_negative, FeatureSettings, Features, Featurizer};
+use crate::features::{bucket, FeatureSettings, Features, Featurizer};
 use crate::labels::Label;
 use crate::metrics::Confusion;
 use crate::model::{ModelFile, Scorer, MODEL_FORMAT};
@@ -47,7 +52,19 @@ pub struct TrainSettings {
     pub min_df: u32,
     /// At most this many columns (memory is rows × columns × 4 bytes).
     pub max_columns: usize,
+    /// How columns are chosen when more buckets qualify than `max_columns`.
+    pub selection: Selection,
     pub features: FeatureSettings,
+}
+
+/// How training picks the buckets that become columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Selection {
+    /// The buckets present in most training rows.
+    Frequency,
+    /// The buckets whose presence tells most about the label (mutual information).
+    Information,
 }
 
 impl Default for TrainSettings {
@@ -60,6 +77,7 @@ impl Default for TrainSettings {
             chunk_iterations: 15,
             min_df: 2,
             max_columns: 8_000,
+            selection: Selection::Information,
             features: FeatureSettings::default(),
         }
     }
@@ -73,26 +91,53 @@ pub struct Vocabulary {
 }
 
 impl Vocabulary {
-    /// Keeps buckets present in at least `min_df` rows, the `max_columns` most frequent.
-    pub fn build(rows: &[Features], min_df: u32, max_columns: usize) -> Self {
-        let mut df: HashMap<u32, u32> = HashMap::new();
+    /// Keeps buckets present in at least `min_df` rows: the `max_columns` best by `selection`.
+    /// `labels[i]` is the label index of `rows[i]` (used by [`Selection::Information`]).
+    pub fn build(
+        rows: &[Features],
+        labels: &[usize],
+        min_df: u32,
+        max_columns: usize,
+        selection: Selection,
+    ) -> Self {
+        let classes = labels.iter().copied().max().map_or(0, |m| m + 1);
+        // Per bucket: rows holding it, in all and per label.
+        let mut df: HashMap<u32, (u32, Vec<u32>)> = HashMap::new();
         let mut seen = Vec::new();
-        for f in rows {
+        for (f, &label) in rows.iter().zip(labels) {
             seen.clear();
             seen.extend(f.text.iter().chain(&f.other).map(|&x| bucket(x)));
             seen.sort_unstable();
             seen.dedup();
             for &b in &seen {
-                *df.entry(b).or_default() += 1;
+                let e = df.entry(b).or_insert_with(|| (0, vec![0; classes]));
+                e.0 += 1;
+                e.1[label] += 1;
             }
         }
-        let mut kept: Vec<(u32, u32)> = df.into_iter().filter(|&(_, n)| n >= min_df).collect();
-        // Most frequent first; the bucket breaks ties so the choice is deterministic.
-        kept.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let n = rows.len() as f64;
+        let mut per_class = vec![0f64; classes];
+        for &l in labels {
+            per_class[l] += 1.0;
+        }
+        let score = |total: u32, by_label: &[u32]| -> f64 {
+            match selection {
+                Selection::Frequency => total as f64,
+                Selection::Information => mutual_information(total, by_label, &per_class, n),
+            }
+        };
+        let mut kept: Vec<(u32, u32, f64)> = df
+            .into_iter()
+            .filter(|(_, (total, _))| *total >= min_df)
+            .map(|(b, (total, by_label))| (b, total, score(total, &by_label)))
+            .collect();
+        // Best first; the bucket breaks ties so the choice is deterministic.
+        kept.sort_unstable_by(|a, b| b.2.total_cmp(&a.2).then(a.0.cmp(&b.0)));
         kept.truncate(max_columns);
-        // Columns stay in that order: the scorer's weight rows then put the features most
+        // Columns go most frequent first: the scorer's weight rows then put the features most
         // movements have side by side, so the rows a prediction touches share cache lines.
-        let buckets: Vec<u32> = kept.into_iter().map(|(b, _)| b).collect();
+        kept.sort_unstable_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        let buckets: Vec<u32> = kept.into_iter().map(|(b, _, _)| b).collect();
         let column = buckets.iter().enumerate().map(|(i, &b)| (b, i)).collect();
         Vocabulary { buckets, column }
     }
@@ -113,20 +158,77 @@ impl Vocabulary {
     pub fn matrix(&self, rows: &[Features]) -> Array2<f32> {
         let mut x = Array2::<f32>::zeros((rows.len(), self.buckets.len()));
         for (mut out, f) in x.axis_iter_mut(Axis(0)).zip(rows) {
-            let mut put = |feature: u32, value: f32| {
-                if let Some(&c) = self.column.get(&bucket(feature)) {
-                    out[c] += if is_negative(feature) { -value } else { value };
+            f.for_each_value(|b, v| {
+                if let Some(&c) = self.column.get(&b) {
+                    out[c] += v;
                 }
-            };
-            for &t in &f.text {
-                put(t, f.text_scale);
-            }
-            for &o in &f.other {
-                put(o, 1.0);
-            }
+            });
         }
         x
     }
+}
+
+/// Mutual information (nats) between a bucket's presence and the label, from the number of
+/// rows holding it (`total`, `by_label`), the rows per label and the row count.
+fn mutual_information(total: u32, by_label: &[u32], per_class: &[f64], n: f64) -> f64 {
+    let p_present = total as f64 / n;
+    let mut mi = 0.0;
+    for (&with, &class_rows) in by_label.iter().zip(per_class) {
+        let p_class = class_rows / n;
+        let with = with as f64;
+        for (joint, p_x) in [(with, p_present), (class_rows - with, 1.0 - p_present)] {
+            if joint > 0.0 && p_x > 0.0 {
+                let p_joint = joint / n;
+                mi += p_joint * (p_joint / (p_x * p_class)).ln();
+            }
+        }
+    }
+    mi
+}
+
+/// The temperature `T` that makes `softmax(logits / T)` best calibrated on labelled rows: the
+/// one minimising their negative log-likelihood, found by golden-section search on
+/// `log T ∈ [ln 0.2, ln 10]`. One number, so it cannot change which label wins; it only makes
+/// the reported probability (and its confidence band) honest about how often that label is
+/// right.
+pub fn fit_temperature(scorer: &Scorer, rows: &[Transaction]) -> f32 {
+    let mut features = Features::default();
+    let mut logits = Vec::new();
+    let mut all: Vec<(Vec<f32>, usize)> = Vec::with_capacity(rows.len());
+    for t in rows {
+        let Some(label) = t.category else { continue };
+        let Some(k) = scorer.labels().iter().position(|&l| l == label) else {
+            continue;
+        };
+        scorer.featurizer().featurize(&t.input(), &mut features);
+        scorer.logits_of(&features, &mut logits);
+        all.push((logits.clone(), k));
+    }
+    if all.is_empty() {
+        return 1.0;
+    }
+    let nll = |log_t: f64| -> f64 {
+        let t = log_t.exp();
+        all.iter()
+            .map(|(z, k)| {
+                let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+                let sum: f64 = z.iter().map(|&v| ((v as f64 - max) / t).exp()).sum();
+                -((z[*k] as f64 - max) / t - sum.ln())
+            })
+            .sum()
+    };
+    let (mut lo, mut hi) = (0.2f64.ln(), 10f64.ln());
+    let phi = (5f64.sqrt() - 1.0) / 2.0;
+    for _ in 0..60 {
+        let a = hi - phi * (hi - lo);
+        let b = lo + phi * (hi - lo);
+        if nll(a) < nll(b) {
+            hi = b;
+        } else {
+            lo = a;
+        }
+    }
+    ((lo + hi) / 2.0).exp() as f32
 }
 
 /// Featurises every row.
@@ -204,6 +306,7 @@ pub fn to_model_file(
         buckets: vocabulary.buckets().to_vec(),
         weights: fitted.params().iter().copied().collect(),
         intercept: fitted.intercept().to_vec(),
+        temperature: 1.0,
         training,
     }
 }
@@ -253,7 +356,14 @@ pub fn train(
         )));
     }
     let features = featurize_all(&featurizer, &train_rows);
-    let vocabulary = Vocabulary::build(&features, settings.min_df, settings.max_columns);
+    let y: Array1<usize> = train_idx.iter().map(|&i| labels[i].index()).collect();
+    let vocabulary = Vocabulary::build(
+        &features,
+        y.as_slice().expect("a fresh array is contiguous"),
+        settings.min_df,
+        settings.max_columns,
+        settings.selection,
+    );
     if vocabulary.is_empty() {
         return Err(ClassifierError::Training(
             "no feature occurs often enough to become a column; lower min_df or add data".into(),
@@ -261,7 +371,6 @@ pub fn train(
     }
     let x = vocabulary.matrix(&features);
     drop(features);
-    let y: Array1<usize> = train_idx.iter().map(|&i| labels[i].index()).collect();
     let fit_started = Instant::now();
     let fitted = fit(&x, &y, settings, progress)?;
     let fit_seconds = fit_started.elapsed().as_secs_f64();
@@ -279,6 +388,7 @@ pub fn train(
         "chunk_iterations": settings.chunk_iterations,
         "min_df": settings.min_df,
         "max_columns": settings.max_columns,
+        "selection": settings.selection,
         "train_rows": train_idx.len(),
         "holdout_rows": holdout_idx.len(),
         "columns": vocabulary.len(),
@@ -311,4 +421,54 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn features(buckets: &[u32]) -> Features {
+        let mut f = Features::default();
+        f.text = buckets.to_vec();
+        f.text_scale = 1.0;
+        f
+    }
+
+    #[test]
+    fn information_keeps_a_rare_telling_bucket_that_frequency_drops() {
+        // Bucket 1 is in every row (says nothing); bucket 2 is in a third of label 0's rows and
+        // no other (says a lot); bucket 3 leans to label 1, 15 rows to 5 (says a little).
+        let mut rows = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..60 {
+            let label = i % 2;
+            let mut b = vec![1];
+            if label == 0 && i % 3 == 0 {
+                b.push(2);
+            }
+            if i % 4 == 1 || (i % 4 == 0 && i < 20) {
+                b.push(3);
+            }
+            rows.push(features(&b));
+            labels.push(label);
+        }
+        let by_frequency = Vocabulary::build(&rows, &labels, 2, 1, Selection::Frequency);
+        assert_eq!(by_frequency.buckets(), [1]);
+        let by_information = Vocabulary::build(&rows, &labels, 2, 1, Selection::Information);
+        assert_eq!(by_information.buckets(), [2]);
+        let both = Vocabulary::build(&rows, &labels, 2, 2, Selection::Information);
+        // Columns are laid out most frequent first, whatever chose them.
+        assert_eq!(both.buckets(), [3, 2]);
+        assert!(
+            !both.buckets().contains(&1),
+            "a bucket in every row carries no information"
+        );
+    }
+
+    #[test]
+    fn mutual_information_is_zero_for_independence_and_positive_otherwise() {
+        let per_class = [50.0, 50.0];
+        assert!(mutual_information(50, &[25, 25], &per_class, 100.0).abs() < 1e-12);
+        assert!(mutual_information(50, &[50, 0], &per_class, 100.0) > 0.69);
+    }
 }

@@ -31,6 +31,7 @@ fn slice_of(src: &Path, n: usize, dst: &Path) {
         "type",
         "category",
         "source",
+        "family",
     ])
     .unwrap();
     for t in rows {
@@ -70,9 +71,17 @@ fn training_writes_a_model_and_card_that_eval_and_predict_use() {
         "peak memory",
         "training time",
         "| INCOME |",
+        "Calibration",
+        "After calibration",
     ] {
         assert!(card.contains(part), "the model card lacks {part}");
     }
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&model).unwrap()).unwrap();
+    let temperature = file["temperature"].as_f64().unwrap();
+    assert!(
+        temperature > 0.05 && temperature < 20.0 && temperature != 1.0,
+        "a model trained with --eval is calibrated: temperature {temperature}"
+    );
 
     let eval = classifier(&[
         "eval",
@@ -288,6 +297,95 @@ fn missing_corrupt_and_incompatible_model_files_get_clear_errors_and_no_panic() 
         stderr(&out)
     );
     assert!(!stderr(&out).contains("panicked"));
+}
+
+#[test]
+fn a_family_left_out_is_absent_from_training_and_the_feature_export_is_svmlight() {
+    let dir = common::scratch_dir("cli-family");
+    let data = dir.join("rows.csv");
+    slice_of(&common::corpus_path(), 3000, &data);
+    let rows = common::labelled_rows(&data, usize::MAX);
+    let intl = rows.iter().filter(|t| t.fields[8] == "intl").count();
+    assert!(intl > 100, "{intl} intl rows in the slice");
+
+    let model = dir.join("no-intl.json");
+    let out = classifier(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+        "--iterations",
+        "10",
+        "--max-columns",
+        "1000",
+        "--exclude-family",
+        "intl",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&model).unwrap()).unwrap();
+    let training = &file["training"];
+    let used =
+        training["train_rows"].as_u64().unwrap() + training["holdout_rows"].as_u64().unwrap();
+    assert_eq!(
+        used as usize,
+        rows.len() - intl,
+        "only the intl rows are left out"
+    );
+
+    // A file without the column cannot be filtered by it: the error names the column.
+    let plain = dir.join("plain.csv");
+    std::fs::write(
+        &plain,
+        "id,date,description,amount,mcc,category
+1,,NETFLIX.COM,-55.90,,ENTERTAINMENT
+",
+    )
+    .unwrap();
+    let out = classifier(&[
+        "train",
+        "--data",
+        plain.to_str().unwrap(),
+        "--out",
+        dir.join("x.json").to_str().unwrap(),
+        "--exclude-family",
+        "intl",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no `family` column"),
+        "{}",
+        stderr(&out)
+    );
+
+    let svm = dir.join("nubank.svm");
+    let out = classifier(&[
+        "features",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        svm.to_str().unwrap(),
+        "--only-family",
+        "nubank",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&svm).unwrap();
+    let nubank: Vec<_> = rows.iter().filter(|t| t.fields[8] == "nubank").collect();
+    assert_eq!(text.lines().count(), nubank.len());
+    for (line, t) in text.lines().zip(&nubank) {
+        let mut parts = line.split(' ');
+        let label: usize = parts.next().unwrap().parse().unwrap();
+        assert_eq!(label, t.category.unwrap().index());
+        let mut last = 0u64;
+        for pair in parts {
+            let (index, value) = pair.split_once(':').expect("index:value");
+            let index: u64 = index.parse().unwrap();
+            assert!(index > last, "indices rise and start at 1: {line}");
+            last = index;
+            assert!(value.parse::<f32>().unwrap().is_finite());
+        }
+        assert!(last > 0, "every row has features: {line}");
+    }
 }
 
 #[test]

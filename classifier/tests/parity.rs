@@ -22,12 +22,18 @@ fn the_sparse_scorer_predicts_exactly_what_linfa_predicts() {
     let train_rows: Vec<_> = train_idx.iter().map(|&i| rows[i].clone()).collect();
     let test_rows: Vec<_> = test_idx.iter().map(|&i| rows[i].clone()).collect();
     let train_features = featurize_all(&featurizer, &train_rows);
-    let vocabulary = Vocabulary::build(&train_features, settings.min_df, settings.max_columns);
-    let x = vocabulary.matrix(&train_features);
     let y: Array1<usize> = train_rows
         .iter()
         .map(|t| t.category.unwrap().index())
         .collect();
+    let vocabulary = Vocabulary::build(
+        &train_features,
+        y.as_slice().unwrap(),
+        settings.min_df,
+        settings.max_columns,
+        settings.selection,
+    );
+    let x = vocabulary.matrix(&train_features);
     let fitted = fit(&x, &y, &settings, |_, _| {}).unwrap();
     let model = to_model_file(
         &fitted,

@@ -1,20 +1,24 @@
 //! The corpus builder: labelled statement lines for training, and an evaluation set the
 //! training data never sees.
 //!
-//! Two sources, as `shared/taxonomy.md` describes:
+//! Sources, as `docs/taxonomy.md` and `classifier/data/README.md` describe:
 //! - brands of the name-suggestion-index (`dist/json/nsi.json` of the npm package
-//!   `name-suggestion-index`, BSD-3-Clause), labelled by their OpenStreetMap tag, wrapped the
-//!   way card statements print merchants (upper case, accents stripped, descriptors cut at 22
-//!   characters, store numbers, cities, processor prefixes, international formats);
-//! - bank-statement patterns ([`patterns`]) for what brands do not cover: salaries, PIX and
-//!   TED transfers, card-bill payments, loan instalments, fees, taxes, utilities, betting, and
-//!   the small local merchants that fill real Brazilian statements.
+//!   `name-suggestion-index`, BSD-3-Clause), labelled by their OpenStreetMap tag; brands that
+//!   operate in Brazil are drawn six times as often as the others;
+//! - how Brazilian businesses are named ([`brazil`]): activity words, legal forms and the
+//!   large companies of each label (utilities, telecoms, fuel, airlines, chains);
+//! - bank-statement phrasings ([`patterns`]) for salaries, PIX and TED transfers, card-bill
+//!   payments, loan instalments, fees, taxes and the like;
+//! - statement styles ([`family`]): each row is printed as one bank or app prints that kind of
+//!   movement, and carries the style's name so whole styles can be held out of training.
 //!
-//! Brands whose index id ends in `0` or `1` are reserved: they go only to the evaluation set,
-//! wrapped in formats the training corpus never uses, beside pattern rows drawn from separate
-//! phrasings and name pools. Everything is drawn from one seeded generator: the same index
-//! file and seed give the same bytes.
+//! Brands whose index id ends in `0` or `1`, and every fifth company of the lexicon, are
+//! reserved: they go only to the evaluation set, beside people, places and phrasings drawn from
+//! separate pools. Everything is drawn from one seeded generator: the same index file and seed
+//! give the same bytes.
 
+pub mod brazil;
+pub mod family;
 pub mod patterns;
 pub mod pools;
 
@@ -28,8 +32,10 @@ use rand_chacha::ChaCha8Rng;
 use crate::error::ClassifierError;
 use crate::labels::Label;
 use crate::normalize::fold_latin;
+use brazil::Lexicon;
+use family::{Family, Movement, FAMILIES};
 use patterns::{spec, LabelSpec, SPECS};
-use pools::{Pools, EVAL, MONTHS, PROCESSORS, TRAIN, UF};
+use pools::{Pools, EVAL, MONTHS, TRAIN, UF};
 
 /// OpenStreetMap tags → label, the table of taxonomy.md. Tags not listed are ambiguous and
 /// their brands are left out.
@@ -361,8 +367,11 @@ pub struct Row {
     pub mcc: Option<u16>,
     pub kind: Option<&'static str>,
     pub category: Label,
-    /// `nsi:<item id>` for brand rows, `pattern` for statement patterns.
+    /// `nsi:<item id>` for index brands, `lexicon` for known Brazilian companies, `business`
+    /// for generated local businesses, `pattern` for statement phrasings.
     pub source: String,
+    /// The statement style the row is printed in ([`family::Family::name`]).
+    pub family: &'static str,
 }
 
 /// Sizes and the seed of a corpus.
@@ -372,8 +381,9 @@ pub struct CorpusSettings {
     /// Rows aimed at per label in the training corpus (brand-rich labels may exceed it, since
     /// every non-reserved brand appears at least once).
     pub rows_per_label: usize,
-    /// Pattern rows per label in the evaluation set, besides the reserved brands.
-    pub eval_pattern_rows_per_label: usize,
+    /// Rows per label in the evaluation set (reserved brands and companies, evaluation name
+    /// pools and phrasings).
+    pub eval_rows_per_label: usize,
 }
 
 impl Default for CorpusSettings {
@@ -381,7 +391,7 @@ impl Default for CorpusSettings {
         CorpusSettings {
             seed: 20261121,
             rows_per_label: 2400,
-            eval_pattern_rows_per_label: 120,
+            eval_rows_per_label: 250,
         }
     }
 }
@@ -441,7 +451,15 @@ impl Gen {
         let u1: f64 = self.rng.random::<f64>().max(1e-12);
         let u2: f64 = self.rng.random();
         let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-        let mut value = (spec.median * (spec.sigma * z).exp()).clamp(0.5, 500_000.0);
+        // Merchants are paid by people and by businesses alike (a fleet fills up for R$ 2,000,
+        // a motorcycle for R$ 15), so their amounts spread wider than the bank's own lines.
+        let sigma = spec.sigma
+            + if is_merchant_label(spec.label) {
+                0.4
+            } else {
+                0.0
+            };
+        let mut value = (spec.median * (sigma * z).exp()).clamp(0.5, 500_000.0);
         value = if self.chance(spec.round_share) {
             ((value / 10.0).round() * 10.0).max(10.0)
         } else {
@@ -466,23 +484,6 @@ impl Gen {
             }
         }
         Some(self.pick(spec.mccs))
-    }
-
-    fn kind(&mut self, spec: &LabelSpec, default: &'static [&'static str]) -> Option<&'static str> {
-        if !self.chance(0.7) {
-            return None;
-        }
-        // The bureau's hint "may be missing or wrong".
-        if self.chance(0.05) {
-            let other = &SPECS[self.rng.random_range(0..SPECS.len())];
-            return Some(self.pick(other.kinds));
-        }
-        let kinds = if default.is_empty() {
-            spec.kinds
-        } else {
-            default
-        };
-        Some(self.pick(kinds))
     }
 
     fn fill(&mut self, template: &str, pools: &Pools) -> String {
@@ -549,189 +550,6 @@ impl Gen {
         out.push_str(rest);
         out
     }
-
-    fn pattern_row(
-        &mut self,
-        spec: &LabelSpec,
-        split: Split,
-    ) -> (String, Option<u16>, Option<&'static str>) {
-        let (templates, pools) = match split {
-            Split::Train => (spec.train, &TRAIN),
-            Split::Eval => (spec.eval, &EVAL),
-        };
-        let template = self.pick(templates);
-        let mut description = self.fill(template, pools);
-        // Some statements print the date or a document number after the text.
-        if split == Split::Train && self.chance(0.15) {
-            description.push(' ');
-            description.push_str(&self.date()[..5]);
-        }
-        if split == Split::Eval && self.chance(0.15) {
-            description = format!("{description} DOC {}", self.digits(5));
-        }
-        (description, self.mcc(spec), self.kind(spec, &[]))
-    }
-
-    /// Wraps a brand the way a statement prints it; the format families differ by split.
-    fn brand_row(
-        &mut self,
-        brand: &Brand,
-        split: Split,
-    ) -> (String, Option<u16>, Option<&'static str>) {
-        let spec = spec(brand.label);
-        let pools = if split == Split::Train { &TRAIN } else { &EVAL };
-        let name = brand.name.as_str();
-        let cut = |s: &str, n: usize| -> String {
-            s.chars().take(n).collect::<String>().trim_end().to_string()
-        };
-        let squashed: String = name.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        let city = if brand.brazil || self.chance(0.6) {
-            self.pick(pools.city_br).to_string()
-        } else {
-            let (c, cc) = self.pick(pools.city_intl);
-            format!("{c} {cc}")
-        };
-        let (description, kinds): (String, &'static [&'static str]) = match (brand.label, split) {
-            (Label::TransferOutWithdrawal, Split::Train) => (
-                match self.rng.random_range(0..5) {
-                    0 => format!("SAQUE {} {}", cut(name, 22), cut(&city, 13)),
-                    1 => format!("SAQUE 24H {name}"),
-                    2 => format!("ATM {} {}", cut(name, 22), city),
-                    3 => format!("CASH WITHDRAWAL {name}"),
-                    _ => format!("SAQUE TERM {} {}", cut(name, 18), self.digits(4)),
-                },
-                &["saque"],
-            ),
-            (Label::TransferOutWithdrawal, Split::Eval) => (
-                match self.rng.random_range(0..3) {
-                    0 => format!("RETIRADA {} TERM {}", cut(name, 18), self.digits(4)),
-                    1 => format!("SAQ ATM {name}"),
-                    _ => format!("ATM WDL {} {}", cut(name, 22), city),
-                },
-                &["saque"],
-            ),
-            (Label::RentAndUtilities, Split::Train) => (
-                match self.rng.random_range(0..4) {
-                    0 => format!("DEB AUT {name}"),
-                    1 => format!("{name} FATURA"),
-                    2 => format!("CONTA {name}"),
-                    _ => format!("{name} RECARGA"),
-                },
-                &["debito_automatico", "boleto"],
-            ),
-            (Label::RentAndUtilities, Split::Eval) => (
-                match self.rng.random_range(0..2) {
-                    0 => format!("PGTO {name} TELEFONIA"),
-                    _ => format!("{name} MENSALIDADE"),
-                },
-                &["debito_automatico", "boleto"],
-            ),
-            (Label::LoanPayments, Split::Train) => (
-                match self.rng.random_range(0..3) {
-                    0 => format!("PAGTO {name}"),
-                    1 => format!(
-                        "PARCELA {} {:02}/{:02}",
-                        cut(name, 20),
-                        self.rng.random_range(1..=12),
-                        self.rng.random_range(12..=48)
-                    ),
-                    _ => format!("{name} EMPRESTIMO"),
-                },
-                &["boleto", "debito_automatico"],
-            ),
-            (Label::LoanPayments, Split::Eval) => (
-                match self.rng.random_range(0..2) {
-                    0 => format!("PREST {name}"),
-                    _ => format!("BOLETO {name}"),
-                },
-                &["boleto"],
-            ),
-            (Label::Government, Split::Train) => (
-                match self.rng.random_range(0..3) {
-                    0 => format!("PAGTO {name}"),
-                    1 => format!("{name} TAXA"),
-                    _ => format!("GUIA {name}"),
-                },
-                &["boleto"],
-            ),
-            (Label::Government, Split::Eval) => (
-                match self.rng.random_range(0..2) {
-                    0 => format!("TRIBUTO {name}"),
-                    _ => format!("BOLETO {name}"),
-                },
-                &["boleto"],
-            ),
-            (_, Split::Train) => (
-                match self.rng.random_range(0..8) {
-                    0 => format!("{} {}", cut(name, 22), cut(&city, 13)),
-                    1 => {
-                        let p = self.pick(PROCESSORS);
-                        cut(&format!("{p}{squashed}"), 22)
-                    }
-                    2 => {
-                        let n = self.rng.random_range(2..=5);
-                        format!("{} {}", cut(name, 22), self.digits(n))
-                    }
-                    3 => {
-                        if self.chance(0.5) {
-                            format!("COMPRA CARTAO DEB {}", cut(name, 22))
-                        } else {
-                            format!("COMPRA CARTAO {} {}", cut(name, 22), &self.date()[..5])
-                        }
-                    }
-                    4 => {
-                        let (c, cc) = self.pick(pools.city_intl);
-                        format!("{} #{} {c} {cc}", cut(name, 20), self.digits(4))
-                    }
-                    5 => {
-                        let form = self.pick(&["LTDA", "COMERCIO LTDA", "SA", "ME"]);
-                        format!("{} {form}", cut(name, 22))
-                    }
-                    6 => title_case(&format!("{name} - {city}")),
-                    _ => format!("PIX QRCODE {}", cut(name, 22)),
-                },
-                &[],
-            ),
-            (_, Split::Eval) => (
-                match self.rng.random_range(0..7) {
-                    0 => format!(
-                        "{} PARC {:02}/{:02}",
-                        cut(name, 18),
-                        self.rng.random_range(1..=6),
-                        self.rng.random_range(6..=12)
-                    ),
-                    1 => format!(
-                        "{} {}",
-                        self.pick(&["APPLE PAY", "GOOGLE PAY", "SAMSUNG PAY"]),
-                        cut(name, 22)
-                    ),
-                    2 => {
-                        if self.chance(0.5) {
-                            format!("WWW.{squashed}.COM.BR")
-                        } else {
-                            format!("{squashed}.COM")
-                        }
-                    }
-                    3 => format!(
-                        "CP {} {} {}",
-                        &self.date()[..5],
-                        cut(name, 20),
-                        cut(&city, 13)
-                    ),
-                    4 => format!("{}*{}", cut(name, 22), cut(&city, 13)),
-                    5 => format!("DEBITO {} {}", cut(name, 22), self.pick(UF)),
-                    _ => format!("{} - LOJA {}", title_case(name), self.digits(2)),
-                },
-                &[],
-            ),
-        };
-        let kind = if kinds.is_empty() && description.starts_with("PIX") {
-            self.chance(0.7).then_some("pix")
-        } else {
-            self.kind(spec, kinds)
-        };
-        (description, self.mcc(spec), kind)
-    }
 }
 
 fn title_case(s: &str) -> String {
@@ -747,7 +565,367 @@ fn title_case(s: &str) -> String {
         .join(" ")
 }
 
-/// Builds the training corpus and the evaluation set from the index brands.
+/// Who a merchant row is about: the name a card prints and the legal name PIX and boletos
+/// print, with where it came from (`nsi:<id>`, `lexicon`, `business`, `pattern`).
+struct Party {
+    trading: String,
+    legal: String,
+    source: String,
+}
+
+/// Labels whose rows are purchases from a merchant; the others are mostly lines a bank writes.
+fn is_merchant_label(label: Label) -> bool {
+    !matches!(
+        label,
+        Label::Income
+            | Label::TransferIn
+            | Label::TransferOut
+            | Label::TransferOutWithdrawal
+            | Label::LoanPayments
+            | Label::BankFees
+            | Label::Government
+            | Label::RentAndUtilities
+    )
+}
+
+impl Split {
+    fn pools(self) -> &'static Pools {
+        match self {
+            Split::Train => &TRAIN,
+            Split::Eval => &EVAL,
+        }
+    }
+}
+
+impl Gen {
+    /// A whole number from `lo` to `hi`, both included.
+    fn range(&mut self, lo: u32, hi: u32) -> u32 {
+        self.rng.random_range(lo..=hi)
+    }
+
+    fn day_month(&mut self) -> String {
+        self.date()[..5].to_string()
+    }
+
+    /// A local business of the label's lexicon: (trading name, legal name).
+    fn business(&mut self, lex: &Lexicon, split: Split) -> (String, String) {
+        let pools = split.pools();
+        let fantasy = match split {
+            Split::Train => brazil::FANTASY_TRAIN,
+            Split::Eval => brazil::FANTASY_EVAL,
+        };
+        let lead = self.pick(lex.lead);
+        let name = if lead.ends_with(" DE") {
+            self.pick(pools.city_br).to_string()
+        } else {
+            match self.range(0, 5) {
+                0 | 1 => self.pick(pools.surname).to_string(),
+                2 => self.pick(fantasy).to_string(),
+                3 => format!("{} {}", self.pick(pools.first), self.pick(pools.surname)),
+                4 => {
+                    let and = if self.chance(0.5) { "E" } else { "&" };
+                    let (a, b) = (self.pick(pools.surname), self.pick(pools.surname));
+                    format!("{a} {and} {b}")
+                }
+                _ => {
+                    let letter = |g: &mut Gen| char::from(b'A' + g.range(0, 25) as u8);
+                    format!("{}{}", letter(self), letter(self))
+                }
+            }
+        };
+        // Individual providers of services register under their own name: a MEI's legal name
+        // is its CNPJ base and the owner's name, an ME's the name and the form.
+        if lex.label == Label::GeneralServices && self.chance(0.2) {
+            let person = self.fill("{PERSON}", pools);
+            let legal = match self.range(0, 2) {
+                0 => format!(
+                    "{}.{}.{} {person}",
+                    self.digits(2),
+                    self.digits(3),
+                    self.digits(3)
+                ),
+                1 => format!("{person} {}", self.pick(&["ME", "MEI", "EIRELI", "EPP"])),
+                _ => format!("{person} {}", self.pick(lex.trail)),
+            };
+            return (legal.clone(), legal);
+        }
+        let trail = self.pick(lex.trail);
+        let trading = if self.chance(0.6) {
+            format!("{lead} {name}")
+        } else {
+            format!("{name} {trail}")
+        };
+        let form = self.pick(brazil::LEGAL_FORMS);
+        let legal = match self.range(0, 2) {
+            0 => format!("{name} {trail} {form}"),
+            1 => format!("{trading} {form}"),
+            _ => trading.clone(),
+        };
+        (trading, legal)
+    }
+
+    /// A known company of the label's lexicon, kept apart by split.
+    fn company(&mut self, lex: &Lexicon, split: Split) -> (String, String) {
+        let wanted = split == Split::Eval;
+        let choices: Vec<&str> = lex
+            .companies
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| brazil::company_reserved(*i) == wanted)
+            .map(|(_, c)| *c)
+            .collect();
+        let name = self.pick(&choices).to_string();
+        let legal = if self.chance(0.4) {
+            format!("{name} {}", self.pick(&["S.A.", "S/A", "SA", "LTDA"]))
+        } else {
+            name.clone()
+        };
+        (name, legal)
+    }
+
+    /// Who a merchant row is about: an index brand, a known company, a local business, or a
+    /// name from the label's statement phrasings.
+    fn party(&mut self, label: Label, split: Split, brands: &[&Brand]) -> Party {
+        let lex = brazil::lexicon(label);
+        let r = self.rng.random::<f64>();
+        if !brands.is_empty() && r < 0.3 {
+            let b = self.pick(brands);
+            let legal = if self.chance(0.3) {
+                format!("{} {}", b.name, self.pick(brazil::LEGAL_FORMS))
+            } else {
+                b.name.clone()
+            };
+            return Party {
+                trading: b.name.clone(),
+                legal,
+                source: format!("nsi:{}", b.id),
+            };
+        }
+        if let Some(lex) = lex {
+            if r < 0.48 {
+                let (trading, legal) = self.company(lex, split);
+                let source = "lexicon".into();
+                return Party {
+                    trading,
+                    legal,
+                    source,
+                };
+            }
+            if r < 0.88 {
+                let (trading, legal) = self.business(lex, split);
+                let source = "business".into();
+                return Party {
+                    trading,
+                    legal,
+                    source,
+                };
+            }
+        }
+        let text = self.phrase(spec(label), split);
+        Party {
+            trading: text.clone(),
+            legal: text,
+            source: "pattern".into(),
+        }
+    }
+
+    /// One of the label's statement phrasings, filled in.
+    fn phrase(&mut self, spec: &LabelSpec, split: Split) -> String {
+        let templates = match split {
+            Split::Train => spec.train,
+            Split::Eval => spec.eval,
+        };
+        let template = self.pick(templates);
+        self.fill(template, split.pools())
+    }
+
+    /// A line the bank writes itself, in English for the foreign family when it has one.
+    fn bank_line(&mut self, label: Label, split: Split, family: Family) -> String {
+        let english = family::english_lines(label);
+        if family == Family::Intl && !english.is_empty() && self.chance(0.7) {
+            let template = self.pick(english);
+            return self.fill(template, split.pools());
+        }
+        self.phrase(spec(label), split)
+    }
+
+    /// The bureau's movement type as it would come with this row: mostly the one its format
+    /// implies, sometimes missing, rarely wrong ("it may be missing or wrong").
+    fn hint(&mut self, implied: &'static str, spec: &LabelSpec) -> Option<&'static str> {
+        if !self.chance(0.8) {
+            return None;
+        }
+        if self.chance(0.02) {
+            let other = &SPECS[self.rng.random_range(0..SPECS.len())];
+            return Some(self.pick(other.kinds));
+        }
+        if implied.is_empty() {
+            Some(self.pick(spec.kinds))
+        } else {
+            Some(implied)
+        }
+    }
+
+    /// Draws one row of a label in a family's style: description, MCC, type and source.
+    fn draw(&mut self, label: Label, split: Split, brands: &[&Brand], family: Family) -> Drawn {
+        let spec = spec(label);
+        let pools = split.pools();
+        let person = |g: &mut Gen| g.fill("{PERSON}", pools);
+        let (movement_text, source): (Movement<'_>, String);
+        let (owned, card): (String, bool);
+        let party;
+        let city = self.pick(pools.city_br);
+        let uf = self.pick(UF);
+        let choice = self.rng.random::<f64>();
+        match label {
+            Label::TransferIn if choice < 0.5 => {
+                owned = person(self);
+                movement_text = Movement::PixIn(&owned);
+                source = "pattern".into();
+                card = false;
+            }
+            Label::TransferOut if choice < 0.5 => {
+                owned = person(self);
+                movement_text = Movement::PixOut(&owned);
+                source = "pattern".into();
+                card = false;
+            }
+            Label::TransferOutWithdrawal if choice < 0.4 && !brands.is_empty() => {
+                let b = self.pick(brands);
+                owned = b.name.clone();
+                movement_text = Movement::Withdrawal(&owned);
+                source = format!("nsi:{}", b.id);
+                card = false;
+            }
+            Label::LoanPayments | Label::Government | Label::RentAndUtilities if choice < 0.5 => {
+                party = self.party(label, split, brands);
+                owned = party.legal;
+                let r = self.rng.random::<f64>();
+                movement_text = match label {
+                    Label::LoanPayments if r < 0.6 => Movement::Boleto(&owned),
+                    Label::LoanPayments => Movement::DirectDebit(&owned),
+                    Label::Government if r < 0.7 => Movement::Boleto(&owned),
+                    Label::Government => Movement::PixOut(&owned),
+                    _ if r < 0.5 => Movement::DirectDebit(&owned),
+                    _ if r < 0.85 => Movement::Boleto(&owned),
+                    _ => Movement::PixOut(&owned),
+                };
+                source = party.source;
+                card = false;
+            }
+            _ if is_merchant_label(label) => {
+                party = self.party(label, split, brands);
+                source = party.source;
+                if choice < 0.55 {
+                    owned = party.trading;
+                    movement_text = Movement::Card {
+                        name: &owned,
+                        city,
+                        uf,
+                    };
+                    card = true;
+                } else {
+                    owned = party.legal;
+                    movement_text = if choice < 0.8 {
+                        Movement::PixOut(&owned)
+                    } else if choice < 0.94 {
+                        Movement::Boleto(&owned)
+                    } else {
+                        Movement::DirectDebit(&owned)
+                    };
+                    card = false;
+                }
+            }
+            _ => {
+                owned = self.bank_line(label, split, family);
+                movement_text = Movement::Line(&owned);
+                source = "pattern".into();
+                card = false;
+            }
+        }
+        // A bureau often sends a PIX's or boleto's counterparty alone, with the type saying the
+        // rest: the registered name bare, in whichever family.
+        let bare = match movement_text {
+            Movement::PixOut(name) | Movement::Boleto(name) | Movement::DirectDebit(name)
+                if source != "pattern" && self.chance(0.3) =>
+            {
+                let kind = match movement_text {
+                    Movement::PixOut(_) => "pix",
+                    Movement::Boleto(_) => "boleto",
+                    _ => "debito_automatico",
+                };
+                Some((name.to_string(), kind))
+            }
+            _ => None,
+        };
+        let (description, implied) = match bare {
+            Some(printed) => printed,
+            None => family.print(self, &movement_text),
+        };
+        let implied = if implied.is_empty() {
+            implied_kind(&description)
+        } else {
+            implied
+        };
+        let mcc = if card { self.mcc(spec) } else { None };
+        let kind = self.hint(implied, spec);
+        Drawn {
+            description,
+            mcc,
+            kind,
+            source,
+        }
+    }
+}
+
+/// A drawn row before it is priced and dated.
+struct Drawn {
+    description: String,
+    mcc: Option<u16>,
+    kind: Option<&'static str>,
+    source: String,
+}
+
+/// The movement type a bank line's own words imply, or `""` when they say nothing.
+fn implied_kind(description: &str) -> &'static str {
+    let d = description.to_ascii_uppercase();
+    let starts = |words: &[&str]| words.iter().any(|w| d.starts_with(w));
+    if d.contains("PIX") {
+        "pix"
+    } else if starts(&["TED", "TEV"]) {
+        "ted"
+    } else if starts(&["DOC "]) {
+        "doc"
+    } else if starts(&["SAQUE", "SAQ", "ATM", "RETIRADA", "CASH"]) {
+        "saque"
+    } else if starts(&[
+        "TAR",
+        "IOF",
+        "JUROS",
+        "ANUIDADE",
+        "CESTA",
+        "ENCARGOS",
+        "MONTHLY",
+        "ACCOUNT FEE",
+    ]) {
+        "tarifa"
+    } else if d.contains("SALARIO") || starts(&["FOLHA", "PROVENTOS", "SALARY", "PAYROLL"]) {
+        "salario"
+    } else if starts(&["DEB AUT", "DA "]) {
+        "debito_automatico"
+    } else if starts(&["BOLETO", "DARF", "GUIA", "GRU", "PAGTO", "PAG "]) {
+        "boleto"
+    } else {
+        ""
+    }
+}
+
+/// Builds the training corpus and the evaluation set from the index brands and the lexicon.
+///
+/// Each row picks a family (statement style) at random and a way its label's money moves
+/// (card purchase, PIX, boleto, direct debit, or a line of the bank's own). Brands of the
+/// index that operate in Brazil are drawn six times as often as the others, since a Brazilian
+/// statement names them far more often.
 pub fn build(brands: &[Brand], settings: &CorpusSettings) -> Corpus {
     let mut g = Gen {
         rng: ChaCha8Rng::seed_from_u64(settings.seed),
@@ -756,78 +934,45 @@ pub fn build(brands: &[Brand], settings: &CorpusSettings) -> Corpus {
     let mut eval = Vec::new();
     for &label in Label::ALL {
         let spec = spec(label);
-        let (reserved, usable): (Vec<&Brand>, Vec<&Brand>) = brands
-            .iter()
-            .filter(|b| b.label == label)
-            .partition(|b| is_reserved(&b.id));
-        let target = settings.rows_per_label;
-        // Brands carry about 70% of a brand label's rows, each brand at least once and at
-        // most four times; statement patterns (local merchants) fill the rest.
-        let per_brand = if usable.is_empty() {
-            0
-        } else {
-            ((target as f64 * 0.7) / usable.len() as f64)
-                .ceil()
-                .clamp(1.0, 4.0) as usize
+        let weighted = |reserved: bool| -> Vec<&Brand> {
+            brands
+                .iter()
+                .filter(|b| b.label == label && is_reserved(&b.id) == reserved)
+                .flat_map(|b| std::iter::repeat_n(b, if b.brazil { 6 } else { 1 }))
+                .collect()
         };
-        for brand in &usable {
-            for _ in 0..per_brand {
-                let drawn = g.brand_row(brand, Split::Train);
-                priced_row(&mut g, &mut train, drawn, spec, format!("nsi:{}", brand.id));
+        let (usable, reserved) = (weighted(false), weighted(true));
+        for (split, pool, out, n) in [
+            (Split::Train, &usable, &mut train, settings.rows_per_label),
+            (
+                Split::Eval,
+                &reserved,
+                &mut eval,
+                settings.eval_rows_per_label,
+            ),
+        ] {
+            for _ in 0..n {
+                let family = g.pick(&FAMILIES);
+                let drawn = g.draw(label, split, pool, family);
+                let amount = g.amount(spec);
+                let date = g.date();
+                out.push(Row {
+                    id: String::new(),
+                    date,
+                    description: drawn.description,
+                    amount,
+                    mcc: drawn.mcc,
+                    kind: drawn.kind,
+                    category: label,
+                    source: drawn.source,
+                    family: family.name(),
+                });
             }
-        }
-        let brand_rows = usable.len() * per_brand;
-        let pattern_rows = target.saturating_sub(brand_rows).max(target / 5);
-        for _ in 0..pattern_rows {
-            let drawn = g.pattern_row(spec, Split::Train);
-            priced_row(&mut g, &mut train, drawn, spec, "pattern".into());
-        }
-        for brand in &reserved {
-            let drawn = g.brand_row(brand, Split::Eval);
-            priced_row(&mut g, &mut eval, drawn, spec, format!("nsi:{}", brand.id));
-        }
-        for _ in 0..settings.eval_pattern_rows_per_label {
-            let drawn = g.pattern_row(spec, Split::Eval);
-            priced_row(&mut g, &mut eval, drawn, spec, "pattern".into());
         }
     }
     shuffle_and_number(&mut g, &mut train, "t");
     shuffle_and_number(&mut g, &mut eval, "e");
     Corpus { train, eval }
-}
-
-/// Prices a drawn row (description, MCC, type) for its label and adds it to `out`. The draws
-/// happen in a fixed order (row, amount, date), so a seed always gives the same corpus.
-fn priced_row(
-    g: &mut Gen,
-    out: &mut Vec<Row>,
-    (description, mcc, kind): (String, Option<u16>, Option<&'static str>),
-    spec: &LabelSpec,
-    source: String,
-) {
-    let amount = g.amount(spec);
-    out.push(row(g, description, amount, mcc, kind, spec.label, source));
-}
-
-fn row(
-    g: &mut Gen,
-    description: String,
-    amount: f64,
-    mcc: Option<u16>,
-    kind: Option<&'static str>,
-    category: Label,
-    source: String,
-) -> Row {
-    Row {
-        id: String::new(),
-        date: g.date(),
-        description,
-        amount,
-        mcc,
-        kind,
-        category,
-        source,
-    }
 }
 
 fn shuffle_and_number(g: &mut Gen, rows: &mut [Row], prefix: &str) {
@@ -838,7 +983,7 @@ fn shuffle_and_number(g: &mut Gen, rows: &mut [Row], prefix: &str) {
     }
 }
 
-/// Writes rows as CSV (`id,date,description,amount,mcc,type,category,source`), gzip-compressed
+/// Writes rows as CSV (`id,date,description,amount,mcc,type,category,source,family`), gzip-compressed
 /// when the path ends in `.gz`. The gzip header carries no time stamp, so the bytes depend only
 /// on the rows.
 pub fn write_csv(rows: &[Row], path: &Path) -> Result<(), ClassifierError> {
@@ -863,6 +1008,7 @@ pub fn write_csv(rows: &[Row], path: &Path) -> Result<(), ClassifierError> {
         "type",
         "category",
         "source",
+        "family",
     ])
     .map_err(io)?;
     for r in rows {
@@ -875,6 +1021,7 @@ pub fn write_csv(rows: &[Row], path: &Path) -> Result<(), ClassifierError> {
             r.kind.unwrap_or(""),
             r.category.as_str(),
             r.source.as_str(),
+            r.family,
         ])
         .map_err(io)?;
     }
@@ -953,29 +1100,45 @@ mod tests {
     }
 
     #[test]
-    fn reserved_brands_go_only_to_evaluation_and_the_build_is_deterministic() {
+    fn reserved_brands_and_companies_go_only_to_evaluation_and_the_build_is_deterministic() {
         let settings = CorpusSettings {
             seed: 7,
-            rows_per_label: 60,
-            eval_pattern_rows_per_label: 5,
+            rows_per_label: 300,
+            eval_rows_per_label: 60,
         };
         let a = build(&brands(), &settings);
         let b = build(&brands(), &settings);
         assert_eq!(a.train, b.train);
         assert_eq!(a.eval, b.eval);
+        let reserved_companies: Vec<&str> = brazil::LEXICONS
+            .iter()
+            .flat_map(|l| l.companies.iter().enumerate())
+            .filter(|(i, _)| brazil::company_reserved(*i))
+            .map(|(_, c)| *c)
+            .collect();
         for r in &a.train {
             if let Some(id) = r.source.strip_prefix("nsi:") {
                 assert!(!is_reserved(id), "{id} is reserved but in training data");
             }
+            if r.source == "lexicon" {
+                let d = r.description.to_uppercase();
+                assert!(
+                    !reserved_companies
+                        .iter()
+                        .any(|c| d.ends_with(c) && d.len() == c.len()),
+                    "a reserved company is printed bare in training: {d}"
+                );
+            }
         }
-        let eval_brands = a
+        let eval_brands: Vec<&str> = a
             .eval
             .iter()
-            .filter(|r| r.source.starts_with("nsi:"))
-            .count();
-        assert_eq!(eval_brands, 3 * 2, "ids ending in 0 and 1 of each label");
+            .filter_map(|r| r.source.strip_prefix("nsi:"))
+            .collect();
+        assert!(!eval_brands.is_empty());
+        assert!(eval_brands.iter().all(|id| is_reserved(id)));
         for label in Label::ALL {
-            assert!(a.train.iter().filter(|r| r.category == *label).count() >= 12);
+            assert_eq!(a.train.iter().filter(|r| r.category == *label).count(), 300);
         }
         let other = build(
             &brands(),
@@ -988,13 +1151,77 @@ mod tests {
     }
 
     #[test]
+    fn every_family_prints_rows_of_every_label() {
+        let a = build(
+            &brands(),
+            &CorpusSettings {
+                seed: 3,
+                rows_per_label: 300,
+                eval_rows_per_label: 10,
+            },
+        );
+        for family in FAMILIES {
+            for label in Label::ALL {
+                assert!(
+                    a.train
+                        .iter()
+                        .any(|r| r.family == family.name() && r.category == *label),
+                    "no {label} row in family {}",
+                    family.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn movement_types_agree_with_what_the_description_says() {
+        let a = build(
+            &brands(),
+            &CorpusSettings {
+                seed: 5,
+                rows_per_label: 300,
+                eval_rows_per_label: 10,
+            },
+        );
+        let mut checked = 0;
+        let mut wrong = 0;
+        for r in &a.train {
+            let implied = implied_kind(&r.description);
+            if let (Some(kind), "pix") = (r.kind, implied) {
+                checked += 1;
+                wrong += usize::from(kind != "pix");
+            }
+        }
+        assert!(checked > 500, "{checked} PIX rows with a type");
+        // Only the deliberate 2% of wrong hints may disagree.
+        assert!(
+            wrong * 100 <= checked * 5,
+            "{wrong} of {checked} PIX rows typed otherwise"
+        );
+    }
+
+    #[test]
+    fn local_businesses_are_named_as_brazilian_businesses_register() {
+        let mut g = Gen {
+            rng: ChaCha8Rng::seed_from_u64(1),
+        };
+        let lex = brazil::lexicon(Label::Transportation).unwrap();
+        for _ in 0..50 {
+            let (trading, legal) = g.business(lex, Split::Train);
+            let has_activity = |s: &str| lex.lead.iter().chain(lex.trail).any(|w| s.contains(w));
+            assert!(has_activity(&trading), "{trading}");
+            assert!(has_activity(&legal), "{legal}");
+        }
+    }
+
+    #[test]
     fn amounts_carry_the_direction_of_their_label() {
         let a = build(
             &brands(),
             &CorpusSettings {
                 seed: 1,
                 rows_per_label: 40,
-                eval_pattern_rows_per_label: 5,
+                eval_rows_per_label: 5,
             },
         );
         for r in a.train.iter().chain(&a.eval) {
