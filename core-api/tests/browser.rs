@@ -2,6 +2,8 @@
 //! `chromedriver`), driven over WebDriver with fantoccini. The service is the real one on
 //! port 0; the partners are its bundled bureau simulator (the real bureaus cannot be reached
 //! here). Each test saves a screenshot of its end state in `target/browser-screenshots/`.
+//! Each test's chromedriver, Chromium and Chromium's helpers end with the test, passed or
+//! failed, and a test that leaves any of them running fails.
 //!
 //! Without chromedriver on the machine these tests say so and pass, unless `REQUIRE_BROWSER`
 //! is set (the README's test command installs Chromium and sets it, so CI cannot skip them).
@@ -9,7 +11,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -19,16 +21,55 @@ use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
-/// A headless Chromium behind its own chromedriver; both end with the test.
+/// A headless Chromium behind its own chromedriver; both end with the test, passed or failed.
+///
+/// Dropping it closes the WebDriver session (chromedriver then quits Chromium), kills
+/// chromedriver's process group (for a driver or browser that did not answer), and checks
+/// that no process of this browser is left: a test that passes but leaves one fails.
 struct Browser {
     client: Client,
-    driver: Child,
+    session: String,
+    port: u16,
+    driver: ProcessGroup,
+    /// HOME of chromedriver and everything it starts, and the parent of Chromium's profile.
+    /// Its path is in the command line of each of these processes, crash handlers included
+    /// (they leave chromedriver's group), which is how the check after the test finds them.
+    home: tempfile::TempDir,
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        close_session(self.port, &self.session);
+        self.driver.kill();
+        let left = processes_left(self.driver.id(), &self.marker(), Duration::from_secs(10));
+        if left.is_empty() {
+            return;
+        }
+        let report = format!("browser processes outlived the test: {left:#?}");
+        // A second panic while the test's own unwinds would abort the whole run.
+        if std::thread::panicking() {
+            eprintln!("{report}");
+        } else {
+            panic!("{report}");
+        }
+    }
+}
+
+/// `DELETE /session/{id}` to chromedriver, which quits Chromium. Blocking, as it runs in
+/// `drop`, where the test's runtime may be gone; errors are ignored, the group kill follows.
+fn close_session(port: u16, session: &str) {
+    use std::io::{Read, Write};
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let request = format!(
+        "DELETE /session/{session} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_ok() {
+        // chromedriver answers once Chromium has quit.
+        let _ = stream.read_to_end(&mut Vec::new());
     }
 }
 
@@ -44,13 +85,18 @@ fn free_port() -> u16 {
 async fn browser() -> Option<Browser> {
     let driver_bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
     let port = free_port();
-    let driver = match Command::new(&driver_bin)
+    let home = tempfile::Builder::new()
+        .prefix("browser-test-")
+        .tempdir()
+        .unwrap();
+    let mut command = Command::new(&driver_bin);
+    command
         .arg(format!("--port={port}"))
+        .env("HOME", home.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    {
-        Ok(child) => child,
+        .stderr(Stdio::null());
+    let driver = match ProcessGroup::spawn(command) {
+        Ok(group) => group,
         Err(e) => {
             assert!(
                 std::env::var_os("REQUIRE_BROWSER").is_none(),
@@ -62,6 +108,7 @@ async fn browser() -> Option<Browser> {
     };
     let mut options = serde_json::Map::new();
     let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let profile = home.path().join("profile");
     options.insert(
         "goog:chromeOptions".into(),
         json!({
@@ -70,6 +117,7 @@ async fn browser() -> Option<Browser> {
                 "--headless", "--no-sandbox", "--disable-gpu",
                 "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1200,1500",
+                format!("--user-data-dir={}", profile.display()),
             ],
         }),
     );
@@ -81,7 +129,20 @@ async fn browser() -> Option<Browser> {
             .connect(&format!("http://127.0.0.1:{port}"))
             .await
         {
-            Ok(client) => return Some(Browser { client, driver }),
+            Ok(client) => {
+                let session = client
+                    .session_id()
+                    .await
+                    .unwrap()
+                    .expect("a new session has an id");
+                return Some(Browser {
+                    client,
+                    session,
+                    port,
+                    driver,
+                    home,
+                });
+            }
             // chromedriver takes a moment to listen.
             Err(_) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -92,6 +153,11 @@ async fn browser() -> Option<Browser> {
 }
 
 impl Browser {
+    /// What the command line of each of this browser's processes contains.
+    fn marker(&self) -> String {
+        self.home.path().to_string_lossy().into_owned()
+    }
+
     /// Runs `script` (a function body) in the page and returns what it returns.
     async fn js(&self, script: &str) -> Value {
         self.client.execute(script, vec![]).await.unwrap()
@@ -491,4 +557,24 @@ async fn a_queued_partner_shows_its_reason_and_a_countdown_to_the_next_attempt()
         "the countdown moves: {first} s, then {later} s"
     );
     b.screenshot("partner-queued").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_test_that_fails_leaves_no_browser_process_behind() {
+    let Some(b) = browser().await else { return };
+    let app = spawn_app().await;
+    b.client.goto(&format!("{}/", app.url)).await.unwrap();
+    let (group, marker) = (b.driver.id(), b.marker());
+    let running = processes(group, &marker);
+    assert!(
+        running.iter().any(|p| p.contains("--headless")),
+        "the check sees this browser's Chromium: {running:#?}"
+    );
+    let test = tokio::spawn(async move {
+        let _browser = b;
+        panic!("a browser test fails (on purpose: what it leaves is checked next)");
+    });
+    assert!(test.await.unwrap_err().is_panic());
+    let left = processes_left(group, &marker, Duration::from_secs(10));
+    assert!(left.is_empty(), "left running: {left:#?}");
 }

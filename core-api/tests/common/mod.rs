@@ -1,9 +1,13 @@
 //! What the black-box tests share: the real service started on port 0 with three keys (two
-//! tenants, one read-only key), and a real SSE client to read its streams.
+//! tenants, one read-only key), a real SSE client to read its streams, and, for tests that
+//! start programs of their own, a process group that ends with the test and a way to see
+//! what of it is still running.
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use core_api::config::{ApiKeyConfig, Settings};
 use core_api::Application;
@@ -145,4 +149,93 @@ impl TestApp {
         }
         (headers, out)
     }
+}
+
+/// A program started in a process group of its own. Killing the group (on drop, or earlier
+/// with [`ProcessGroup::kill`]) ends whatever the program started too, which killing the
+/// program alone would leave running; on drop this also happens when the test panics.
+pub struct ProcessGroup {
+    child: Child,
+    killed: bool,
+}
+
+impl ProcessGroup {
+    pub fn spawn(mut command: Command) -> std::io::Result<ProcessGroup> {
+        let child = command.process_group(0).spawn()?;
+        Ok(ProcessGroup {
+            child,
+            killed: false,
+        })
+    }
+
+    /// The group's id: the program's pid, as it leads the group.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Kills every process in the group and reaps the program. Once only: after the reap the
+    /// id may be reused by an unrelated process.
+    pub fn kill(&mut self) {
+        if std::mem::replace(&mut self.killed, true) {
+            return;
+        }
+        let group = -(self.child.id() as libc::pid_t);
+        // SAFETY: kill(2) only sends a signal; a negative pid addresses the whole group.
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// [`processes`] after waiting up to `within` for them to end: a killed process takes a
+/// moment to go.
+pub fn processes_left(group: u32, marker: &str, within: Duration) -> Vec<String> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = processes(group, marker);
+        if left.is_empty() || Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The live processes (as `pid command line`) in process group `group` or whose command line
+/// contains `marker`. Those that have ended but are not yet reaped (zombies) do not count.
+pub fn processes(group: u32, marker: &str) -> Vec<String> {
+    assert!(!marker.is_empty(), "an empty marker matches every process");
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // Either file is gone if the process ended while we looked.
+        let (Ok(stat), Ok(cmdline)) = (
+            std::fs::read_to_string(format!("/proc/{pid}/stat")),
+            std::fs::read(format!("/proc/{pid}/cmdline")),
+        ) else {
+            continue;
+        };
+        // `pid (name) state ppid pgrp ...`; the name may hold spaces and parentheses.
+        let mut fields = stat[stat.rfind(')').unwrap_or(0) + 1..].split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let pgrp: Option<u32> = fields.nth(1).and_then(|f| f.parse().ok());
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if state != "Z" && (pgrp == Some(group) || cmdline.contains(marker)) {
+            found.push(format!("{pid} {}", cmdline.trim_end()));
+        }
+    }
+    found
 }
