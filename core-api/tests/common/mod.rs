@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use core_api::config::{ApiKeyConfig, Settings};
 use core_api::Application;
 use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
+use futures_util::{Stream, StreamExt};
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 pub const ACME: &str = "acme-key-0123456789";
@@ -120,35 +122,52 @@ impl TestApp {
             req = req.header("Last-Event-ID", l);
         }
         let r = req.send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["content-type"], "text/event-stream");
-        assert_eq!(r.headers()["cache-control"], "no-cache");
-        assert_eq!(r.headers()["x-accel-buffering"], "no");
-        assert!(r.headers().get("content-encoding").is_none());
-        let headers = r.headers().clone();
-        let mut stream = r.bytes_stream().eventsource();
-        let mut out = Vec::new();
-        while out.len() < max {
-            match tokio::time::timeout(Duration::from_secs(30), stream.next())
-                .await
-                .expect("an event within 30 s")
-            {
-                Some(Ok(e)) => {
-                    if e.event == "message" && e.data.is_empty() {
-                        continue; // the retry hint
-                    }
-                    out.push((
-                        e.id.parse().unwrap(),
-                        e.event,
-                        serde_json::from_str(&e.data).unwrap(),
-                    ));
-                }
-                Some(Err(e)) => panic!("SSE error: {e}"),
-                None => break,
-            }
-        }
-        (headers, out)
+        let (status, headers) = (r.status(), r.headers().clone());
+        let events = read_events(status, &headers, r.bytes_stream(), max).await;
+        (headers, events)
     }
+}
+
+/// Checks that a response is a live SSE stream (status, content type, no caching, no proxy
+/// buffering, no compression) and reads at most `max` events from its `body`, as
+/// `(id, event, data)`. Any HTTP client's response will do: the kept-alive test uses hyper's.
+pub async fn read_events<B, E>(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: impl Stream<Item = Result<B, E>> + Unpin,
+    max: usize,
+) -> Vec<(u64, String, Value)>
+where
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "text/event-stream");
+    assert_eq!(headers["cache-control"], "no-cache");
+    assert_eq!(headers["x-accel-buffering"], "no");
+    assert!(headers.get("content-encoding").is_none());
+    let mut stream = body.eventsource();
+    let mut out = Vec::new();
+    while out.len() < max {
+        match tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("an event within 30 s")
+        {
+            Some(Ok(e)) => {
+                if e.event == "message" && e.data.is_empty() {
+                    continue; // the retry hint
+                }
+                out.push((
+                    e.id.parse().unwrap(),
+                    e.event,
+                    serde_json::from_str(&e.data).unwrap(),
+                ));
+            }
+            Some(Err(e)) => panic!("SSE error: {e}"),
+            None => break,
+        }
+    }
+    out
 }
 
 /// A program started in a process group of its own. Killing the group (on drop, or earlier
