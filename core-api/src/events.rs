@@ -244,7 +244,7 @@ impl EventLog {
         // can show it and measure how late it reached them.
         let mut data = data;
         if let Some(obj) = data.as_object_mut() {
-            obj.insert("at".into(), integrations::queue::now_ms().into());
+            obj.insert("at".into(), chrono::Utc::now().timestamp_millis().into());
         }
         match self {
             EventLog::Memory(m) => m.append(analysis, kind, data),
