@@ -18,6 +18,7 @@
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers' annotations.
 //! - [`partners`]: how partner requests reach integrations: in process or over HTTP.
 //! - [`serve`]: the HTTP front: capped accepts, hyper, and its own writer for SSE connections.
+//! - [`shutdown`]: what asks the process to stop (Ctrl-C, SIGTERM).
 //! - [`sse`]: one live SSE client: retry hint, keep-alives, closing frame, slow clients.
 //! - [`state`]: what every handler and analysis run shares.
 //! - [`store`]: the transaction store: SQLite (the default) or Elasticsearch.
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod partners;
 pub mod serve;
+pub mod shutdown;
 pub mod sse;
 pub mod state;
 pub mod store;

@@ -20,6 +20,5 @@ async fn main() -> Result<()> {
     if let Some(key) = &app.dev_key {
         println!("Development API key (tenant `dev`, this run only): {key}");
     }
-    app.run_until(integrations::service::shutdown_signal())
-        .await
+    app.run_until(core_api::shutdown::requested()).await
 }
