@@ -655,11 +655,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> StatusCode {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let mut out = crate::metrics::prometheus_text();
-    if let Some(status) = state.partners.status().await {
-        out.push_str(&integrations::service::prometheus_text(&status));
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let partners = state.partners.status().await;
+    let text = crate::metrics::prometheus_text(partners.as_ref());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 #[derive(Deserialize)]

@@ -14,7 +14,7 @@
 //! - [`auth`]: API keys, tenants, scopes, per-key rate limits and `events_url` tokens.
 //! - [`config`]: the settings, from defaults, an optional TOML file and the environment.
 //! - [`events`]: each analysis's event log, in memory or on Redis Streams.
-//! - [`metrics`]: the service's Prometheus counters.
+//! - [`metrics`]: the service's Prometheus counters and the text of `GET /metrics`.
 //! - [`openapi`]: `GET /openapi.json`, generated from the handlers' annotations.
 //! - [`partners`]: how partner requests reach integrations: in process or over HTTP.
 //! - [`serve`]: the HTTP front: capped accepts, hyper, and its own writer for SSE connections.

@@ -1,4 +1,5 @@
-//! The service's own counters, exported with the partner gateway's at `GET /metrics`.
+//! The service's own counters, and the text of `GET /metrics`: them, then the partner
+//! gateway's metrics when it runs in this process.
 //!
 //! Process-wide atomics: cheap to bump on the hot path, and one process is one instance.
 
@@ -7,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
+use integrations::gateway::GatewayStatus;
 
 pub static REQUESTS_2XX: AtomicU64 = AtomicU64::new(0);
 pub static REQUESTS_4XX: AtomicU64 = AtomicU64::new(0);
@@ -29,8 +31,20 @@ pub async fn count_requests(request: Request, next: Next) -> Response {
     response
 }
 
-/// The counters in the Prometheus text format.
-pub fn prometheus_text() -> String {
+/// `GET /metrics` in the Prometheus text format: this service's counters, then `partners`,
+/// the in-process gateway's state (none when partner calls go to a separate integrations
+/// service, which exports its own). The gateway renders its part itself, so its series are
+/// the same here as at `integrations serve`.
+pub fn prometheus_text(partners: Option<&GatewayStatus>) -> String {
+    let mut out = counters();
+    if let Some(status) = partners {
+        out.push_str(&integrations::metrics::prometheus_text(status));
+    }
+    out
+}
+
+/// This service's counters in the Prometheus text format.
+fn counters() -> String {
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
     format!(
         "# HELP core_api_requests_total HTTP responses by status class.\n\

@@ -13,6 +13,7 @@
 //! - [`cpf`]: the CPF as a validated type that prints masked.
 //! - [`error`]: the crate's error type; its messages never carry a CPF or a token.
 //! - [`gateway`]: a request made now or queued, and the worker that drains the queue.
+//! - [`metrics`]: the gateway's state as Prometheus text, for the service and the core API.
 //! - [`partner`]: one partner's HTTP adapter, circuit breaker and rate limiter.
 //! - [`queue`]: the retry queue, in process or on Redis, at least once with leases.
 //! - `redis_wake` (private): Redis server time for Lua scripts, and waits on wake lists.
@@ -25,6 +26,7 @@ pub mod contract;
 pub mod cpf;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub mod partner;
 pub mod queue;
 mod redis_wake;
