@@ -58,7 +58,7 @@ pub fn model_card(
         out,
         "- features: 2^{} hash buckets; character {}-{}-grams inside words, words{}, direction, \
          log2 amount bucket, round amount, MCC and MCC group, movement type; {} columns kept \
-         (buckets in at least {} training rows, at most {}, chosen by {})",
+         (buckets in at least {} training rows, at most {}, chosen by {}){}",
         f.hash_bits,
         f.char_ngram_min,
         f.char_ngram_max,
@@ -69,6 +69,11 @@ pub fn model_card(
         match settings.selection {
             crate::train::Selection::Information => "mutual information with the label",
             crate::train::Selection::Frequency => "frequency",
+        },
+        if settings.idf {
+            ", values weighted by inverse document frequency (folded into the stored weights)"
+        } else {
+            ""
         }
     );
     let _ = writeln!(

@@ -112,6 +112,9 @@ struct TrainArgs {
     /// How columns are chosen when more buckets qualify than --max-columns.
     #[arg(long, value_enum, default_value_t = TrainSettings::default().selection)]
     select: Selection,
+    /// Do not weigh column values by their inverse document frequency.
+    #[arg(long)]
+    no_idf: bool,
     /// Leave out the rows of this family (the `family` column) from training and from the
     /// calibration set: the format-shift evaluation trains once per family without it.
     #[arg(long)]
@@ -232,6 +235,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         max_columns: a.max_columns,
         min_df: a.min_df,
         selection: a.select,
+        idf: !a.no_idf,
         holdout: a.holdout,
         features: FeatureSettings {
             char_ngram_min: a.ngram_min,

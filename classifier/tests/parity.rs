@@ -32,6 +32,7 @@ fn the_sparse_scorer_predicts_exactly_what_linfa_predicts() {
         settings.min_df,
         settings.max_columns,
         settings.selection,
+        settings.idf,
     );
     let x = vocabulary.matrix(&train_features);
     let fitted = fit(&x, &y, &settings, |_, _| {}).unwrap();
