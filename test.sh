@@ -56,6 +56,12 @@ cargo fmt --all -- --check
 echo "== cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== the service links no training code (classifier without its train feature)"
+if cargo tree -p core-api -e normal --prefix none | grep -qE '^(linfa|ndarray) '; then
+  echo "core-api depends on linfa or ndarray: depend on classifier with default-features = false" >&2
+  exit 1
+fi
+
 echo "== cargo test"
 cargo test --workspace --release
 echo "== browser screenshots (test artefacts): $(ls target/browser-screenshots/*.png | tr '\n' ' ')"

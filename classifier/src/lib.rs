@@ -15,8 +15,13 @@
 //!
 //! The feature settings are stored inside the model file, so the code that trains a model and
 //! the code that serves it cannot featurise differently.
+//!
+//! [`train`], [`corpus`] and [`card`] (and the `classifier` binary) need the `train` feature,
+//! on by default; a service that only scores depends on this crate without it.
 
+#[cfg(feature = "train")]
 pub mod card;
+#[cfg(feature = "train")]
 pub mod corpus;
 pub mod data;
 pub mod error;
@@ -25,6 +30,7 @@ pub mod labels;
 pub mod metrics;
 pub mod model;
 pub mod normalize;
+#[cfg(feature = "train")]
 pub mod train;
 
 pub use data::{Transaction, TransactionReader};
