@@ -60,6 +60,20 @@ pub enum Movement<'a> {
     Line(&'a str),
 }
 
+impl Movement<'_> {
+    /// The bureau movement type a movement's kind implies; a card purchase's depends on how the
+    /// family prints it, and a bank line's on its words, so both are `""` here.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Movement::PixOut(_) | Movement::PixIn(_) => "pix",
+            Movement::Boleto(_) => "boleto",
+            Movement::DirectDebit(_) => "debito_automatico",
+            Movement::Withdrawal(_) => "saque",
+            Movement::Card { .. } | Movement::Line(_) => "",
+        }
+    }
+}
+
 /// Acquirer descriptors beside the processors of the pools: iFood, Stone, Cielo, Getnet.
 const ACQUIRERS: &[&str] = &["IFD*", "STONE*", "CIELO*", "GETNET*", "PG *", "SUMUP*"];
 
@@ -82,15 +96,16 @@ impl Family {
     /// Prints a movement in this family's style: the description and the bureau movement type
     /// it goes with.
     pub(super) fn print(self, g: &mut Gen, movement: &Movement<'_>) -> (String, &'static str) {
-        match *movement {
-            Movement::Card { name, city, uf } => self.card(g, name, city, uf),
-            Movement::PixOut(name) => (self.pix_out(g, name), "pix"),
-            Movement::PixIn(name) => (self.pix_in(g, name), "pix"),
-            Movement::Boleto(name) => (self.boleto(g, name), "boleto"),
-            Movement::DirectDebit(name) => (self.direct_debit(g, name), "debito_automatico"),
-            Movement::Withdrawal(name) => (self.withdrawal(g, name), "saque"),
-            Movement::Line(text) => (self.line(g, text), ""),
-        }
+        let printed = match *movement {
+            Movement::Card { name, city, uf } => return self.card(g, name, city, uf),
+            Movement::PixOut(name) => self.pix_out(g, name),
+            Movement::PixIn(name) => self.pix_in(g, name),
+            Movement::Boleto(name) => self.boleto(g, name),
+            Movement::DirectDebit(name) => self.direct_debit(g, name),
+            Movement::Withdrawal(name) => self.withdrawal(g, name),
+            Movement::Line(text) => self.line(g, text),
+        };
+        (printed, movement.kind())
     }
 
     fn card(self, g: &mut Gen, name: &str, city: &str, uf: &str) -> (String, &'static str) {

@@ -772,7 +772,7 @@ impl Gen {
         let pools = split.pools();
         let person = |g: &mut Gen| g.fill("{PERSON}", pools);
         let (movement_text, source): (Movement<'_>, String);
-        let (owned, card): (String, bool);
+        let owned: String;
         let party;
         let city = self.pick(pools.city_br);
         let uf = self.pick(UF);
@@ -782,20 +782,17 @@ impl Gen {
                 owned = person(self);
                 movement_text = Movement::PixIn(&owned);
                 source = "pattern".into();
-                card = false;
             }
             Label::TransferOut if choice < 0.5 => {
                 owned = person(self);
                 movement_text = Movement::PixOut(&owned);
                 source = "pattern".into();
-                card = false;
             }
             Label::TransferOutWithdrawal if choice < 0.4 && !brands.is_empty() => {
                 let b = self.pick(brands);
                 owned = b.name.clone();
                 movement_text = Movement::Withdrawal(&owned);
                 source = format!("nsi:{}", b.id);
-                card = false;
             }
             Label::LoanPayments | Label::Government | Label::RentAndUtilities if choice < 0.5 => {
                 party = self.party(label, split, brands);
@@ -811,7 +808,6 @@ impl Gen {
                     _ => Movement::PixOut(&owned),
                 };
                 source = party.source;
-                card = false;
             }
             _ if is_merchant_label(label) => {
                 party = self.party(label, split, brands);
@@ -823,7 +819,6 @@ impl Gen {
                         city,
                         uf,
                     };
-                    card = true;
                 } else {
                     owned = party.legal;
                     movement_text = if choice < 0.8 {
@@ -833,14 +828,12 @@ impl Gen {
                     } else {
                         Movement::DirectDebit(&owned)
                     };
-                    card = false;
                 }
             }
             _ => {
                 owned = self.bank_line(label, split, family);
                 movement_text = Movement::Line(&owned);
                 source = "pattern".into();
-                card = false;
             }
         }
         // A bureau often sends a PIX's or boleto's counterparty alone, with the type saying the
@@ -849,12 +842,7 @@ impl Gen {
             Movement::PixOut(name) | Movement::Boleto(name) | Movement::DirectDebit(name)
                 if source != "pattern" && self.chance(0.3) =>
             {
-                let kind = match movement_text {
-                    Movement::PixOut(_) => "pix",
-                    Movement::Boleto(_) => "boleto",
-                    _ => "debito_automatico",
-                };
-                Some((name.to_string(), kind))
+                Some((name.to_string(), movement_text.kind()))
             }
             _ => None,
         };
@@ -867,7 +855,11 @@ impl Gen {
         } else {
             implied
         };
-        let mcc = if card { self.mcc(spec) } else { None };
+        let mcc = if matches!(movement_text, Movement::Card { .. }) {
+            self.mcc(spec)
+        } else {
+            None
+        };
         let kind = self.hint(implied, spec);
         Drawn {
             description,
