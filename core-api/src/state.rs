@@ -1,4 +1,5 @@
-//! What every request handler and analysis run shares.
+//! What every request handler and analysis run shares: the settings and one handle on each
+//! service below them (auth, event log, snapshots, partners, classifier, store).
 
 use std::sync::Arc;
 
@@ -6,10 +7,11 @@ use classifier::Scorer;
 use integrations::Kind;
 use tokio::sync::watch;
 
-use crate::analysis::Analyses;
 use crate::auth::Auth;
 use crate::config::{Secret, Settings};
 use crate::events::EventLog;
+use crate::partners::Partners;
+use crate::snapshots::Analyses;
 use crate::store::Store;
 
 pub struct AppState {
@@ -17,7 +19,7 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub events: EventLog,
     pub analyses: Analyses,
-    pub partners: crate::partners::Partners,
+    pub partners: Partners,
     pub scorer: Arc<Scorer>,
     pub store: Store,
     pub cpf_hash_key: Secret,

@@ -12,6 +12,8 @@
 //! Every other connection — and an events request that arrives later on a kept-alive
 //! connection — is hyper's, HTTP/1 or HTTP/2.
 
+pub mod sse;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
-use crate::sse::LiveHandle;
+use sse::LiveHandle;
 
 /// How long a new connection may take to send its first bytes.
 const FIRST_BYTES: Duration = Duration::from_secs(30);
@@ -147,7 +149,7 @@ async fn lean_sse(stream: &mut TcpStream, head_len: usize, router: Router) {
         {
             let head = response_head(&response, "transfer-encoding: chunked\r\n");
             drop(response);
-            crate::sse::write_live(stream, head, live).await;
+            sse::write_live(stream, head, live).await;
             return;
         }
     }

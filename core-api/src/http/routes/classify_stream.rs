@@ -18,8 +18,10 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::api::{classify_one, ApiError, ClassifyItem};
 use crate::auth::Scope;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::api_key;
+use crate::http::routes::classify::{classify_one, ClassifyItem};
 use crate::state::AppState;
 
 /// Rows one stream may carry.
@@ -198,8 +200,8 @@ async fn json_array(mut b: Batcher, body: Body) {
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Server-Sent Events: `classification.results` (batches of 1,000), `classification.progress`, `classification.error` (naming the line or index), then `classification.completed` or `classification.failed` with the counts", content_type = "text/event-stream", body = String),
-        (status = 401, description = "No or unknown API key", body = crate::api::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Neither NDJSON nor JSON", body = crate::api::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither NDJSON nor JSON", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn classify_stream(
@@ -207,9 +209,7 @@ pub async fn classify_stream(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    state
-        .auth
-        .authorize(crate::api::api_key(&headers), Scope::Classify)?;
+    state.auth.authorize(api_key(&headers), Scope::Classify)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

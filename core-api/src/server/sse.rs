@@ -2,7 +2,7 @@
 //!
 //! The events handler answers with [`live_response`]: a response whose body relays the
 //! client's frames through hyper, and which also carries a [`LiveHandle`] so that the lean
-//! front in [`crate::serve`] can take the same frames and write them to the socket itself
+//! front in [`crate::server`] can take the same frames and write them to the socket itself
 //! (see there for why). Whichever takes the frames first owns them; both follow the same
 //! rules: a `retry:` hint first, a keep-alive comment when nothing was written for 15 s, a
 //! closing frame when the service shuts down, and the end of the stream when the channel
@@ -18,21 +18,16 @@ use axum::http::{header, HeaderValue};
 use axum::response::Response;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::state::AppState;
+use crate::events::frame::{CLOSING, KEEP_ALIVE as KEEP_ALIVE_FRAME, RETRY_HINT};
 
 /// At most this long without a byte to the client; proxies drop quiet connections.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// How long a client may leave bytes unread before it is cut off.
-pub const SLOW_CLIENT: Duration = Duration::from_secs(10);
-
-/// The first frame: how long EventSource waits before reconnecting.
-const RETRY_HINT: &[u8] = b"retry: 3000\n\n";
-const KEEP_ALIVE_FRAME: &[u8] = b":keep-alive\n\n";
-const CLOSING_FRAME: &[u8] = b"event: stream.closing\ndata: {\"reason\":\"the service is shutting down; reconnect with Last-Event-ID\"}\n\n";
+pub use crate::events::SLOW_CLIENT;
 
 /// Counts the client while its stream lives, however it ends (a hang-up drops it).
 struct Connected;
@@ -53,7 +48,8 @@ impl Drop for Connected {
 /// A client's frames, not yet claimed by a writer.
 pub struct Live {
     rx: mpsc::Receiver<Bytes>,
-    state: Arc<AppState>,
+    /// Turns true when the service shuts down.
+    stop: watch::Receiver<bool>,
     _connected: Connected,
 }
 
@@ -70,10 +66,10 @@ impl LiveHandle {
 
 /// An SSE response relaying `rx`: through hyper when the response is served as usual, or
 /// by [`write_live`] when the lean front claims it through the [`LiveHandle`] extension.
-pub fn live_response(rx: mpsc::Receiver<Bytes>, state: Arc<AppState>) -> Response {
+pub fn live_response(rx: mpsc::Receiver<Bytes>, stop: watch::Receiver<bool>) -> Response {
     let slot = LiveHandle(Arc::new(Mutex::new(Some(Live {
         rx,
-        state,
+        stop,
         _connected: Connected::new(),
     }))));
     struct Relay {
@@ -101,7 +97,7 @@ pub fn live_response(rx: mpsc::Receiver<Bytes>, state: Arc<AppState>) -> Respons
             return Some((Ok::<_, Infallible>(Bytes::from_static(RETRY_HINT)), r));
         }
         let (live, keep_alive) = (r.live.as_mut()?, r.keep_alive.as_mut()?);
-        let state = live.state.clone();
+        let mut stop = live.stop.clone();
         tokio::select! {
             biased;
             next = live.rx.recv() => match next {
@@ -111,9 +107,9 @@ pub fn live_response(rx: mpsc::Receiver<Bytes>, state: Arc<AppState>) -> Respons
                 }
                 None => None,
             },
-            _ = state.shutdown_signal() => {
+            _ = stop.wait_for(|s| *s) => {
                 r.done = true;
-                Some((Ok(Bytes::from_static(CLOSING_FRAME)), r))
+                Some((Ok(Bytes::from_static(CLOSING)), r))
             }
             _ = keep_alive.tick() => Some((Ok(Bytes::from_static(KEEP_ALIVE_FRAME)), r)),
         }
@@ -165,8 +161,10 @@ pub async fn write_live(stream: &mut TcpStream, head: Vec<u8>, mut live: Live) {
     if !send(stream, &out).await {
         return;
     }
-    let state = live.state.clone();
-    let shutdown = state.shutdown_signal();
+    let mut stop = live.stop.clone();
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
     tokio::pin!(shutdown);
     // One timer per client, moved only when it fires (not on every frame): it fires at most
     // every 15 s, and a keep-alive goes out only if nothing else did meanwhile.
@@ -188,7 +186,7 @@ pub async fn write_live(stream: &mut TcpStream, head: Vec<u8>, mut live: Live) {
                 None => ended = true,
             },
             _ = &mut shutdown => {
-                push_chunk(&mut out, CLOSING_FRAME);
+                push_chunk(&mut out, CLOSING);
                 ended = true;
             }
             _ = &mut keep_alive => {

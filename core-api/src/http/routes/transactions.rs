@@ -12,8 +12,9 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::api::{api_key, invalid, ApiError};
 use crate::auth::Scope;
+use crate::http::error::{invalid, ApiError, Problem};
+use crate::http::extract::api_key;
 use crate::state::AppState;
 use crate::store::{LabelTotal, Position, TransactionQuery, TransactionStore};
 
@@ -155,9 +156,9 @@ fn parse_query(id: &str, params: &HashMap<String, String>) -> Result<Transaction
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Transactions by date, then movement id", body = TransactionsPage),
-        (status = 401, description = "No or unknown API key", body = crate::api::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such analysis for this tenant", body = crate::api::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A query parameter is malformed or out of range; `field` names it", body = crate::api::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such analysis for this tenant", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A query parameter is malformed or out of range; `field` names it", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
@@ -198,8 +199,8 @@ pub async fn list(
     security(("api_key" = [])),
     responses(
         (status = 200, description = "Count and total per label, by label", body = Categories),
-        (status = 401, description = "No or unknown API key", body = crate::api::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such analysis for this tenant", body = crate::api::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such analysis for this tenant", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn categories(

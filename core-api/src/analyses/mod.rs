@@ -1,0 +1,66 @@
+//! Analyses: starting one ([`start`]) and running it to its end ([`run`]). This layer uses the
+//! stores, the event log and the partners through [`AppState`]; the HTTP layer calls it and
+//! knows nothing of how an analysis is carried out.
+
+pub mod run;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use integrations::Cpf;
+
+use crate::domain::{AnalysisEvent, Snapshot, Status, Window};
+use crate::events::AppendError;
+use crate::state::AppState;
+
+/// Starts an analysis of `cpf` over `window` for `tenant`: its snapshot, its event log with
+/// `analysis.accepted` as event 1, and its run in the background. Returns its id.
+pub async fn start(
+    state: &Arc<AppState>,
+    tenant: &str,
+    cpf: Cpf,
+    window: Window,
+) -> Result<String, AppendError> {
+    let id = format!("an_{}", uuid::Uuid::new_v4().simple());
+    state
+        .analyses
+        .insert(Snapshot {
+            id: id.clone(),
+            tenant: tenant.to_string(),
+            status: Status::Running,
+            cpf: cpf.masked(),
+            from: window.from,
+            to: window.to,
+            created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            partners: Default::default(),
+            classified: 0,
+            stored: 0,
+            summary: None,
+            error: None,
+            events_url: None,
+        })
+        .await;
+    state.events.create(&id).await?;
+    state
+        .events
+        .record(
+            &id,
+            &AnalysisEvent::Accepted {
+                id: id.clone(),
+                cpf: cpf.masked(),
+                from: window.from,
+                to: window.to,
+            },
+        )
+        .await?;
+    tracing::info!(analysis = %id, tenant = %tenant, "Analysis accepted.");
+    crate::metrics::ANALYSES_STARTED.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(run::run(
+        state.clone(),
+        id.clone(),
+        tenant.to_string(),
+        cpf,
+        window,
+    ));
+    Ok(id)
+}

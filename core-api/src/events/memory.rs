@@ -1,0 +1,160 @@
+//! The in-memory event log of the embedded shape: each analysis's events and their frames in a
+//! map, bounded per analysis, dropped a set time after the analysis ends. Live clients are
+//! pushed each new frame as it is appended, so following costs no task per client.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use tokio::sync::{mpsc, Notify};
+
+use super::{frame, AppendError, Event, CLIENT_BUFFER, MAX_EVENTS};
+use crate::domain::event::is_final;
+
+struct Log {
+    events: Vec<Event>,
+    /// Each event as an SSE frame, built once and shared by every client.
+    frames: Vec<Bytes>,
+    /// Clients following the log live: each append is pushed to them.
+    subscribers: Vec<mpsc::Sender<Bytes>>,
+    appended: Arc<Notify>,
+    finished_at: Option<Instant>,
+}
+
+/// The in-memory log.
+#[derive(Clone)]
+pub struct MemoryLog {
+    logs: Arc<Mutex<HashMap<String, Log>>>,
+    retention: Duration,
+}
+
+impl MemoryLog {
+    /// `retention`: how long a finished analysis's events stay readable.
+    pub fn new(retention: Duration) -> Self {
+        MemoryLog {
+            logs: Arc::default(),
+            retention,
+        }
+    }
+
+    pub(super) fn create(&self, analysis: &str) {
+        self.logs.lock().expect("event log lock").insert(
+            analysis.to_string(),
+            Log {
+                events: Vec::new(),
+                frames: Vec::new(),
+                subscribers: Vec::new(),
+                appended: Arc::new(Notify::new()),
+                finished_at: None,
+            },
+        );
+    }
+
+    /// The frames after `after`, then every frame appended later, through one channel: the
+    /// replay and the registration happen under the log's lock, so nothing falls between
+    /// them. `None` for an unknown analysis. The channel closes after the final event.
+    pub fn subscribe(&self, analysis: &str, after: u64) -> Option<mpsc::Receiver<Bytes>> {
+        let mut logs = self.logs.lock().expect("event log lock");
+        let log = logs.get_mut(analysis)?;
+        let past: Vec<Bytes> = log.frames.iter().skip(after as usize).cloned().collect();
+        let (tx, rx) = mpsc::channel(past.len() + CLIENT_BUFFER);
+        for f in past {
+            tx.try_send(f)
+                .expect("the channel was sized for the replay");
+        }
+        if log.finished_at.is_none() {
+            log.subscribers.push(tx);
+        }
+        Some(rx)
+    }
+
+    pub(super) fn append(
+        &self,
+        analysis: &str,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<u64, AppendError> {
+        let mut logs = self.logs.lock().expect("event log lock");
+        let log = logs.get_mut(analysis).ok_or(AppendError::Finished)?;
+        if log.finished_at.is_some() {
+            return Err(AppendError::Finished);
+        }
+        // The last slot is kept for the terminal event, so an analysis can always end.
+        let terminal = is_final(kind);
+        if log.events.len() + usize::from(!terminal) >= MAX_EVENTS {
+            return Err(AppendError::Full);
+        }
+        let id = log.events.len() as u64 + 1;
+        let event = Event {
+            id,
+            kind: kind.into(),
+            data: data.to_string().into(),
+        };
+        let bytes = event.frame();
+        log.events.push(event);
+        log.frames.push(bytes.clone());
+        // Push to live clients; one that has a full buffer is cut off (with a last frame
+        // saying so, in the slot kept for it) rather than buffered for.
+        log.subscribers.retain(|tx| {
+            if tx.capacity() <= 1 {
+                let _ = tx.try_send(Bytes::from_static(frame::FELL_BEHIND));
+                return false;
+            }
+            tx.try_send(bytes.clone()).is_ok()
+        });
+        if terminal {
+            log.finished_at = Some(Instant::now());
+            // Dropping the senders ends every stream after the final event.
+            log.subscribers.clear();
+        }
+        log.appended.notify_waiters();
+        Ok(id)
+    }
+
+    pub(super) fn read_after(&self, analysis: &str, after: u64, max: usize) -> Option<Vec<Event>> {
+        let logs = self.logs.lock().expect("event log lock");
+        logs.get(analysis).map(|l| {
+            l.events
+                .iter()
+                .filter(|e| e.id > after)
+                .take(max)
+                .cloned()
+                .collect()
+        })
+    }
+
+    pub(super) async fn wait_after(
+        &self,
+        analysis: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<Vec<Event>, AppendError> {
+        let notify = {
+            let logs = self.logs.lock().expect("event log lock");
+            match logs.get(analysis) {
+                Some(l) => l.appended.clone(),
+                None => return Ok(Vec::new()),
+            }
+        };
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        // Registered before looking, so an append in between is not missed.
+        notified.as_mut().enable();
+        if let Some(events) = self.read_after(analysis, after, 256) {
+            if !events.is_empty() {
+                return Ok(events);
+            }
+        }
+        let _ = tokio::time::timeout(timeout, notified).await;
+        Ok(self.read_after(analysis, after, 256).unwrap_or_default())
+    }
+
+    pub(super) fn expire(&self) -> usize {
+        let mut logs = self.logs.lock().expect("event log lock");
+        let before = logs.len();
+        let retention = self.retention;
+        logs.retain(|_, l| l.finished_at.is_none_or(|at| at.elapsed() < retention));
+        before - logs.len()
+    }
+}

@@ -1,0 +1,404 @@
+//! The event log of each analysis: every step appends an event; the SSE endpoint replays the
+//! log from the client's last event id and then follows it.
+//!
+//! Two implementations behind one type. In memory ([`memory`], the embedded shape): bounded
+//! per analysis, kept for a set time after the analysis ends. On Redis Streams ([`redis`], when
+//! `REDIS_URL` is set): the stream `{prefix}:ev:{id}` with explicit ids `N-0`, so event ids are
+//! the same small integers on every instance and any instance can serve any analysis's
+//! stream; a finished analysis's stream expires after the retention.
+//!
+//! A client follows a log through [`EventLog::follow`]: a channel of ready-made SSE frames
+//! ([`frame`]) that ends after the final event, whichever backend holds the log. Nothing is
+//! buffered for a slow client beyond its channel.
+
+pub mod frame;
+pub mod memory;
+pub mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use crate::domain::event::{is_final, AnalysisEvent};
+pub use memory::MemoryLog;
+pub use redis::RedisLog;
+
+/// Events kept per analysis at most.
+pub const MAX_EVENTS: usize = 10_000;
+
+/// Frames a live client may have unread before it is cut off.
+pub const CLIENT_BUFFER: usize = 64;
+
+/// How long a client may leave a frame unread before it is cut off.
+pub const SLOW_CLIENT: Duration = Duration::from_secs(10);
+
+/// One event of an analysis. Cloning is cheap: every SSE client of an analysis gets the same
+/// event, so its JSON is serialised once, when it is appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Increasing within the analysis, from 1.
+    pub id: u64,
+    /// `analysis.accepted`, `partner.started`, ...
+    pub kind: Arc<str>,
+    /// The event's data as JSON text.
+    pub data: Arc<str>,
+}
+
+impl Event {
+    /// Whether the analysis ends with this event.
+    pub fn is_terminal(&self) -> bool {
+        is_final(&self.kind)
+    }
+
+    /// The event as the SSE frame clients receive.
+    pub fn frame(&self) -> Bytes {
+        frame::event(self.id, &self.kind, &self.data)
+    }
+}
+
+/// Why an append failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppendError {
+    #[error("the analysis logged its {MAX_EVENTS} events allowed")]
+    Full,
+    #[error("the analysis already ended")]
+    Finished,
+    #[error("event log: {0}")]
+    Backend(String),
+}
+
+/// The event log the settings chose.
+#[derive(Clone)]
+pub enum EventLog {
+    Memory(MemoryLog),
+    Redis(Box<RedisLog>),
+}
+
+impl EventLog {
+    /// `retention`: how long a finished analysis's events stay readable.
+    pub fn memory(retention: Duration) -> Self {
+        EventLog::Memory(MemoryLog::new(retention))
+    }
+
+    pub async fn redis(
+        url: &str,
+        prefix: &str,
+        retention: Duration,
+    ) -> Result<Self, ::redis::RedisError> {
+        Ok(EventLog::Redis(Box::new(
+            RedisLog::connect(url, prefix, retention).await?,
+        )))
+    }
+
+    /// Starts an empty log for a new analysis.
+    pub async fn create(&self, analysis: &str) -> Result<(), AppendError> {
+        match self {
+            EventLog::Memory(m) => {
+                m.create(analysis);
+                Ok(())
+            }
+            EventLog::Redis(r) => r.create(analysis).await,
+        }
+    }
+
+    /// Records an analysis event; returns its id.
+    pub async fn record(&self, analysis: &str, event: &AnalysisEvent) -> Result<u64, AppendError> {
+        self.append(
+            analysis,
+            event.name(),
+            serde_json::Value::Object(event.data()),
+        )
+        .await
+    }
+
+    /// Appends an event of any name (the typed way is [`EventLog::record`]); returns its id.
+    pub(crate) async fn append(
+        &self,
+        analysis: &str,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<u64, AppendError> {
+        // Every event says when it happened (milliseconds since the Unix epoch), so clients
+        // can show it and measure how late it reached them.
+        let mut data = data;
+        if let Some(obj) = data.as_object_mut() {
+            obj.insert("at".into(), chrono::Utc::now().timestamp_millis().into());
+        }
+        match self {
+            EventLog::Memory(m) => m.append(analysis, kind, data),
+            EventLog::Redis(r) => r.append(analysis, kind, data).await,
+        }
+    }
+
+    /// Up to `max` events after `after`; `None` for an analysis this log does not know.
+    pub async fn read_after(
+        &self,
+        analysis: &str,
+        after: u64,
+        max: usize,
+    ) -> Result<Option<Vec<Event>>, AppendError> {
+        match self {
+            EventLog::Memory(m) => Ok(m.read_after(analysis, after, max)),
+            EventLog::Redis(r) => r.read_after(analysis, after, max).await,
+        }
+    }
+
+    /// Waits up to `timeout` for events after `after`; empty when none came.
+    pub async fn wait_after(
+        &self,
+        analysis: &str,
+        after: u64,
+        timeout: Duration,
+    ) -> Result<Vec<Event>, AppendError> {
+        match self {
+            EventLog::Memory(m) => m.wait_after(analysis, after, timeout).await,
+            EventLog::Redis(r) => r.wait_after(analysis, after, timeout).await,
+        }
+    }
+
+    /// A client's frames: the events after `after`, then each event as it is appended, until
+    /// the final one (the channel then closes), the client falls behind (it gets a last frame
+    /// saying so), or `stop` turns true. `None` for an analysis this log does not know.
+    pub async fn follow(
+        &self,
+        analysis: &str,
+        after: u64,
+        stop: watch::Receiver<bool>,
+    ) -> Result<Option<mpsc::Receiver<Bytes>>, AppendError> {
+        match self {
+            // In memory, clients are pushed shared frames: no task or serialisation per client.
+            EventLog::Memory(m) => Ok(m.subscribe(analysis, after)),
+            EventLog::Redis(r) => r.follow(analysis, after, stop).await,
+        }
+    }
+
+    /// Drops in-memory logs of analyses finished longer ago than the retention (Redis expires
+    /// its own).
+    pub fn expire(&self) -> usize {
+        match self {
+            EventLog::Memory(m) => m.expire(),
+            EventLog::Redis(_) => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    async fn ids_increase_and_readers_get_the_past_then_wait_for_the_future(log: EventLog) {
+        log.create("a").await.unwrap();
+        assert_eq!(
+            log.append("a", "analysis.accepted", serde_json::json!({"x": 1}))
+                .await,
+            Ok(1)
+        );
+        assert_eq!(
+            log.append("a", "partner.started", serde_json::json!({}))
+                .await,
+            Ok(2)
+        );
+        let past = log.read_after("a", 1, 100).await.unwrap().unwrap();
+        assert_eq!(past.iter().map(|e| e.id).collect::<Vec<_>>(), [2]);
+        let waiter = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                log.wait_after("a", 2, Duration::from_secs(10))
+                    .await
+                    .unwrap()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log.append("a", "analysis.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        let next = waiter.await.unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!((next[0].id, next[0].is_terminal()), (3, true));
+        assert_eq!(
+            log.append("a", "late", serde_json::json!({})).await,
+            Err(AppendError::Finished)
+        );
+        assert!(log.read_after("nope", 0, 10).await.unwrap().is_none());
+        assert!(log
+            .wait_after("a", 3, Duration::from_millis(50))
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn in_memory_ids_increase_and_readers_wait_without_polling() {
+        ids_increase_and_readers_get_the_past_then_wait_for_the_future(EventLog::memory(
+            Duration::from_secs(60),
+        ))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn on_redis_streams_ids_increase_and_readers_wait_without_polling() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-ev-{}", uuid::Uuid::new_v4().simple());
+        let log = EventLog::redis(&url, &prefix, Duration::from_secs(60))
+            .await
+            .expect("a Redis server");
+        ids_increase_and_readers_get_the_past_then_wait_for_the_future(log).await;
+    }
+
+    /// Connections named as this prefix's readers, from Redis's own CLIENT LIST.
+    async fn readers(url: &str, prefix: &str) -> usize {
+        let mut c = ::redis::Client::open(url)
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let list: String = ::redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        let name = format!("name={prefix}:tail ");
+        list.lines().filter(|l| l.contains(&name)).count()
+    }
+
+    #[tokio::test]
+    async fn on_redis_the_followers_of_an_analysis_share_one_reader_that_ends_with_it() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-tail-{}", uuid::Uuid::new_v4().simple());
+        let log = EventLog::redis(&url, &prefix, Duration::from_secs(60))
+            .await
+            .expect("a Redis server");
+        log.create("a").await.unwrap();
+        log.append("a", "analysis.accepted", serde_json::json!({}))
+            .await
+            .unwrap();
+        let waiters: Vec<_> = (0..20)
+            .map(|_| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    log.wait_after("a", 1, Duration::from_secs(10))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(readers(&url, &prefix).await, 1, "one XREAD for 20 clients");
+        log.append("a", "partner.started", serde_json::json!({}))
+            .await
+            .unwrap();
+        for w in waiters {
+            let got = w.await.unwrap();
+            assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), [2]);
+        }
+        // A follower that was behind reads what it missed, then what comes.
+        let late = log
+            .wait_after("a", 0, Duration::from_secs(1))
+            .await
+            .unwrap();
+        assert_eq!(late.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
+        log.append("a", "analysis.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        let last = log
+            .wait_after("a", 2, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(last.iter().map(|e| e.id).collect::<Vec<_>>(), [3]);
+        // The reader stops after the final event.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readers(&url, &prefix).await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the reader outlived its analysis"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn live_subscribers_get_the_replay_then_pushed_frames_and_a_slow_one_is_cut_off() {
+        let log = EventLog::memory(Duration::from_secs(60));
+        let EventLog::Memory(m) = &log else {
+            unreachable!()
+        };
+        log.create("a").await.unwrap();
+        log.append("a", "analysis.accepted", serde_json::json!({}))
+            .await
+            .unwrap();
+        log.append("a", "partner.started", serde_json::json!({}))
+            .await
+            .unwrap();
+        let mut reader = m.subscribe("a", 1).unwrap();
+        let mut sleeper = m.subscribe("a", 2).unwrap();
+        let first = reader.recv().await.unwrap();
+        assert!(
+            String::from_utf8_lossy(&first).starts_with("id: 2\nevent: partner.started\ndata: {")
+        );
+        // The sleeper never reads: after its buffer fills it gets the cut-off frame and ends.
+        for _ in 0..CLIENT_BUFFER + 5 {
+            log.append("a", "classification.progress", serde_json::json!({}))
+                .await
+                .unwrap();
+            let f = reader.recv().await.unwrap();
+            assert!(String::from_utf8_lossy(&f).contains("classification.progress"));
+        }
+        let mut got = Vec::new();
+        while let Some(f) = sleeper.recv().await {
+            got.push(String::from_utf8_lossy(&f).into_owned());
+        }
+        assert_eq!(got.len(), CLIENT_BUFFER);
+        assert!(got.last().unwrap().starts_with("event: stream.error"));
+        // The final event closes the reader's stream.
+        log.append("a", "analysis.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&reader.recv().await.unwrap()).contains("analysis.completed")
+        );
+        assert!(reader.recv().await.is_none());
+        // A client arriving after the end gets the replay and an ending stream.
+        let mut late = m.subscribe("a", 70).unwrap();
+        let mut n = 0;
+        while late.recv().await.is_some() {
+            n += 1;
+        }
+        assert_eq!(n, 2 + CLIENT_BUFFER + 5 + 1 - 70);
+    }
+
+    #[tokio::test]
+    async fn a_log_is_bounded_but_can_always_end() {
+        let log = EventLog::memory(Duration::from_secs(60));
+        log.create("a").await.unwrap();
+        for _ in 0..MAX_EVENTS - 1 {
+            log.append("a", "classification.progress", serde_json::json!({}))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            log.append("a", "classification.progress", serde_json::json!({}))
+                .await,
+            Err(AppendError::Full)
+        );
+        assert!(log
+            .append("a", "analysis.failed", serde_json::json!({}))
+            .await
+            .is_ok());
+    }
+
+    #[tokio::test]
+    async fn finished_logs_expire_after_the_retention() {
+        let log = EventLog::memory(Duration::ZERO);
+        log.create("done").await.unwrap();
+        log.create("running").await.unwrap();
+        log.append("done", "analysis.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(log.expire(), 1);
+        assert!(log.read_after("done", 0, 1).await.unwrap().is_none());
+        assert!(log.read_after("running", 0, 1).await.unwrap().is_some());
+    }
+}

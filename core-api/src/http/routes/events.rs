@@ -1,0 +1,80 @@
+//! `GET /v1/analyses/{id}/events`: an analysis's Server-Sent Events, replayed from the
+//! client's `Last-Event-ID` and followed live until the final event (see `docs/events.md`).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+
+use crate::auth::Scope;
+use crate::http::error::{ApiError, Problem};
+use crate::http::extract::api_key;
+use crate::server::sse::live_response;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+/// The events request's query: the `events_url` token, and where to resume (as the header).
+pub struct EventsQuery {
+    token: Option<String>,
+    last_event_id: Option<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/analyses/{id}/events",
+    params(
+        ("id" = String, Path, description = "The analysis id"),
+        ("token" = Option<String>, Query, description = "The token of `events_url` (instead of an API key)"),
+        ("last_event_id" = Option<u64>, Query, description = "Replay after this event (as the Last-Event-ID header)"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "Replay after this event"),
+    ),
+    responses(
+        (status = 200, description = "Server-Sent Events: `id`, `event` type, JSON `data` with an `at` time stamp; ends after `analysis.completed` or `analysis.failed`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "Malformed Last-Event-ID", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid token or key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such analysis for this tenant", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn events(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    // A signed token (EventSource cannot send headers) or an API key with the read scope.
+    let tenant = match (&q.token, api_key(&headers)) {
+        (Some(token), _) => state
+            .auth
+            .check_events_token(token, &id)
+            .ok_or(ApiError::Unauthenticated)?,
+        (None, key) => state.auth.authorize(key, Scope::AnalysesRead)?.tenant,
+    };
+    // Another tenant's analysis does not exist for this one.
+    state
+        .analyses
+        .get(&id, &tenant)
+        .await
+        .ok_or(ApiError::NotFound("analysis"))?;
+    let last = headers
+        .get("last-event-id")
+        .map(|v| v.to_str().unwrap_or("invalid").to_string())
+        .or(q.last_event_id.clone());
+    let last: u64 = match last.as_deref().map(str::trim) {
+        None | Some("") => 0,
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::Rejected(
+                StatusCode::BAD_REQUEST,
+                "Last-Event-ID must be an event id (a whole number)".into(),
+            )
+        })?,
+    };
+    let rx = state
+        .events
+        .follow(&id, last, state.shutdown.clone())
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .ok_or(ApiError::NotFound("analysis"))?;
+    Ok(live_response(rx, state.shutdown.clone()))
+}

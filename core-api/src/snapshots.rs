@@ -1,0 +1,108 @@
+//! The analyses' snapshots, what `GET /v1/analyses/{id}` answers: kept in memory by the
+//! instance running each analysis and, when Redis is configured, written through to it so any
+//! instance can answer for any analysis.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Snapshot;
+
+/// The analyses' snapshots: in memory, and written through to Redis (`{prefix}:an:{id}`)
+/// when it is configured, so any instance can answer for any analysis. Only the instance
+/// running an analysis writes its snapshot.
+#[derive(Clone, Default)]
+pub struct Analyses {
+    local: Arc<Mutex<HashMap<String, Snapshot>>>,
+    redis: Option<(redis::aio::ConnectionManager, String)>,
+}
+
+/// How a snapshot is kept in Redis: with its tenant, which the API never shows.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    tenant: String,
+    snapshot: Snapshot,
+}
+
+/// Snapshots stay in Redis this long.
+const SNAPSHOT_TTL_SECS: u64 = 24 * 3600;
+
+impl Analyses {
+    pub fn with_redis(conn: redis::aio::ConnectionManager, prefix: &str) -> Self {
+        Analyses {
+            local: Arc::default(),
+            redis: Some((conn, prefix.to_string())),
+        }
+    }
+
+    async fn write_through(&self, s: &Snapshot) {
+        if let Some((conn, prefix)) = &self.redis {
+            let stored = Stored {
+                tenant: s.tenant.clone(),
+                snapshot: s.clone(),
+            };
+            let json = serde_json::to_string(&stored).expect("snapshots serialise");
+            let mut conn = conn.clone();
+            let r: Result<(), _> = redis::AsyncCommands::set_ex(
+                &mut conn,
+                format!("{prefix}:an:{}", s.id),
+                json,
+                SNAPSHOT_TTL_SECS,
+            )
+            .await;
+            if let Err(e) = r {
+                tracing::warn!(analysis = %s.id, error = %e, "Snapshot not written to Redis.");
+            }
+        }
+    }
+
+    pub async fn insert(&self, s: Snapshot) {
+        self.local
+            .lock()
+            .expect("analyses lock")
+            .insert(s.id.clone(), s.clone());
+        self.write_through(&s).await;
+    }
+
+    /// An analysis, from this instance or (when configured) Redis, whoever owns it.
+    async fn find(&self, id: &str) -> Option<Snapshot> {
+        let local = self.local.lock().expect("analyses lock").get(id).cloned();
+        match (local, &self.redis) {
+            (Some(s), _) => Some(s),
+            (None, Some((conn, prefix))) => {
+                let mut conn = conn.clone();
+                let raw: Option<String> =
+                    redis::AsyncCommands::get(&mut conn, format!("{prefix}:an:{id}"))
+                        .await
+                        .ok()
+                        .flatten();
+                raw.and_then(|r| serde_json::from_str::<Stored>(&r).ok())
+                    .map(|st| Snapshot {
+                        tenant: st.tenant,
+                        ..st.snapshot
+                    })
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// The analysis if `tenant` owns it: another tenant's analysis does not exist for them.
+    pub async fn get(&self, id: &str, tenant: &str) -> Option<Snapshot> {
+        self.find(id).await.filter(|s| s.tenant == tenant)
+    }
+
+    /// Changes this instance's snapshot of `id` and writes it through.
+    pub async fn update(&self, id: &str, f: impl FnOnce(&mut Snapshot)) {
+        let updated = {
+            let mut local = self.local.lock().expect("analyses lock");
+            local.get_mut(id).map(|s| {
+                f(s);
+                s.clone()
+            })
+        };
+        if let Some(s) = updated {
+            self.write_through(&s).await;
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! Startup: [`Application::build`] wires the parts from [`Settings`] (model, store,
+//! partners, event log, snapshots) and binds the listener; [`Application::run_until`] serves
+//! until a signal. Tests build it on port 0 and read the real port from [`Application::addr`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::watch;
+
+use crate::auth::Auth;
+use crate::config::{ApiKeyConfig, Secret, Settings};
+use crate::events::EventLog;
+use crate::partners::{self, Partners};
+use crate::snapshots::Analyses;
+use crate::state::AppState;
+use crate::store::{ElasticSettings, ElasticStore, SqliteStore, Store};
+
+/// Open connections at most; past it the service stops accepting until one closes. Sized for
+/// an instance of SSE followers (each holds one); a deployment may want it configurable.
+pub const MAX_CONNECTIONS: usize = 50_000;
+
+/// A built service, listening, not yet serving.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: watch::Sender<bool>,
+    /// The development key generated when none was configured (printed at start).
+    pub dev_key: Option<String>,
+    worker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    /// Loads the model, opens the store, starts integrations (with the bundled simulator as the
+    /// partners unless `PARTNERS_CONFIG` names a partner file) and binds the listener.
+    pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
+        let mut dev_key = None;
+        if settings.api_keys.is_empty() {
+            // No keys: a development key, and loopback only, so nobody else can use it.
+            let key = Auth::generate_key();
+            settings.api_keys.push(ApiKeyConfig {
+                tenant: "dev".into(),
+                key: key.clone(),
+                scopes: None,
+            });
+            settings.host = std::net::IpAddr::from([127, 0, 0, 1]);
+            dev_key = Some(key);
+        }
+        let auth = Auth::new(
+            &settings.api_keys,
+            settings.rate_per_key,
+            settings.events_token_key.as_ref(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let scorer = classifier::Scorer::load(&settings.model_path).with_context(|| {
+            format!(
+                "loading the classifier model (MODEL_PATH={})",
+                settings.model_path.display()
+            )
+        })?;
+        let store = match &settings.elasticsearch_url {
+            Some(url) => Store::Elastic(
+                ElasticStore::connect(&ElasticSettings {
+                    username: settings.elasticsearch_user.clone(),
+                    password: settings.elasticsearch_password.clone(),
+                    api_key: settings.elasticsearch_api_key.clone(),
+                    index: settings.elasticsearch_index.clone(),
+                    ..ElasticSettings::new(url)
+                })
+                .await?,
+            ),
+            None => Store::Sqlite(SqliteStore::open(&settings.data_dir)?),
+        };
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let cpf_hash_key = settings.cpf_hash_key.clone().unwrap_or_else(|| {
+            tracing::warn!("No CPF_HASH_KEY set: CPF hashes in the store change with every start.");
+            Secret::new(Auth::generate_key())
+        });
+        let listener = tokio::net::TcpListener::bind(SocketAddr::new(settings.host, settings.port))
+            .await
+            .with_context(|| format!("binding {}:{}", settings.host, settings.port))?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound")));
+        let (partners, worker) = match &settings.integrations_url {
+            Some(url) => (
+                Partners::Remote(partners::Remote::connect(url, &public_url).await?),
+                None,
+            ),
+            None => {
+                let mut config = match &settings.partners_config {
+                    Some(path) => integrations::Config::load(path)?,
+                    None => {
+                        let mut stop = shutdown_rx.clone();
+                        let (addr, _) = integrations::simulator::serve(
+                            "127.0.0.1:0".parse().expect("address"),
+                            settings.simulator.clone(),
+                            async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            },
+                        )
+                        .await
+                        .context("starting the bundled bureau simulator")?;
+                        tracing::info!(addr = %addr, "Bundled bureau simulator listening.");
+                        integrations::Config::embedded(&format!("http://{addr}"))
+                    }
+                };
+                if settings.redis_url.is_some() {
+                    config.redis_url = settings.redis_url.clone();
+                    config.key_prefix = settings.key_prefix.clone();
+                    // Outcomes are delivered to this process's waiting runs, so its retry queue is its
+                    // own; permits are shared with every instance.
+                    config.queue_prefix = Some(format!(
+                        "{}:inst:{}",
+                        settings.key_prefix,
+                        uuid::Uuid::new_v4().simple()
+                    ));
+                }
+                let gateway = integrations::gateway::Gateway::build(config).await?;
+                let worker = tokio::spawn(gateway.clone().run_worker(shutdown_rx.clone()));
+                (Partners::InProcess(gateway), Some(worker))
+            }
+        };
+        let retention = Duration::from_secs(3600);
+        let (events, analyses) = match &settings.redis_url {
+            Some(url) => {
+                let events = EventLog::redis(url, &settings.key_prefix, retention)
+                    .await
+                    .context("connecting the event log to Redis")?;
+                let conn =
+                    redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
+                (events, Analyses::with_redis(conn, &settings.key_prefix))
+            }
+            None => (EventLog::memory(retention), Analyses::default()),
+        };
+        {
+            // Finished analyses' logs are dropped after the retention.
+            let events = events.clone();
+            let mut stop = shutdown_rx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => { events.expire(); }
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                }
+            });
+        }
+        let state = Arc::new(AppState {
+            settings,
+            auth,
+            events,
+            analyses,
+            partners,
+            scorer: Arc::new(scorer),
+            store,
+            cpf_hash_key,
+            max_transactions: 200_000,
+            shutdown: shutdown_rx,
+        });
+        Ok(Application {
+            listener,
+            state,
+            shutdown: shutdown_tx,
+            dev_key,
+            worker,
+        })
+    }
+
+    /// The bound address (the port is the real one when 0 was asked for).
+    pub fn addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// A sender that stops the service when it sends `true`.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+
+    /// Serves until `signal` resolves; then streams end, the worker gives its jobs back, and
+    /// the call returns.
+    pub async fn run_until(
+        self,
+        signal: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            signal.await;
+            let _ = shutdown.send(true);
+        });
+        crate::server::serve(
+            self.listener,
+            crate::http::router(self.state.clone()),
+            MAX_CONNECTIONS,
+            self.state.shutdown.clone(),
+            Duration::from_secs(30),
+        )
+        .await;
+        if let Some(worker) = self.worker {
+            let _ = worker.await;
+        }
+        Ok(())
+    }
+}
