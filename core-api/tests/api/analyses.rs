@@ -1,0 +1,255 @@
+//! Analyses: one started, run against the partners and read back; with several instances
+//! sharing Redis, with a separate integrations service answering by callback, with partners
+//! that have no record and with Elasticsearch down.
+
+use std::time::Duration;
+
+use core_api::config::Settings;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_analysis_streams_from_accepted_to_completed() {
+    let app = spawn_app().await;
+    let r = app
+        .start(
+            ACME,
+            json!({"cpf": "529.982.247-25", "from": "2026-08-01", "to": "2026-10-31"}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let started: Value = r.json().await.unwrap();
+    assert_eq!(
+        location,
+        format!("/v1/analyses/{}", started["id"].as_str().unwrap())
+    );
+
+    let events = app
+        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let ids: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(
+        ids,
+        (1..=ids.len() as u64).collect::<Vec<_>>(),
+        "ids increase from 1 without gaps"
+    );
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    for k in [
+        "analysis.accepted",
+        "partner.started",
+        "partner.completed",
+        "classification.progress",
+        "transactions.stored",
+    ] {
+        assert!(kinds.contains(&k), "no {k} in {kinds:?}");
+    }
+    assert_eq!(
+        *kinds.last().unwrap(),
+        "analysis.completed",
+        "the stream ends with the summary"
+    );
+    assert_eq!(
+        events[0].2["cpf"], "***.982.247-**",
+        "events carry the masked CPF only"
+    );
+    assert!(
+        !serde_json::to_string(&events.iter().map(|e| &e.2).collect::<Vec<_>>())
+            .unwrap()
+            .contains("52998224725")
+    );
+    let summary = &events.last().unwrap().2["summary"];
+    assert!(summary["transactions"].as_u64().unwrap() > 100);
+    assert!(summary["spend_by_category"].as_object().unwrap().len() > 3);
+
+    let snapshot = app.get_json(ACME, &location).await;
+    assert_eq!(snapshot["status"], "completed");
+    assert_eq!(snapshot["classified"], snapshot["stored"]);
+    assert_eq!(snapshot["summary"], *summary);
+    for kind in ["consumer", "rating", "movements"] {
+        assert_eq!(snapshot["partners"][kind]["state"], "completed");
+    }
+    // The snapshot carries a fresh events_url (for a client whose first token expired).
+    let again = snapshot["events_url"].as_str().unwrap();
+    assert!(again.starts_with(&format!("{location}/events?token=")));
+    let replay = app
+        .events(
+            &format!("{again}&last_event_id={}", events.len() - 1),
+            None,
+            10,
+        )
+        .await;
+    assert_eq!(replay.len(), 1);
+    assert_eq!(replay[0].1, "analysis.completed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_streams_one_instance_runs_an_analysis_and_another_streams_it() {
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let prefix = format!("test-core-{}", uuid::Uuid::new_v4().simple());
+    let shared = |s: &mut Settings| {
+        s.redis_url = Some(redis.clone());
+        s.key_prefix = prefix.clone();
+        s.events_token_key = Some(core_api::config::Secret::new("a key both instances share"));
+    };
+    let a = spawn_app_with(shared).await;
+    let b = spawn_app_with(shared).await;
+    let started = a.started().await;
+    // The stream is read from B, which never saw the request: the log is in Redis.
+    let events = b
+        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let ids: Vec<u64> = events.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (1..=ids.len() as u64).collect::<Vec<_>>());
+    assert_eq!(events.last().unwrap().1, "analysis.completed");
+    // Reconnecting to B in the middle works the same.
+    let tail = b
+        .events(
+            started["events_url"].as_str().unwrap(),
+            Some("2"),
+            usize::MAX,
+        )
+        .await;
+    assert_eq!(tail.first().unwrap().0, 3);
+    assert_eq!(tail.len(), ids.len() - 2);
+    // A client that already had the final event (or claims an id past it) gets an ending
+    // stream with nothing in it, not one that waits for events that will never come.
+    let last = ids.len().to_string();
+    for seen in [last.as_str(), "999"] {
+        let nothing = tokio::time::timeout(
+            Duration::from_secs(10),
+            b.events(
+                started["events_url"].as_str().unwrap(),
+                Some(seen),
+                usize::MAX,
+            ),
+        )
+        .await
+        .expect("the stream ends");
+        assert!(nothing.is_empty(), "{nothing:?}");
+    }
+    // B answers for the snapshot too, and keeps tenants apart.
+    let path = started["analysis_url"].as_str().unwrap();
+    let snap = b.get_json(ACME, path).await;
+    assert_eq!(snap["status"], "completed");
+    assert_eq!(b.get(BETA, path).await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_separate_integrations_service_queued_partner_calls_come_back_by_callback() {
+    use integrations::simulator::{self, SimulatorSettings};
+    // A bureau that refuses every request with 429 (Retry-After: 1) until the test lets it
+    // answer, so requests queue in the integrations service and their outcomes come back by
+    // callback.
+    let (sim, _) = simulator::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        SimulatorSettings {
+            latency_ms: 5,
+            rate_limit_rate: 1.0,
+            retry_after_s: 1,
+            ..SimulatorSettings::default()
+        },
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let mut config = integrations::Config::embedded(&format!("http://{sim}"));
+    for p in &mut config.partners {
+        p.retry.max_attempts = 20;
+    }
+    let gateway = integrations::gateway::Gateway::build(config).await.unwrap();
+    let service = integrations::service::Service::start(gateway, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let integrations_url = format!("http://{}", service.addr);
+
+    let app = spawn_app_with(|s| s.integrations_url = Some(integrations_url.clone())).await;
+    let started = app.started().await;
+    // Every first attempt has been refused (and queued) by the time the bureau recovers.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        reqwest::Client::new()
+            .put(format!("http://{sim}/admin/settings"))
+            .json(&json!({ "rate_limit_rate": 0.0 }))
+            .send()
+            .await
+            .unwrap();
+    });
+    let events = app
+        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.1.as_str()).collect();
+    assert_eq!(*kinds.last().unwrap(), "analysis.completed", "{kinds:?}");
+    assert!(
+        kinds.contains(&"partner.queued"),
+        "some request was queued: {kinds:?}"
+    );
+    let summary = &events.last().unwrap().2["summary"];
+    assert!(summary["transactions"].as_u64().unwrap() > 100);
+
+    // The callback route takes outcomes only with this instance's secret.
+    let r = app
+        .http
+        .post(format!("{}/internal/partner-results?secret=guess", app.url))
+        .json(&json!({"request_id": "x", "partner": "y", "status": "ok", "attempts": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partners_without_a_record_leave_the_analysis_to_finish_without_them() {
+    let app = spawn_app_with(|s| s.simulator.missing_rate = 1.0).await;
+    let started = app.started().await;
+    let events = app
+        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let failed: Vec<&Value> = events
+        .iter()
+        .filter(|e| e.1 == "partner.failed")
+        .map(|e| &e.2)
+        .collect();
+    assert_eq!(failed.len(), 3, "each partner says it had no record");
+    assert!(failed
+        .iter()
+        .all(|f| f["reason"].as_str().unwrap().starts_with("not_found")));
+    let last = events.last().unwrap();
+    assert_eq!(
+        last.1, "analysis.completed",
+        "the analysis still ends with a summary"
+    );
+    assert_eq!(last.2["summary"]["transactions"], 0);
+    let snapshot = app
+        .get_json(ACME, started["analysis_url"].as_str().unwrap())
+        .await;
+    assert_eq!(snapshot["partners"]["consumer"]["state"], "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_elasticsearch_down_the_analysis_reports_the_storage_failure_and_readiness_is_false() {
+    // A port nothing listens on: Elasticsearch is down.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let app = spawn_app_with(|s| s.elasticsearch_url = Some(url)).await;
+    let r = app
+        .http
+        .get(format!("{}/readyz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let started = app.started().await;
+    let events = app
+        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let last = events.last().unwrap();
+    assert_eq!(last.1, "analysis.failed");
+    assert_eq!(last.2["reason"], "the transaction store failed");
+    let snapshot = app
+        .get_json(ACME, started["analysis_url"].as_str().unwrap())
+        .await;
+    assert_eq!(snapshot["status"], "failed");
+}

@@ -1,0 +1,135 @@
+//! Classifying transactions without an analysis: a batch in one response, and a large batch
+//! (NDJSON or a JSON array) streamed back as SSE.
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn a_batch_of_transactions_is_classified() {
+    let app = spawn_app().await;
+    let r = app
+        .http
+        .post(format!("{}/v1/classifications", app.url))
+        .bearer_auth(ACME)
+        .json(&json!({"transactions": [
+            {"id": "a", "description": "PIX RECEBIDO JOAO SILVA", "amount": 250.0, "type": "pix"},
+            {"id": "b", "description": "NETFLIX.COM", "amount": -55.9},
+            {"id": "c", "description": "DROGARIA SAO PAULO", "amount": -32.1, "mcc": "5912"},
+        ]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let labels: Vec<&str> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["TRANSFER_IN", "ENTERTAINMENT", "MEDICAL"]);
+    assert_eq!(
+        body["results"][0]["runners_up"].as_array().unwrap().len(),
+        2
+    );
+    let r = app
+        .http
+        .post(format!("{}/v1/classifications", app.url))
+        .bearer_auth(ACME)
+        .json(&json!({"transactions": [{"id": "x", "description": "", "amount": 1.0}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+}
+
+/// Reads every SSE event of a response.
+async fn all_sse(r: reqwest::Response) -> Vec<(String, Value)> {
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/event-stream");
+    let mut stream = r.bytes_stream().eventsource();
+    let mut out = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(60), stream.next())
+        .await
+        .expect("an event within 60 s")
+    {
+        let e = e.unwrap();
+        out.push((e.event, serde_json::from_str(&e.data).unwrap()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_ndjson_batch_streams_results_and_names_bad_lines() {
+    let app = spawn_app().await;
+    let mut body = String::new();
+    for i in 0..2500 {
+        match i {
+            10 => body.push_str("{\"id\": \"x\", \"description\": \"NO AMOUNT\"}\n"),
+            20 => body.push_str("not json at all\n"),
+            _ => body.push_str(&format!(
+                "{{\"id\": \"{i}\", \"description\": \"PADARIA REAL {i}\", \"amount\": -12.5}}\n"
+            )),
+        }
+    }
+    let r = app
+        .http
+        .post(format!("{}/v1/classifications/stream", app.url))
+        .bearer_auth(ACME)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let events = all_sse(r).await;
+    let results: usize = events
+        .iter()
+        .filter(|e| e.0 == "classification.results")
+        .map(|e| e.1["results"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(results, 2498, "every good row has a result");
+    let errors: Vec<&str> = events
+        .iter()
+        .filter(|e| e.0 == "classification.error")
+        .map(|e| e.1["at"].as_str().unwrap())
+        .collect();
+    assert_eq!(errors, ["line 11", "line 21"]);
+    let last = events.last().unwrap();
+    assert_eq!(last.0, "classification.completed");
+    assert_eq!(last.1, json!({"classified": 2498, "failed": 2}));
+    assert!(events.iter().any(|e| e.0 == "classification.progress"));
+}
+
+#[tokio::test]
+async fn a_json_array_batch_streams_too_and_other_content_types_are_refused() {
+    let app = spawn_app().await;
+    let r = app
+        .http
+        .post(format!("{}/v1/classifications/stream", app.url))
+        .bearer_auth(ACME)
+        .json(&json!([{"id": "a", "description": "NETFLIX.COM", "amount": -39.9}]))
+        .send()
+        .await
+        .unwrap();
+    let events = all_sse(r).await;
+    assert_eq!(events[0].1["results"][0]["label"], "ENTERTAINMENT");
+    assert_eq!(
+        events.last().unwrap().1,
+        json!({"classified": 1, "failed": 0})
+    );
+    let r = app
+        .http
+        .post(format!("{}/v1/classifications/stream", app.url))
+        .bearer_auth(ACME)
+        .header("content-type", "text/csv")
+        .body("id,description")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+}

@@ -1,0 +1,123 @@
+//! What the service offers besides the API itself: the OpenAPI description, metrics, and the
+//! page at `/` with its files.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn the_api_is_described_as_openapi_3() {
+    let app = spawn_app().await;
+    let doc: Value = app
+        .http
+        .get(format!("{}/openapi.json", app.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/v1/analyses",
+        "/v1/analyses/{id}",
+        "/v1/analyses/{id}/events",
+        "/v1/classifications",
+        "/v1/classifications/stream",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not described");
+    }
+    assert!(doc["paths"]["/v1/analyses"]["post"]["responses"]["422"].is_object());
+    for schema in [
+        "StartBody",
+        "Snapshot",
+        "Problem",
+        "ClassifyItem",
+        "Classified",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "no {schema} schema"
+        );
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["scheme"],
+        "bearer"
+    );
+    // The documented problem shape is the one the API sends.
+    let r = app.start(ACME, json!({"cpf": "1"})).await;
+    let problem: Value = r.json().await.unwrap();
+    let documented: Vec<&str> = doc["components"]["schemas"]["Problem"]["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    for key in problem.as_object().unwrap().keys() {
+        assert!(
+            documented.contains(&key.as_str()),
+            "{key} is not documented"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_analyses_and_partner_state() {
+    let app = spawn_app().await;
+    let started = app.started().await;
+    app.events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+        .await;
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+    };
+    assert!(value("core_api_analyses_total{state=\"completed\"}") >= 1.0);
+    assert!(value("core_api_movements_classified_total") > 100.0);
+    assert!(value("core_api_requests_total{class=\"2xx\"}") >= 2.0);
+    assert_eq!(
+        value("integrations_breaker_state{partner=\"movements-sim\"}"),
+        0.0
+    );
+    assert!(value("integrations_partner_calls_total{partner=\"movements-sim\"}") >= 1.0);
+    assert!(!text.contains("52998224725"), "no CPF in metrics");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_served_with_its_files_and_a_policy_that_keeps_it_to_this_origin() {
+    let app = spawn_app().await;
+    for (path, content_type, needle) in [
+        ("/", "text/html; charset=utf-8", "<form id=\"start\""),
+        (
+            "/app.js",
+            "text/javascript; charset=utf-8",
+            "new EventSource",
+        ),
+        ("/app.css", "text/css; charset=utf-8", ".chip"),
+    ] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["content-type"], content_type, "{path}");
+        let policy = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(policy.contains("default-src 'none'"), "{policy}");
+        assert!(policy.contains("connect-src 'self'"), "{policy}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+}
