@@ -6,22 +6,20 @@
 //! row does not stop the batch: it gets a `classification.error` event naming its line (or
 //! array index) and is counted as failed, so the client loses nothing silently.
 
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::auth::Scope;
+use crate::events::frame;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::api_key;
 use crate::http::routes::classify::{classify_one, ClassifyItem};
+use crate::server::sse::live_response;
 use crate::state::AppState;
 
 /// Rows one stream may carry.
@@ -32,7 +30,7 @@ pub const MAX_BYTES: usize = 256 * 1024 * 1024;
 const BATCH: usize = 1000;
 
 struct Batcher {
-    tx: mpsc::Sender<SseEvent>,
+    tx: mpsc::Sender<Bytes>,
     state: Arc<AppState>,
     ws: classifier::model::Workspace,
     results: Vec<serde_json::Value>,
@@ -57,9 +55,8 @@ impl Batcher {
             }
             Err(problem) => {
                 self.failed += 1;
-                let e = SseEvent::default()
-                    .event("classification.error")
-                    .data(serde_json::json!({ "at": where_, "problem": problem }).to_string());
+                let data = serde_json::json!({ "at": where_, "problem": problem });
+                let e = frame::unnumbered("classification.error", &data.to_string());
                 self.tx.send(e).await.is_ok()
             }
         }
@@ -70,11 +67,14 @@ impl Batcher {
             return true;
         }
         let batch = std::mem::take(&mut self.results);
-        let results = SseEvent::default()
-            .event("classification.results")
-            .data(serde_json::json!({ "results": batch }).to_string());
-        let progress = SseEvent::default().event("classification.progress").data(
-            serde_json::json!({ "classified": self.classified, "failed": self.failed }).to_string(),
+        let results = frame::unnumbered(
+            "classification.results",
+            &serde_json::json!({ "results": batch }).to_string(),
+        );
+        let progress = frame::unnumbered(
+            "classification.progress",
+            &serde_json::json!({ "classified": self.classified, "failed": self.failed })
+                .to_string(),
         );
         self.tx.send(results).await.is_ok() && self.tx.send(progress).await.is_ok()
     }
@@ -95,7 +95,7 @@ impl Batcher {
         };
         let _ = self
             .tx
-            .send(SseEvent::default().event(kind).data(data.to_string()))
+            .send(frame::unnumbered(kind, &data.to_string()))
             .await;
     }
 }
@@ -231,7 +231,7 @@ pub async fn classify_stream(
             ))
         }
     };
-    let (tx, rx) = mpsc::channel::<SseEvent>(16);
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
     let batcher = Batcher {
         tx,
         state: state.clone(),
@@ -247,16 +247,7 @@ pub async fn classify_stream(
             json_array(batcher, body).await
         }
     });
-    let stream = ReceiverStream::new(rx).map(Ok::<_, Infallible>);
-    let mut response = Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
-        .into_response();
-    response.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
-    response
-        .headers_mut()
-        .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
-    Ok(response)
+    // The same writer as the analysis stream: a retry hint, keep-alives, and a closing
+    // frame when the service shuts down.
+    Ok(live_response(rx, state.shutdown.clone()))
 }
