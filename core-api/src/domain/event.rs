@@ -14,7 +14,9 @@ use utoipa::ToSchema;
 
 use super::summary::Summary;
 
-/// One event of an analysis's stream.
+/// One event of an analysis's stream: the SSE `event:` name is the tag, the `data:` line the
+/// payload, to which every event adds `at` (an integer, ms since the Unix epoch: when it was
+/// recorded).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub enum AnalysisEvent {
     /// Event 1, sent by `POST /v1/analyses` before it answers `202`.

@@ -104,3 +104,136 @@ async fn reconnecting_with_last_event_id_misses_and_repeats_nothing() {
         .await;
     assert!(none.is_empty());
 }
+
+/// Checks `value` against the OpenAPI schema `schema` of `doc` (the subset utoipa writes:
+/// `$ref`, `oneOf`, `type` as a name or a list, `required`, `properties`,
+/// `additionalProperties`, `items`). Returns what does not match, with its path. An object
+/// may carry only the properties its schema names: an undocumented field is a mismatch.
+fn mismatches(doc: &Value, schema: &Value, value: &Value, path: &str) -> Vec<String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.trim_start_matches("#/components/schemas/");
+        return mismatches(doc, &doc["components"]["schemas"][name], value, path);
+    }
+    if let Some(options) = schema["oneOf"].as_array() {
+        return if options
+            .iter()
+            .any(|o| mismatches(doc, o, value, path).is_empty())
+        {
+            Vec::new()
+        } else {
+            vec![format!("{path}: matches none of its oneOf")]
+        };
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => return Vec::new(),
+    };
+    let actual = match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    };
+    // An integer is also a number.
+    let allowed = types.contains(&actual) || (actual == "integer" && types.contains(&"number"));
+    if !allowed {
+        return vec![format!("{path}: a {actual}, the schema says {types:?}")];
+    }
+    let mut out = Vec::new();
+    match value {
+        Value::Object(fields) => {
+            for r in schema["required"].as_array().into_iter().flatten() {
+                let r = r.as_str().unwrap();
+                if !fields.contains_key(r) {
+                    out.push(format!("{path}.{r}: required, missing"));
+                }
+            }
+            for (k, v) in fields {
+                let p = format!("{path}.{k}");
+                match (&schema["properties"][k], &schema["additionalProperties"]) {
+                    (Value::Null, Value::Null) => out.push(format!("{p}: not in the schema")),
+                    (Value::Null, extra) => out.extend(mismatches(doc, extra, v, &p)),
+                    (s, _) => out.extend(mismatches(doc, s, v, &p)),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                out.extend(mismatches(
+                    doc,
+                    &schema["items"],
+                    v,
+                    &format!("{path}[{i}]"),
+                ));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_event_an_analysis_emits_matches_its_schema_in_openapi() {
+    // Three analyses that between them emit all nine kinds of event: one that runs to its
+    // summary, one whose partners have no record (partner.failed), and one whose partners
+    // answer only 429 with a long Retry-After and whose deadline is a second
+    // (partner.queued, then analysis.failed).
+    let mut streams = Vec::new();
+    let mut apps = Vec::new();
+    for adjust in [
+        Box::new(|_: &mut core_api::config::Settings| {})
+            as Box<dyn FnOnce(&mut core_api::config::Settings)>,
+        Box::new(|s| s.simulator.missing_rate = 1.0),
+        Box::new(|s| {
+            s.simulator.rate_limit_rate = 1.0;
+            s.simulator.retry_after_s = 60;
+            s.analysis_deadline_secs = 1;
+        }),
+    ] {
+        let app = spawn_app_with(adjust).await;
+        let started = app.started().await;
+        streams.push(
+            app.events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+                .await,
+        );
+        apps.push(app);
+    }
+    let doc = apps[0].get_json(ACME, "/openapi.json").await;
+    let events = &doc["components"]["schemas"]["AnalysisEvent"]["oneOf"];
+    let schema_of = |name: &str| {
+        events
+            .as_array()
+            .expect("AnalysisEvent is a oneOf of the events")
+            .iter()
+            .find_map(|e| e["properties"].get(name))
+            .unwrap_or_else(|| panic!("no schema for `{name}` in AnalysisEvent"))
+            .clone()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for (id, name, data) in streams.iter().flatten() {
+        // `at` is added to every event by the log; the enum documents it once for all.
+        let mut data = data.clone();
+        let at = data.as_object_mut().unwrap().remove("at");
+        assert!(
+            at.as_ref().is_some_and(Value::is_u64),
+            "event {id} ({name}): `at` must be ms since the epoch, got {at:?}"
+        );
+        let problems = mismatches(&doc, &schema_of(name), &data, name);
+        assert!(problems.is_empty(), "event {id}: {problems:?} in {data}");
+        seen.insert(name.clone());
+    }
+    assert_eq!(
+        seen.len(),
+        9,
+        "the three analyses cover every kind of event: {seen:?}"
+    );
+    assert_eq!(
+        events.as_array().unwrap().len(),
+        9,
+        "and the schema documents nine"
+    );
+}
