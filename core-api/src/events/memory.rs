@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use tokio::sync::{mpsc, Notify};
 
-use super::{frame, AppendError, Event, CLIENT_BUFFER, MAX_EVENTS};
+use super::fanout::Fanout;
+use super::{AppendError, Event, MAX_EVENTS};
 use crate::domain::event::is_final;
 
 struct Log {
@@ -17,7 +18,7 @@ struct Log {
     /// Each event as an SSE frame, built once and shared by every client.
     frames: Vec<Bytes>,
     /// Clients following the log live: each append is pushed to them.
-    subscribers: Vec<mpsc::Sender<Bytes>>,
+    live: Fanout,
     appended: Arc<Notify>,
     finished_at: Option<Instant>,
 }
@@ -44,7 +45,7 @@ impl MemoryLog {
             Log {
                 events: Vec::new(),
                 frames: Vec::new(),
-                subscribers: Vec::new(),
+                live: Fanout::default(),
                 appended: Arc::new(Notify::new()),
                 finished_at: None,
             },
@@ -58,15 +59,8 @@ impl MemoryLog {
         let mut logs = self.logs.lock().expect("event log lock");
         let log = logs.get_mut(analysis)?;
         let past: Vec<Bytes> = log.frames.iter().skip(after as usize).cloned().collect();
-        let (tx, rx) = mpsc::channel(past.len() + CLIENT_BUFFER);
-        for f in past {
-            tx.try_send(f)
-                .expect("the channel was sized for the replay");
-        }
-        if log.finished_at.is_none() {
-            log.subscribers.push(tx);
-        }
-        Some(rx)
+        let live = log.finished_at.is_none();
+        Some(log.live.subscribe(past, live))
     }
 
     pub(super) fn append(
@@ -94,19 +88,11 @@ impl MemoryLog {
         let bytes = event.frame();
         log.events.push(event);
         log.frames.push(bytes.clone());
-        // Push to live clients; one that has a full buffer is cut off (with a last frame
-        // saying so, in the slot kept for it) rather than buffered for.
-        log.subscribers.retain(|tx| {
-            if tx.capacity() <= 1 {
-                let _ = tx.try_send(Bytes::from_static(frame::FELL_BEHIND));
-                return false;
-            }
-            tx.try_send(bytes.clone()).is_ok()
-        });
+        log.live.push(&bytes);
         if terminal {
             log.finished_at = Some(Instant::now());
-            // Dropping the senders ends every stream after the final event.
-            log.subscribers.clear();
+            // Every stream ends after the final event.
+            log.live.close(None);
         }
         log.appended.notify_waiters();
         Ok(id)

@@ -8,9 +8,10 @@
 //! stream; a finished analysis's stream expires after the retention.
 //!
 //! A client follows a log through [`EventLog::follow`]: a channel of ready-made SSE frames
-//! ([`frame`]) that ends after the final event, whichever backend holds the log. Nothing is
-//! buffered for a slow client beyond its channel.
+//! ([`frame`]) that ends after the final event, fed by one fan-out whichever backend holds
+//! the log. Nothing is buffered for a slow client beyond its channel.
 
+mod fanout;
 pub mod frame;
 pub mod memory;
 pub mod redis;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::domain::event::{is_final, AnalysisEvent};
 pub use memory::MemoryLog;
@@ -30,9 +31,6 @@ pub const MAX_EVENTS: usize = 10_000;
 
 /// Frames a live client may have unread before it is cut off.
 pub const CLIENT_BUFFER: usize = 64;
-
-/// How long a client may leave a frame unread before it is cut off.
-pub const SLOW_CLIENT: Duration = Duration::from_secs(10);
 
 /// One event of an analysis. Cloning is cheap: every SSE client of an analysis gets the same
 /// event, so its JSON is serialised once, when it is appended.
@@ -159,18 +157,17 @@ impl EventLog {
     }
 
     /// A client's frames: the events after `after`, then each event as it is appended, until
-    /// the final one (the channel then closes), the client falls behind (it gets a last frame
-    /// saying so), or `stop` turns true. `None` for an analysis this log does not know.
+    /// the final one (the channel then closes) or the client falls behind (it gets a last
+    /// frame saying so). `None` for an analysis this log does not know. Both logs push the
+    /// same shared frames to every client ([`fanout`]): no task or serialisation per client.
     pub async fn follow(
         &self,
         analysis: &str,
         after: u64,
-        stop: watch::Receiver<bool>,
     ) -> Result<Option<mpsc::Receiver<Bytes>>, AppendError> {
         match self {
-            // In memory, clients are pushed shared frames: no task or serialisation per client.
             EventLog::Memory(m) => Ok(m.subscribe(analysis, after)),
-            EventLog::Redis(r) => r.follow(analysis, after, stop).await,
+            EventLog::Redis(r) => r.follow(analysis, after).await,
         }
     }
 
@@ -309,6 +306,98 @@ mod tests {
             .unwrap();
         assert_eq!(last.iter().map(|e| e.id).collect::<Vec<_>>(), [3]);
         // The reader stops after the final event.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readers(&url, &prefix).await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the reader outlived its analysis"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The id of an event frame, or 0 for a frame without one.
+    fn frame_id(f: &Bytes) -> u64 {
+        let text = String::from_utf8_lossy(f);
+        text.strip_prefix("id: ")
+            .and_then(|rest| rest.split('\n').next())
+            .and_then(|id| id.parse().ok())
+            .unwrap_or(0)
+    }
+
+    async fn next_id(rx: &mut mpsc::Receiver<Bytes>) -> Option<u64> {
+        tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a frame or the end within 10 s")
+            .map(|f| frame_id(&f))
+    }
+
+    async fn followers_get_the_replay_then_each_event_and_their_streams_end_with_the_analysis(
+        log: EventLog,
+    ) {
+        log.create("a").await.unwrap();
+        log.append("a", "analysis.accepted", serde_json::json!({}))
+            .await
+            .unwrap();
+        log.append("a", "partner.started", serde_json::json!({}))
+            .await
+            .unwrap();
+        assert!(log.follow("nope", 0).await.unwrap().is_none());
+        // The first follower starts from event 2; the next, from the beginning, gets what
+        // came before the first one joined as well.
+        let mut later = log.follow("a", 2).await.unwrap().unwrap();
+        let mut early = log.follow("a", 0).await.unwrap().unwrap();
+        let mut sleeper = log.follow("a", 2).await.unwrap().unwrap();
+        assert_eq!(next_id(&mut early).await, Some(1));
+        assert_eq!(next_id(&mut early).await, Some(2));
+        // The sleeper never reads: after its buffer fills it gets the cut-off frame and ends.
+        for id in 3..3 + CLIENT_BUFFER as u64 + 5 {
+            log.append("a", "classification.progress", serde_json::json!({}))
+                .await
+                .unwrap();
+            assert_eq!(next_id(&mut early).await, Some(id));
+            assert_eq!(next_id(&mut later).await, Some(id));
+        }
+        let mut got = Vec::new();
+        while let Some(f) = sleeper.recv().await {
+            got.push(String::from_utf8_lossy(&f).into_owned());
+        }
+        assert_eq!(got.len(), CLIENT_BUFFER);
+        assert!(got.last().unwrap().starts_with("event: stream.error"));
+        let last = log
+            .append("a", "analysis.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        for rx in [&mut early, &mut later] {
+            assert_eq!(next_id(rx).await, Some(last));
+            assert_eq!(next_id(rx).await, None, "the final event ends the stream");
+        }
+        // After the end, a follower gets what it lacks and a stream that ends.
+        let mut late = log.follow("a", last - 2).await.unwrap().unwrap();
+        assert_eq!(next_id(&mut late).await, Some(last - 1));
+        assert_eq!(next_id(&mut late).await, Some(last));
+        assert_eq!(next_id(&mut late).await, None);
+        let mut had_all = log.follow("a", last).await.unwrap().unwrap();
+        assert_eq!(next_id(&mut had_all).await, None);
+    }
+
+    #[tokio::test]
+    async fn in_memory_followers_get_the_replay_then_each_event_until_the_end() {
+        followers_get_the_replay_then_each_event_and_their_streams_end_with_the_analysis(
+            EventLog::memory(Duration::from_secs(60)),
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn on_redis_followers_are_fed_like_in_memory_from_one_shared_reader() {
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+        let prefix = format!("test-ev-{}", uuid::Uuid::new_v4().simple());
+        let log = EventLog::redis(&url, &prefix, Duration::from_secs(60))
+            .await
+            .expect("a Redis server");
+        followers_get_the_replay_then_each_event_and_their_streams_end_with_the_analysis(log).await;
+        // One reader fed all of them, and it ended with the analysis.
         let deadline = Instant::now() + Duration::from_secs(5);
         while readers(&url, &prefix).await > 0 {
             assert!(

@@ -2,10 +2,10 @@
 //! `N-0`, and `{prefix}:ev:{id}:meta` the count and whether the analysis has ended, both
 //! written by one Lua script so ids have no gaps and nothing follows the final event.
 //!
-//! Readers pull: they ask for the events after the last one they sent and wait (without
-//! polling) when there are none, so a slow reader never makes the log buffer anything. The
-//! clients of one analysis on one instance share one reader ([`Tail`]): a single blocked
-//! `XREAD` per followed analysis, however many clients follow it.
+//! The clients of one analysis on one instance share one reader ([`Tail`]): a single blocked
+//! `XREAD` per followed analysis, however many clients follow it. It turns each event it reads
+//! into a frame once and pushes that frame to every client, as the memory log does on append
+//! ([`Fanout`]); [`RedisLog::wait_after`] lets code that pulls wait on the same reader.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,8 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{mpsc, watch};
 
-use super::{frame, AppendError, Event, CLIENT_BUFFER, MAX_EVENTS, SLOW_CLIENT};
+use super::fanout::Fanout;
+use super::{frame, AppendError, Event, MAX_EVENTS};
 use crate::domain::event::is_final;
 
 /// The Redis Streams log.
@@ -44,6 +45,12 @@ struct TailState {
     /// Events read, in order, all after `start`.
     start: u64,
     events: Vec<Event>,
+    /// The same events as SSE frames, for clients that join later.
+    frames: Vec<Bytes>,
+    /// Clients following live: each frame read is pushed to them.
+    live: Fanout,
+    /// The final event was read: nothing more will come.
+    finished: bool,
     /// Why the reader stopped, if Redis failed it.
     failed: Option<String>,
     /// When a client last asked; the reader stops once nobody has asked for a while.
@@ -55,8 +62,6 @@ struct TailState {
 const TAIL_IDLE: Duration = Duration::from_secs(30);
 /// How long one `XREAD` blocks before the reader looks whether it is still wanted.
 const TAIL_BLOCK: Duration = Duration::from_secs(5);
-/// How long a follower waits for news before it looks whether the analysis has ended.
-const FOLLOW_WAIT: Duration = Duration::from_secs(15);
 
 impl Tail {
     /// The events after `after`, or `None` when the reader started later than that (the
@@ -210,49 +215,77 @@ impl RedisLog {
         Ok(tail.after(after)?.unwrap_or_default())
     }
 
-    /// Whether the analysis's final event is in the log (set with it, atomically).
-    async fn is_finished(&self, analysis: &str) -> Result<bool, AppendError> {
-        let mut conn = self.conn.clone();
-        let finished: Option<String> = conn
-            .hget(self.meta_key(analysis), "finished")
-            .await
-            .map_err(backend)?;
-        Ok(finished.as_deref() == Some("1"))
-    }
-
-    /// See [`super::EventLog::follow`]: on Redis a task per client pulls from the shared
-    /// reader as fast as the client takes frames.
+    /// See [`super::EventLog::follow`]. A finished analysis's stream holds every event: the
+    /// client gets what it lacks and the channel closes. Otherwise the client joins this
+    /// instance's reader of the analysis, with what came before the reader started read from
+    /// the stream itself.
     pub(super) async fn follow(
         &self,
         analysis: &str,
         after: u64,
-        stop: watch::Receiver<bool>,
     ) -> Result<Option<mpsc::Receiver<Bytes>>, AppendError> {
-        let Some(past) = self.read_after(analysis, after, 256).await? else {
+        let mut conn = self.conn.clone();
+        let (n, finished): (Option<u64>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.meta_key(analysis))
+            .arg("n")
+            .arg("finished")
+            .query_async(&mut conn)
+            .await
+            .map_err(backend)?;
+        if n.is_none() {
             return Ok(None);
+        }
+        if finished.as_deref() == Some("1") {
+            let past = self.range(analysis, after, None).await?;
+            return Ok(Some(
+                Fanout::default().subscribe(past.iter().map(Event::frame).collect(), false),
+            ));
+        }
+        let tail = self.tail(analysis, after);
+        let start = tail.state.lock().expect("tail lock").start;
+        // Events between the client's last one and the reader's start; the reader has the
+        // rest, including whatever it read while this was being fetched.
+        let gap = if after < start {
+            self.range(analysis, after, Some(start)).await?
+        } else {
+            Vec::new()
         };
-        let (tx, rx) = mpsc::channel(CLIENT_BUFFER);
-        tokio::spawn(feed(
-            self.clone(),
-            analysis.to_string(),
-            past,
-            after,
-            tx,
-            stop,
-        ));
-        Ok(Some(rx))
+        let mut st = tail.state.lock().expect("tail lock");
+        st.wanted = Instant::now();
+        if st.failed.is_some() {
+            let mut ended = Fanout::default();
+            let rx = ended.subscribe(vec![Bytes::from_static(frame::UNAVAILABLE)], false);
+            return Ok(Some(rx));
+        }
+        let skip = after.saturating_sub(st.start) as usize;
+        let replay: Vec<Bytes> = gap
+            .iter()
+            .map(Event::frame)
+            .chain(st.frames.iter().skip(skip).cloned())
+            .collect();
+        let live = !st.finished;
+        Ok(Some(st.live.subscribe(replay, live)))
     }
 
-    /// Whether a client that saw event `last` of a finished analysis has its final event: the
-    /// event it saw is the final one, or lies beyond the log's end.
-    async fn has_everything(&self, analysis: &str, last: u64) -> bool {
-        match self.read_after(analysis, last.saturating_sub(1), 1).await {
-            Ok(Some(events)) => match events.first() {
-                None => true,
-                Some(e) => e.id == last && e.is_terminal(),
-            },
-            _ => false,
-        }
+    /// The events after `after`, up to `upto` (or the end), at most the log's bound.
+    async fn range(
+        &self,
+        analysis: &str,
+        after: u64,
+        upto: Option<u64>,
+    ) -> Result<Vec<Event>, AppendError> {
+        let mut conn = self.conn.clone();
+        let end = upto.map_or_else(|| "+".to_string(), |u| format!("{u}-0"));
+        let reply: redis::streams::StreamRangeReply = conn
+            .xrange_count(
+                self.stream_key(analysis),
+                format!("({after}-0"),
+                end,
+                MAX_EVENTS,
+            )
+            .await
+            .map_err(backend)?;
+        Ok(reply.ids.iter().filter_map(parse_entry).collect())
     }
 
     /// This instance's reader of `analysis`, started (from `after`) if there is none.
@@ -265,6 +298,9 @@ impl RedisLog {
             state: Mutex::new(TailState {
                 start: after,
                 events: Vec::new(),
+                frames: Vec::new(),
+                live: Fanout::default(),
+                finished: false,
                 failed: None,
                 wanted: Instant::now(),
             }),
@@ -286,77 +322,6 @@ impl RedisLog {
 
     fn meta_key(&self, analysis: &str) -> String {
         format!("{}:ev:{analysis}:meta", self.prefix)
-    }
-}
-
-/// Sends the client what it missed, then what comes, as SSE frames, until the analysis ends,
-/// the client leaves (the channel closes), it stops reading for [`SLOW_CLIENT`], or `stop`
-/// turns true. Events are pulled from the log only as fast as the client takes them, so
-/// nothing is buffered for a slow client beyond its channel.
-async fn feed(
-    log: RedisLog,
-    id: String,
-    mut pending: Vec<Event>,
-    mut last_sent: u64,
-    tx: mpsc::Sender<Bytes>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let finished = log.is_finished(&id).await.unwrap_or(false);
-    if finished && pending.is_empty() && log.has_everything(&id, last_sent).await {
-        // Reconnected to a finished analysis and already had everything.
-        return;
-    }
-    // Empty waits in a row while the log says the analysis has ended (see below).
-    let mut ended_empty = 0;
-    loop {
-        for e in pending.drain(..) {
-            if e.id <= last_sent {
-                continue;
-            }
-            match tx.send_timeout(e.frame(), SLOW_CLIENT).await {
-                Ok(()) => {}
-                Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                    let _ = tx.try_send(Bytes::from_static(frame::STOPPED_READING));
-                    return;
-                }
-                Err(mpsc::error::SendTimeoutError::Closed(_)) => return,
-            }
-            last_sent = e.id;
-            if e.is_terminal() {
-                return;
-            }
-        }
-        tokio::select! {
-            more = log.wait_after(&id, last_sent, FOLLOW_WAIT) => match more {
-                Ok(events) => pending = events,
-                Err(e) => {
-                    tracing::warn!(analysis = %id, error = %e, "Event log unavailable; ending the stream.");
-                    let _ = tx.try_send(Bytes::from_static(frame::UNAVAILABLE));
-                    return;
-                }
-            },
-            // The client left, or the service is stopping (the response sends the goodbye).
-            _ = tx.closed() => return,
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        // Nothing came although the log says the analysis has ended: read the log itself
-        // once more (the shared reader may lag); only if still nothing does the stream end.
-        if pending.is_empty() && log.is_finished(&id).await.unwrap_or(false) {
-            pending = log
-                .read_after(&id, last_sent, 256)
-                .await
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            if pending.is_empty() {
-                ended_empty += 1;
-                if ended_empty >= 2 {
-                    return;
-                }
-            }
-        } else {
-            ended_empty = 0;
-        }
     }
 }
 
@@ -402,7 +367,20 @@ async fn read_tail(log: RedisLog, analysis: String, mut last: u64, tail: Arc<Tai
                 last = e.id;
                 // Bounded like the log itself, which never holds more.
                 let room = MAX_EVENTS.saturating_sub(st.events.len());
-                st.events.extend(events.into_iter().take(room));
+                for e in events.into_iter().take(room) {
+                    let bytes = e.frame();
+                    st.live.push(&bytes);
+                    st.frames.push(bytes);
+                    st.events.push(e);
+                }
+            }
+            if ended {
+                st.finished = true;
+                // Every stream ends after the final event.
+                st.live.close(None);
+            }
+            if st.live.prune() > 0 {
+                st.wanted = Instant::now();
             }
             let idle = st.wanted.elapsed() > TAIL_IDLE && tail.latest.receiver_count() == 0;
             drop(st);
@@ -419,7 +397,10 @@ async fn read_tail(log: RedisLog, analysis: String, mut last: u64, tail: Arc<Tai
     .await;
     if let Err(e) = result {
         tracing::warn!(analysis = %analysis, error = %e, "Event reader failed; its clients end their streams.");
-        tail.state.lock().expect("tail lock").failed = Some(e);
+        let mut st = tail.state.lock().expect("tail lock");
+        st.failed = Some(e);
+        st.live.close(Some(frame::UNAVAILABLE));
+        drop(st);
         tail.latest.send_modify(|_| {});
     }
     let mut tails = log.tails.lock().expect("tails lock");

@@ -27,7 +27,7 @@ use crate::events::frame::{CLOSING, KEEP_ALIVE as KEEP_ALIVE_FRAME, RETRY_HINT};
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// How long a client may leave bytes unread before it is cut off.
-pub use crate::events::SLOW_CLIENT;
+pub const SLOW_CLIENT: Duration = Duration::from_secs(10);
 
 /// Counts the client while its stream lives, however it ends (a hang-up drops it).
 struct Connected;

@@ -72,7 +72,7 @@ pub async fn events(
     };
     let rx = state
         .events
-        .follow(&id, last, state.shutdown.clone())
+        .follow(&id, last)
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or(ApiError::NotFound("analysis"))?;
