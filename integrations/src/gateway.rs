@@ -192,8 +192,12 @@ impl Gateway {
         }
     }
 
-    /// Drains the queue until `shutdown` turns true; jobs in hand are given back to the queue
-    /// (their calls cancelled, their permits released) so another instance takes them at once.
+    /// Drains the queue until `shutdown` turns true. Then the jobs in hand that are waiting for
+    /// a permit or calling their partner are given back to the queue, due now, so another
+    /// instance takes them at once rather than when their leases run out; their calls are
+    /// abandoned and their permits released before this returns. A job whose outcome is
+    /// already had is delivered first (each delivery bounded by the callback timeout): given
+    /// back, it would be called and delivered again.
     pub async fn run_worker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let lease = Duration::from_millis(self.config.lease_ms);
         loop {
@@ -222,17 +226,11 @@ impl Gateway {
                 .into_iter()
                 .map(|leased| {
                     let gw = self.clone();
-                    let mut stop = shutdown.clone();
-                    tokio::spawn(async move {
-                        // On shutdown a job still in hand is given back at once, due now, so
-                        // another instance takes it without waiting for the lease to run out.
-                        tokio::select! {
-                            _ = gw.work(leased.clone()) => {}
-                            _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                                gw.reschedule(&leased, &leased.job, Duration::ZERO).await;
-                            }
-                        }
-                    })
+                    let stop = shutdown.clone();
+                    // The job sees the stop itself rather than being dropped mid-way: dropped,
+                    // a permit it was taking or giving back could stay held in Redis, and an
+                    // outcome it was delivering could be given back and delivered twice.
+                    tokio::spawn(async move { gw.work(leased, &stop).await })
                 })
                 .collect();
             for t in tasks {
@@ -242,7 +240,7 @@ impl Gateway {
         tracing::info!("Retry worker stopped.");
     }
 
-    async fn work(&self, leased: Leased) {
+    async fn work(&self, leased: Leased, stop: &watch::Receiver<bool>) {
         let mut job = leased.job.clone();
         if job.outcome.is_none() {
             let Some(partner) = self.partners.get(&job.partner) else {
@@ -264,7 +262,15 @@ impl Gateway {
             // Wait for a permit for part of the lease: woken by releases, the job starts as
             // soon as the partner has room, and the lease is not outlived.
             let permit_wait = Duration::from_millis(self.config.lease_ms / 3);
-            match partner.attempt_within(&cpf, &job.params, permit_wait).await {
+            let attempt = partner
+                .attempt_until(&cpf, &job.params, permit_wait, stop)
+                .await;
+            let Some(attempt) = attempt else {
+                // Stopping: the job goes back due now, so another instance takes it at once
+                // rather than when its lease runs out.
+                return self.reschedule(&leased, &job, Duration::ZERO).await;
+            };
+            match attempt {
                 Attempt::Defer { retry_in, .. } => {
                     return self.reschedule(&leased, &job, retry_in).await;
                 }

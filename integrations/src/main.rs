@@ -62,7 +62,7 @@ async fn main() -> Result<()> {
                 .context("binding the listener")?;
             tracing::info!(addr = %service.addr, "Integrations service listening.");
             shutdown_signal().await;
-            tracing::info!("Shutting down: finishing the jobs in hand.");
+            tracing::info!("Shutting down: giving the jobs in hand back to the queue.");
             service.stop().await;
         }
         Command::Simulate {

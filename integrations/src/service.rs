@@ -278,8 +278,8 @@ impl Service {
         })
     }
 
-    /// Stops taking requests, lets the worker finish the jobs in hand (each bounded by its
-    /// partner timeout) and waits for both.
+    /// Stops taking requests, has the worker give its jobs in hand back to the queue (see
+    /// [`Gateway::run_worker`]) and waits for both.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.worker.await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use integrations::config::{BreakerConfig, PartnerConfig, RetryConfig};
 use integrations::partner::{Attempt, BreakerState, DeferReason, Partner, RequestParams};
-use integrations::semaphore::{LocalSemaphore, Semaphore};
+use integrations::semaphore::{LocalSemaphore, PermitStore, Semaphore};
 use integrations::simulator::{self, SimulatorSettings, SimulatorStats};
 use integrations::{Cpf, Kind};
 
@@ -346,4 +346,86 @@ async fn when_every_permit_is_held_the_request_is_deferred_not_blocked() {
         p.attempt(&cpf(), &RequestParams::default()).await,
         Attempt::Done(_)
     ));
+}
+
+#[tokio::test]
+async fn a_stopped_attempt_abandons_its_wait_or_call_and_gives_its_permit_back_before_it_returns() {
+    let sim = Sim::start(SimulatorSettings {
+        latency_ms: 3000,
+        latency_jitter_ms: 0,
+        ..SimulatorSettings::default()
+    })
+    .await;
+    let semaphore = Semaphore::Local(LocalSemaphore::new());
+    let p = Partner::new(
+        PartnerConfig {
+            max_concurrency: 1,
+            ..partner(&sim, Kind::Consumer, BreakerConfig::default(), 10_000)
+                .config()
+                .clone()
+        },
+        reqwest::Client::new(),
+        semaphore.clone(),
+        Duration::from_secs(10),
+    );
+    let stop_soon = || {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let _ = tx.send(true);
+        });
+        rx
+    };
+    let params = RequestParams::default();
+
+    // Stopped mid-call. On this single-threaded runtime nothing else runs between the return
+    // and the count, so a permit given back in the background would still be counted: a
+    // process that exits right after must not leave it held in Redis until its lease ends.
+    let started = tokio::time::Instant::now();
+    let stop = stop_soon();
+    assert_eq!(
+        p.attempt_until(&cpf(), &params, Duration::from_secs(5), &stop)
+            .await,
+        None
+    );
+    assert_eq!(
+        semaphore.in_use("sim").await.unwrap(),
+        0,
+        "the permit was given back before the attempt returned"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the call was abandoned"
+    );
+    assert_eq!(p.breaker().state(), BreakerState::Closed);
+
+    // Stopped while waiting for a permit someone else holds.
+    let held =
+        integrations::semaphore::Permit::try_acquire(&semaphore, "sim", 1, Duration::from_secs(10))
+            .await
+            .unwrap()
+            .unwrap();
+    let started = tokio::time::Instant::now();
+    let stop = stop_soon();
+    assert_eq!(
+        p.attempt_until(&cpf(), &params, Duration::from_secs(5), &stop)
+            .await,
+        None
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the wait was abandoned"
+    );
+    assert_eq!(semaphore.in_use("sim").await.unwrap(), 1);
+    held.release().await.unwrap();
+
+    // Already stopped: nothing is tried.
+    let (_tx, stop) = tokio::sync::watch::channel(true);
+    let calls = sim.stats().await;
+    assert_eq!(
+        p.attempt_until(&cpf(), &params, Duration::ZERO, &stop)
+            .await,
+        None
+    );
+    assert_eq!(sim.stats().await.requests, calls.requests);
 }

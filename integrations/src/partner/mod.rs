@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 pub use self::breaker::{Breaker, BreakerState, Verdict};
 pub use self::client::{CallError, RequestParams};
 use crate::config::PartnerConfig;
 use crate::contract::PartnerData;
 use crate::cpf::Cpf;
-use crate::semaphore::{Permit, PermitStore, Semaphore};
+use crate::semaphore::{stopped, stopping, Permit, PermitStore, Semaphore};
 
 /// Why a request could not be made now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -167,62 +168,95 @@ impl Partner {
         params: &RequestParams,
         permit_wait: Duration,
     ) -> Attempt {
+        let (_never, stop) = watch::channel(false);
+        self.attempt_until(cpf, params, permit_wait, &stop)
+            .await
+            .expect("an attempt that cannot be stopped ends with an attempt")
+    }
+
+    /// Like [`Partner::attempt_within`], but stops once `stop` is set (see [`stopping`]):
+    /// `None` when it stopped before the attempt came to anything, its permit wait or its call
+    /// abandoned. A permit it took is released before it returns, not in the background, so
+    /// a process that exits next does not leave it held until its lease runs out.
+    pub async fn attempt_until(
+        &self,
+        cpf: &Cpf,
+        params: &RequestParams,
+        permit_wait: Duration,
+        stop: &watch::Receiver<bool>,
+    ) -> Option<Attempt> {
+        if stopping(stop) {
+            return None;
+        }
         if let Some(until) = *self.not_before.lock().expect("not_before lock") {
             let now = Instant::now();
             if until > now {
-                return self.defer(DeferReason::PartnerBusy, until - now);
+                return Some(self.defer(DeferReason::PartnerBusy, until - now));
             }
         }
         let admission = match self.breaker.admit() {
             Ok(a) => a,
-            Err(wait) => return self.defer(DeferReason::CircuitOpen, wait),
+            Err(wait) => return Some(self.defer(DeferReason::CircuitOpen, wait)),
         };
         if let Err(not_until) = self.limiter.check() {
             drop(admission);
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return self.defer(DeferReason::RateLimited, wait.max(Duration::from_millis(1)));
+            return Some(self.defer(DeferReason::RateLimited, wait.max(Duration::from_millis(1))));
         }
         let name = self.config.name.as_str();
         let limit = self.config.max_concurrency;
         let taken = if permit_wait.is_zero() {
             Permit::try_acquire(&self.semaphore, name, limit, self.lease).await
         } else {
-            Permit::acquire(&self.semaphore, name, limit, self.lease, permit_wait).await
+            Permit::acquire_until(&self.semaphore, name, limit, self.lease, permit_wait, stop).await
         };
         let mut permit = match taken {
             Ok(Some(p)) => p,
             Ok(None) => {
                 drop(admission);
+                if stopping(stop) {
+                    return None;
+                }
                 // A permit frees within one call's time; look again then.
                 let retry = Duration::from_millis(self.config.timeout_ms.clamp(50, 1000));
-                return self.defer(DeferReason::NoPermit, retry);
+                return Some(self.defer(DeferReason::NoPermit, retry));
             }
             Err(e) => {
                 drop(admission);
                 tracing::warn!(partner = name, error = %e, "Semaphore unavailable; deferring the request.");
-                return self.defer(DeferReason::NoPermit, Duration::from_secs(1));
+                return Some(self.defer(DeferReason::NoPermit, Duration::from_secs(1)));
             }
         };
+        if stopping(stop) {
+            // Stopped while the permit was being taken: give it back without calling.
+            drop(admission);
+            self.release(permit).await;
+            return None;
+        }
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let timeout = Duration::from_millis(self.config.timeout_ms);
         let call = client::call(&self.http, &self.config, cpf, params);
         // The timeout is ours, not the HTTP client's, so an abandoned call still counts as a
         // failure; a lost lease cancels the call, since another process may now hold the slot.
+        // A stop abandons the call too, and counts for nothing: the partner did no wrong.
         let result = tokio::select! {
             r = tokio::time::timeout(timeout, call) => r.unwrap_or(Err(CallError::Timeout)),
             _ = permit.lost() => Err(CallError::LeaseLost),
+            _ = stopped(stop) => {
+                drop(admission);
+                self.release(permit).await;
+                return None;
+            }
         };
-        if let Err(e) = permit.release().await {
-            tracing::warn!(partner = name, error = %e, "Semaphore release failed; the lease will expire.");
-        }
+        self.release(permit).await;
         let verdict = match &result {
             Ok(_) | Err(CallError::NotFound) => Verdict::Success,
             Err(e) if e.is_partner_failure() => Verdict::Failure,
             Err(_) => Verdict::Neutral,
         };
         self.breaker.record(admission, verdict);
-        match result {
+        Some(match result {
             Ok(data) => {
                 self.counters.ok.fetch_add(1, Ordering::Relaxed);
                 self.counters
@@ -250,6 +284,13 @@ impl Partner {
                     error: e.to_string(),
                 }
             }
+        })
+    }
+
+    /// Gives a permit back and waits until it is given back.
+    async fn release(&self, permit: Permit<Semaphore>) {
+        if let Err(e) = permit.release().await {
+            tracing::warn!(partner = self.name(), error = %e, "Semaphore release failed; the lease will expire.");
         }
     }
 

@@ -107,6 +107,17 @@ pub fn new_holder() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// Whether a stop signal is set: its value turned true, or its sender is gone (nobody is left
+/// who could let the work go on).
+pub fn stopping(stop: &watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
+}
+
+/// Resolves once [`stopping`] would say so.
+pub async fn stopped(stop: &watch::Receiver<bool>) {
+    let _ = stop.clone().wait_for(|s| *s).await;
+}
+
 /// A held permit whose lease is refreshed in the background until it is released.
 ///
 /// [`Permit::lost`] resolves if a refresh finds the lease gone: the caller must then abandon
@@ -143,6 +154,23 @@ impl<S: PermitStore + Clone> Permit<S> {
         lease: Duration,
         max_wait: Duration,
     ) -> Result<Option<Self>, IntegrationError> {
+        let (_never, stop) = watch::channel(false);
+        Self::acquire_until(store, partner, limit, lease, max_wait, &stop).await
+    }
+
+    /// Like [`Permit::acquire`], but gives up (`None`) once `stop` is set (see [`stopping`]).
+    ///
+    /// It gives up only between takes, never with one in flight: a take whose answer is
+    /// dropped may still have taken a permit in Redis, under a holder nobody knows, which
+    /// nobody would refresh or release until its lease ran out.
+    pub async fn acquire_until(
+        store: &S,
+        partner: &str,
+        limit: u32,
+        lease: Duration,
+        max_wait: Duration,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Option<Self>, IntegrationError> {
         let holder = new_holder();
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
@@ -150,14 +178,15 @@ impl<S: PermitStore + Clone> Permit<S> {
                 return Ok(Some(Self::held(store.clone(), partner, holder, lease)));
             }
             let now = tokio::time::Instant::now();
-            if now >= deadline {
+            if now >= deadline || stopping(stop) {
                 return Ok(None);
             }
             // A crashed holder's permit frees itself without a release to wake us: wake up
             // at least once a lease to look again.
-            store
-                .wait_for_release(partner, (deadline - now).min(lease))
-                .await;
+            tokio::select! {
+                _ = store.wait_for_release(partner, (deadline - now).min(lease)) => {}
+                _ = stopped(stop) => return Ok(None),
+            }
         }
     }
 
