@@ -237,12 +237,19 @@ mod tests {
 
     #[tokio::test]
     async fn on_redis_streams_ids_increase_and_readers_wait_without_polling() {
+        let (log, _, _) = redis_log().await;
+        ids_increase_and_readers_get_the_past_then_wait_for_the_future(log).await;
+    }
+
+    /// A Redis log under a key prefix of its own (`REDIS_URL`, or the local server), with the
+    /// URL and prefix for looking at Redis itself.
+    async fn redis_log() -> (EventLog, String, String) {
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let prefix = format!("test-ev-{}", uuid::Uuid::new_v4().simple());
         let log = EventLog::redis(&url, &prefix, Duration::from_secs(60))
             .await
             .expect("a Redis server");
-        ids_increase_and_readers_get_the_past_then_wait_for_the_future(log).await;
+        (log, url, prefix)
     }
 
     /// Connections named as this prefix's readers, from Redis's own CLIENT LIST.
@@ -263,11 +270,7 @@ mod tests {
 
     #[tokio::test]
     async fn on_redis_the_followers_of_an_analysis_share_one_reader_that_ends_with_it() {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let prefix = format!("test-tail-{}", uuid::Uuid::new_v4().simple());
-        let log = EventLog::redis(&url, &prefix, Duration::from_secs(60))
-            .await
-            .expect("a Redis server");
+        let (log, url, prefix) = redis_log().await;
         log.create("a").await.unwrap();
         log.append("a", "analysis.accepted", serde_json::json!({}))
             .await
@@ -391,11 +394,7 @@ mod tests {
 
     #[tokio::test]
     async fn on_redis_followers_are_fed_like_in_memory_from_one_shared_reader() {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-        let prefix = format!("test-ev-{}", uuid::Uuid::new_v4().simple());
-        let log = EventLog::redis(&url, &prefix, Duration::from_secs(60))
-            .await
-            .expect("a Redis server");
+        let (log, url, prefix) = redis_log().await;
         followers_get_the_replay_then_each_event_and_their_streams_end_with_the_analysis(log).await;
         // One reader fed all of them, and it ended with the analysis.
         let deadline = Instant::now() + Duration::from_secs(5);
