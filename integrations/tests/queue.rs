@@ -5,12 +5,11 @@ use std::time::Duration;
 use integrations::partner::RequestParams;
 use integrations::queue::{Job, LocalQueue, RedisQueue, RetryQueue};
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+mod common;
+use common::{key_prefix, redis_url};
 
 async fn redis() -> RedisQueue {
-    let prefix = format!("test-q-{}", integrations::semaphore::new_holder());
+    let prefix = key_prefix("q");
     RedisQueue::connect(&redis_url(), &prefix, 1000)
         .await
         .expect("a Redis server")

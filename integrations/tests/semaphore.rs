@@ -7,12 +7,11 @@ use std::time::Duration;
 
 use integrations::semaphore::{LocalSemaphore, Permit, PermitStore, RedisSemaphore};
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
+mod common;
+use common::{key_prefix, redis_url};
 
 async fn redis() -> RedisSemaphore {
-    let prefix = format!("test-sem-{}", integrations::semaphore::new_holder());
+    let prefix = key_prefix("sem");
     RedisSemaphore::connect(&redis_url(), &prefix)
         .await
         .expect("a Redis server at REDIS_URL or 127.0.0.1:6379")

@@ -13,18 +13,8 @@ use integrations::queue::Outcome;
 use integrations::simulator::{self, SimulatorSettings, SimulatorStats};
 use integrations::Cpf;
 
-fn redis_url() -> String {
-    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-/// A free loopback port (bound then released; the service binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::{free_port, key_prefix, redis_url};
 
 struct ServiceProcess {
     child: Child,
@@ -148,10 +138,6 @@ fn config_file(sim: SocketAddr, max_concurrency: u32, lease_ms: u64) -> tempfile
     file.into_temp_path()
 }
 
-fn prefix() -> String {
-    format!("test-svc-{}", integrations::semaphore::new_holder())
-}
-
 /// Sends `n` requests spread over `services`; returns the outcomes answered at once.
 async fn fire(services: &[String], n: usize, callback: &str, tag: &str) -> Vec<Outcome> {
     let http = reqwest::Client::new();
@@ -214,7 +200,7 @@ async fn several_processes_never_exceed_the_partners_concurrency_together() {
     })
     .await;
     let config = config_file(sim, LIMIT, 5000);
-    let prefix = prefix();
+    let prefix = key_prefix("svc");
     let mut services = Vec::new();
     for _ in 0..3 {
         services.push(ServiceProcess::start(&config, &prefix).await);
@@ -256,7 +242,7 @@ async fn a_killed_instances_permits_and_jobs_go_to_another_instance_and_nothing_
     })
     .await;
     let config = config_file(sim, LIMIT, 1000);
-    let prefix = prefix();
+    let prefix = key_prefix("svc");
     let mut a = ServiceProcess::start(&config, &prefix).await;
     let b = ServiceProcess::start(&config, &prefix).await;
     let receiver = Receiver::start().await;
@@ -289,7 +275,7 @@ async fn a_killed_instances_permits_and_jobs_go_to_another_instance_and_nothing_
 async fn bad_requests_get_problem_json_naming_the_field() {
     let sim = simulator(SimulatorSettings::default()).await;
     let config = config_file(sim, 2, 5000);
-    let service = ServiceProcess::start(&config, &prefix()).await;
+    let service = ServiceProcess::start(&config, &key_prefix("svc")).await;
     let http = reqwest::Client::new();
     let url = format!("{}/v1/partner-requests", service.url);
     let good = serde_json::json!({
@@ -371,7 +357,7 @@ async fn a_stopped_instance_gives_its_jobs_back_at_once() {
     .await;
     // A 30 s lease: if A's jobs came back only when their leases ran out, B would need 30 s.
     let config = config_file(sim, LIMIT, 30_000);
-    let prefix = prefix();
+    let prefix = key_prefix("svc");
     let a = ServiceProcess::start(&config, &prefix).await;
     let receiver = Receiver::start().await;
     let now = fire(std::slice::from_ref(&a.url), 12, &receiver.url, "stop").await;
