@@ -35,18 +35,7 @@ impl Application {
     /// Loads the model, opens the store, starts integrations (with the bundled simulator as the
     /// partners unless `PARTNERS_CONFIG` names a partner file) and binds the listener.
     pub async fn build(mut settings: Settings) -> anyhow::Result<Self> {
-        let mut dev_key = None;
-        if settings.api_keys.is_empty() {
-            // No keys: a development key, and loopback only, so nobody else can use it.
-            let key = Auth::generate_key();
-            settings.api_keys.push(ApiKeyConfig {
-                tenant: "dev".into(),
-                key: key.clone(),
-                scopes: None,
-            });
-            settings.host = std::net::IpAddr::from([127, 0, 0, 1]);
-            dev_key = Some(key);
-        }
+        let dev_key = ensure_a_key(&mut settings);
         let auth = Auth::new(
             &settings.api_keys,
             settings.rate_per_key,
@@ -59,19 +48,7 @@ impl Application {
                 settings.model_path.display()
             )
         })?;
-        let store = match &settings.elasticsearch_url {
-            Some(url) => Store::Elastic(
-                ElasticStore::connect(&ElasticSettings {
-                    username: settings.elasticsearch_user.clone(),
-                    password: settings.elasticsearch_password.clone(),
-                    api_key: settings.elasticsearch_api_key.clone(),
-                    index: settings.elasticsearch_index.clone(),
-                    ..ElasticSettings::new(url)
-                })
-                .await?,
-            ),
-            None => Store::Sqlite(SqliteStore::open(&settings.data_dir)?),
-        };
+        let store = open_store(&settings).await?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let cpf_hash_key = settings.cpf_hash_key.clone().unwrap_or_else(|| {
             tracing::warn!("No CPF_HASH_KEY set: CPF hashes in the store change with every start.");
@@ -84,70 +61,8 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound")));
-        let (partners, worker) = match &settings.integrations_url {
-            Some(url) => (
-                Partners::Remote(partners::Remote::connect(url, &public_url).await?),
-                None,
-            ),
-            None => {
-                let mut config = match &settings.partners_config {
-                    Some(path) => integrations::Config::load(path)?,
-                    None => {
-                        let mut stop = shutdown_rx.clone();
-                        let (addr, _) = integrations::simulator::serve(
-                            "127.0.0.1:0".parse().expect("address"),
-                            settings.simulator.clone(),
-                            async move {
-                                let _ = stop.wait_for(|s| *s).await;
-                            },
-                        )
-                        .await
-                        .context("starting the bundled bureau simulator")?;
-                        tracing::info!(addr = %addr, "Bundled bureau simulator listening.");
-                        integrations::Config::embedded(&format!("http://{addr}"))
-                    }
-                };
-                if settings.redis_url.is_some() {
-                    config.redis_url = settings.redis_url.clone();
-                    config.key_prefix = settings.key_prefix.clone();
-                    // Outcomes are delivered to this process's waiting runs, so its retry queue is its
-                    // own; permits are shared with every instance.
-                    config.queue_prefix = Some(format!(
-                        "{}:inst:{}",
-                        settings.key_prefix,
-                        uuid::Uuid::new_v4().simple()
-                    ));
-                }
-                let gateway = integrations::gateway::Gateway::build(config).await?;
-                let worker = tokio::spawn(gateway.clone().run_worker(shutdown_rx.clone()));
-                (Partners::InProcess(gateway), Some(worker))
-            }
-        };
-        let retention = Duration::from_secs(3600);
-        let (events, analyses) = match &settings.redis_url {
-            Some(url) => {
-                let events = EventLog::redis(url, &settings.key_prefix, retention)
-                    .await
-                    .context("connecting the event log to Redis")?;
-                let conn =
-                    redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
-                (events, Analyses::with_redis(conn, &settings.key_prefix))
-            }
-            None => (EventLog::memory(retention), Analyses::default()),
-        };
-        {
-            // Finished analyses' logs are dropped after the retention.
-            let events = events.clone();
-            let mut stop = shutdown_rx.clone();
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(60)) => { events.expire(); }
-                        _ = stop.wait_for(|s| *s) => break,
-                    }
-                }
-            });
-        }
+        let (partners, worker) = connect_partners(&settings, &public_url, &shutdown_rx).await?;
+        let (events, analyses) = open_event_log(&settings, &shutdown_rx).await?;
         let state = Arc::new(AppState {
             settings,
             auth,
@@ -205,4 +120,122 @@ impl Application {
         }
         Ok(())
     }
+}
+
+/// With no API keys configured: a development key, and loopback only, so nobody else can
+/// use it. Returns the key to print.
+fn ensure_a_key(settings: &mut Settings) -> Option<String> {
+    if !settings.api_keys.is_empty() {
+        return None;
+    }
+    let key = Auth::generate_key();
+    settings.api_keys.push(ApiKeyConfig {
+        tenant: "dev".into(),
+        key: key.clone(),
+        scopes: None,
+    });
+    settings.host = std::net::IpAddr::from([127, 0, 0, 1]);
+    Some(key)
+}
+
+/// The transaction store: Elasticsearch when a URL is set, else SQLite in the data folder.
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = match &settings.elasticsearch_url {
+        Some(url) => Store::Elastic(
+            ElasticStore::connect(&ElasticSettings {
+                username: settings.elasticsearch_user.clone(),
+                password: settings.elasticsearch_password.clone(),
+                api_key: settings.elasticsearch_api_key.clone(),
+                index: settings.elasticsearch_index.clone(),
+                ..ElasticSettings::new(url)
+            })
+            .await?,
+        ),
+        None => Store::Sqlite(SqliteStore::open(&settings.data_dir)?),
+    };
+    Ok(store)
+}
+
+/// How partner requests reach integrations: a separate service at `INTEGRATIONS_URL`, or a
+/// gateway in this process (on the partner file, or the bundled simulator), with its retry
+/// worker.
+async fn connect_partners(
+    settings: &Settings,
+    public_url: &str,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<(Partners, Option<tokio::task::JoinHandle<()>>)> {
+    let (partners, worker) = match &settings.integrations_url {
+        Some(url) => (
+            Partners::Remote(partners::Remote::connect(url, public_url).await?),
+            None,
+        ),
+        None => {
+            let mut config = match &settings.partners_config {
+                Some(path) => integrations::Config::load(path)?,
+                None => {
+                    let mut stop = shutdown_rx.clone();
+                    let (addr, _) = integrations::simulator::serve(
+                        "127.0.0.1:0".parse().expect("address"),
+                        settings.simulator.clone(),
+                        async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        },
+                    )
+                    .await
+                    .context("starting the bundled bureau simulator")?;
+                    tracing::info!(addr = %addr, "Bundled bureau simulator listening.");
+                    integrations::Config::embedded(&format!("http://{addr}"))
+                }
+            };
+            if settings.redis_url.is_some() {
+                config.redis_url = settings.redis_url.clone();
+                config.key_prefix = settings.key_prefix.clone();
+                // Outcomes are delivered to this process's waiting runs, so its retry queue is its
+                // own; permits are shared with every instance.
+                config.queue_prefix = Some(format!(
+                    "{}:inst:{}",
+                    settings.key_prefix,
+                    uuid::Uuid::new_v4().simple()
+                ));
+            }
+            let gateway = integrations::gateway::Gateway::build(config).await?;
+            let worker = tokio::spawn(gateway.clone().run_worker(shutdown_rx.clone()));
+            (Partners::InProcess(gateway), Some(worker))
+        }
+    };
+    Ok((partners, worker))
+}
+
+/// The event log and the snapshots: on Redis when `REDIS_URL` is set, else in memory, with
+/// the task that drops finished in-memory logs after their retention.
+async fn open_event_log(
+    settings: &Settings,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<(EventLog, Analyses)> {
+    let retention = Duration::from_secs(3600);
+    let (events, analyses) = match &settings.redis_url {
+        Some(url) => {
+            let events = EventLog::redis(url, &settings.key_prefix, retention)
+                .await
+                .context("connecting the event log to Redis")?;
+            let conn =
+                redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
+            (events, Analyses::with_redis(conn, &settings.key_prefix))
+        }
+        None => (EventLog::memory(retention), Analyses::default()),
+    };
+    {
+        // Finished analyses' logs are dropped after the retention.
+        let events = events.clone();
+        let mut stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => { events.expire(); }
+                    _ = stop.wait_for(|s| *s) => break,
+                }
+            }
+        });
+    }
+    Ok((events, analyses))
 }
