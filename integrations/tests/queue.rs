@@ -6,13 +6,15 @@ use integrations::partner::RequestParams;
 use integrations::queue::{Job, LocalQueue, RedisQueue, RetryQueue};
 
 mod common;
-use common::{key_prefix, redis_url};
+use common::{redis_url, KeyPrefix};
 
-async fn redis() -> RedisQueue {
-    let prefix = key_prefix("q");
-    RedisQueue::connect(&redis_url(), &prefix, 1000)
+/// A queue under a prefix of its own, and the prefix, whose keys go when it is dropped.
+async fn redis() -> (RedisQueue, KeyPrefix) {
+    let prefix = KeyPrefix::new("q");
+    let q = RedisQueue::connect(&redis_url(), &prefix, 1000)
         .await
-        .expect("a Redis server")
+        .expect("a Redis server");
+    (q, prefix)
 }
 
 fn job(request: &str) -> Job {
@@ -86,7 +88,8 @@ async fn lifecycle<Q: RetryQueue>(q: Q) {
 
 #[tokio::test]
 async fn on_redis_jobs_are_leased_once_return_when_a_worker_dies_and_dead_letters_replay() {
-    lifecycle(redis().await).await;
+    let (q, _keys) = redis().await;
+    lifecycle(q).await;
 }
 
 #[tokio::test]

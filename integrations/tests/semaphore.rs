@@ -8,13 +8,15 @@ use std::time::Duration;
 use integrations::semaphore::{LocalSemaphore, Permit, PermitStore, RedisSemaphore};
 
 mod common;
-use common::{key_prefix, redis_url};
+use common::{redis_url, KeyPrefix};
 
-async fn redis() -> RedisSemaphore {
-    let prefix = key_prefix("sem");
-    RedisSemaphore::connect(&redis_url(), &prefix)
+/// A semaphore under a prefix of its own, and the prefix, whose keys go when it is dropped.
+async fn redis() -> (RedisSemaphore, KeyPrefix) {
+    let prefix = KeyPrefix::new("sem");
+    let store = RedisSemaphore::connect(&redis_url(), &prefix)
         .await
-        .expect("a Redis server at REDIS_URL or 127.0.0.1:6379")
+        .expect("a Redis server at REDIS_URL or 127.0.0.1:6379");
+    (store, prefix)
 }
 
 /// 40 tasks each take a permit, hold it a few milliseconds and give it back, 5 times over.
@@ -62,7 +64,8 @@ async fn never_more_than_the_limit<S: PermitStore + Clone>(store: S) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_redis_no_more_than_the_limit_hold_permits_at_once() {
-    never_more_than_the_limit(redis().await).await;
+    let (store, _keys) = redis().await;
+    never_more_than_the_limit(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -72,7 +75,7 @@ async fn in_process_no_more_than_the_limit_hold_permits_at_once() {
 
 #[tokio::test]
 async fn a_crashed_holders_permit_comes_back_within_its_lease() {
-    let store = redis().await;
+    let (store, _keys) = redis().await;
     let lease = Duration::from_millis(400);
     // A holder that never refreshes nor releases: a process killed with its permit.
     assert!(store.try_acquire("p", 1, "crashed", lease).await.unwrap());
@@ -87,7 +90,7 @@ async fn a_crashed_holders_permit_comes_back_within_its_lease() {
 
 #[tokio::test]
 async fn a_held_permit_is_refreshed_past_its_lease_and_a_lost_one_is_reported() {
-    let store = redis().await;
+    let (store, _keys) = redis().await;
     let lease = Duration::from_millis(300);
     let mut permit = Permit::try_acquire(&store, "p", 1, lease)
         .await
@@ -138,7 +141,8 @@ async fn release_wakes_a_waiter<S: PermitStore + Clone>(store: S) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_redis_a_release_wakes_a_waiter() {
-    release_wakes_a_waiter(redis().await).await;
+    let (store, _keys) = redis().await;
+    release_wakes_a_waiter(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use integrations::simulator::{self, SimulatorSettings, SimulatorStats};
 use integrations::Cpf;
 
 mod common;
-use common::{free_port, key_prefix, redis_url};
+use common::{free_port, redis_url, KeyPrefix};
 
 struct ServiceProcess {
     child: Child,
@@ -200,7 +200,7 @@ async fn several_processes_never_exceed_the_partners_concurrency_together() {
     })
     .await;
     let config = config_file(sim, LIMIT, 5000);
-    let prefix = key_prefix("svc");
+    let prefix = KeyPrefix::new("svc");
     let mut services = Vec::new();
     for _ in 0..3 {
         services.push(ServiceProcess::start(&config, &prefix).await);
@@ -242,7 +242,7 @@ async fn a_killed_instances_permits_and_jobs_go_to_another_instance_and_nothing_
     })
     .await;
     let config = config_file(sim, LIMIT, 1000);
-    let prefix = key_prefix("svc");
+    let prefix = KeyPrefix::new("svc");
     let mut a = ServiceProcess::start(&config, &prefix).await;
     let b = ServiceProcess::start(&config, &prefix).await;
     let receiver = Receiver::start().await;
@@ -275,7 +275,8 @@ async fn a_killed_instances_permits_and_jobs_go_to_another_instance_and_nothing_
 async fn bad_requests_get_problem_json_naming_the_field() {
     let sim = simulator(SimulatorSettings::default()).await;
     let config = config_file(sim, 2, 5000);
-    let service = ServiceProcess::start(&config, &key_prefix("svc")).await;
+    let prefix = KeyPrefix::new("svc");
+    let service = ServiceProcess::start(&config, &prefix).await;
     let http = reqwest::Client::new();
     let url = format!("{}/v1/partner-requests", service.url);
     let good = serde_json::json!({
@@ -357,7 +358,7 @@ async fn a_stopped_instance_gives_its_jobs_back_at_once() {
     .await;
     // A 30 s lease: if A's jobs came back only when their leases ran out, B would need 30 s.
     let config = config_file(sim, LIMIT, 30_000);
-    let prefix = key_prefix("svc");
+    let prefix = KeyPrefix::new("svc");
     let a = ServiceProcess::start(&config, &prefix).await;
     let receiver = Receiver::start().await;
     let now = fire(std::slice::from_ref(&a.url), 12, &receiver.url, "stop").await;

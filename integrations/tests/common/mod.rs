@@ -1,6 +1,11 @@
 //! Helpers shared by the integration tests that use Redis (`queue`, `semaphore`, `service`):
-//! where Redis is, a key prefix of a test's own, and a free loopback port. Each test binary
-//! compiles its own copy through `mod common;`.
+//! where Redis is, a key prefix of a test's own that is cleaned up after it, and a free
+//! loopback port. Each test binary compiles its own copy through `mod common;`.
+
+use std::ops::Deref;
+use std::time::Duration;
+
+use redis::Commands;
 
 /// The Redis the tests use: `REDIS_URL`, or the local one at 127.0.0.1:6379.
 pub fn redis_url() -> String {
@@ -8,9 +13,45 @@ pub fn redis_url() -> String {
 }
 
 /// A key prefix of one test's own, `test-{kind}-{unique}`: tests run at once on one Redis
-/// without seeing each other's keys.
-pub fn key_prefix(kind: &str) -> String {
-    format!("test-{kind}-{}", integrations::semaphore::new_holder())
+/// without seeing each other's keys. When dropped it deletes every key under it, so a test
+/// leaves nothing behind in the shared Redis, failed or not.
+pub struct KeyPrefix(String);
+
+impl KeyPrefix {
+    pub fn new(kind: &str) -> Self {
+        KeyPrefix(format!(
+            "test-{kind}-{}",
+            integrations::semaphore::new_holder()
+        ))
+    }
+}
+
+impl Deref for KeyPrefix {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for KeyPrefix {
+    fn drop(&mut self) {
+        // Best effort, and blocking: it runs at the end of a test, maybe while panicking, and
+        // a test that could not reach Redis has nothing to clean up.
+        let Ok(client) = redis::Client::open(redis_url()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+            return;
+        };
+        let keys: Vec<String> = match conn.scan_match(format!("{}:*", self.0)) {
+            Ok(keys) => keys.filter_map(Result::ok).collect(),
+            Err(_) => return,
+        };
+        if !keys.is_empty() {
+            let _: redis::RedisResult<()> = conn.del(keys);
+        }
+    }
 }
 
 /// A free loopback port (bound then released; the caller binds it right after).
