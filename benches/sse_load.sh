@@ -13,12 +13,17 @@
 # The server is pinned to core 0; the generator (and the simulator) to core 1.
 #
 #   bash benches/sse_load.sh            # CLIENTS=10000 ANALYSES=1000 by default
+#   SHAPES="one-analysis" CORE_API_BIN=/tmp/core-api-old bash benches/sse_load.sh
+#                                       # some shapes only, or another build of the server
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLIENTS=${CLIENTS:-10000}
 ANALYSES=${ANALYSES:-1000}
 PORT=${PORT:-18480}
 KEY=bench-key-0123456789abcdef
+SHAPES=${SHAPES:-one-analysis one-analysis-redis many-analyses floor}
+CORE_API_BIN=${CORE_API_BIN:-./target/release/core-api}
+wants() { [[ " $SHAPES " == *" $1 "* ]]; }
 cargo build --release --quiet -p core-api -p integrations -p benches
 work=$(mktemp -d)
 pids=()
@@ -31,7 +36,7 @@ run_once() {
   shift 2
   echo "== $name: $CLIENTS clients over $analyses analyses"
   env "$@" API_KEYS="bench:$KEY" PORT=$PORT DATA_DIR="$work/data-$name" RUST_LOG=warn \
-    RATE_PER_KEY=100000 taskset -c 0 ./target/release/core-api > "$work/server-$name.log" 2>&1 &
+    RATE_PER_KEY=100000 taskset -c 0 "$CORE_API_BIN" > "$work/server-$name.log" 2>&1 &
   local server=$!
   pids+=("$server")
   for _ in $(seq 100); do
@@ -50,18 +55,23 @@ latency_ms = 8000
 latency_jitter_ms = 0
 movements_per_day = 20.0
 TOML
-run_once one-analysis 1 CORE_API_CONFIG="$work/one.toml"
-run_once one-analysis-redis 1 CORE_API_CONFIG="$work/one.toml" \
-  REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}" KEY_PREFIX="sse-bench-$$"
+if wants one-analysis; then
+  run_once one-analysis 1 CORE_API_CONFIG="$work/one.toml"
+fi
+if wants one-analysis-redis; then
+  run_once one-analysis-redis 1 CORE_API_CONFIG="$work/one.toml" \
+    REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}" KEY_PREFIX="sse-bench-$$"
+fi
 
-sim_port=$((PORT + 2))
-taskset -c 1 ./target/release/integrations simulate --port "$sim_port" \
-  --settings '{"latency_ms": 4000, "latency_jitter_ms": 8000, "movements_per_day": 2.0}' \
-  > "$work/simulator.log" 2>&1 &
-pids+=("$!")
-{
-  for kind in consumer rating movements; do
-    cat <<TOML
+if wants many-analyses; then
+  sim_port=$((PORT + 2))
+  taskset -c 1 ./target/release/integrations simulate --port "$sim_port" \
+    --settings '{"latency_ms": 4000, "latency_jitter_ms": 8000, "movements_per_day": 2.0}' \
+    > "$work/simulator.log" 2>&1 &
+  pids+=("$!")
+  {
+    for kind in consumer rating movements; do
+      cat <<TOML
 [[partners]]
 name = "$kind-sim"
 kind = "$kind"
@@ -70,18 +80,21 @@ max_concurrency = 5000
 rate_per_sec = 10000
 timeout_ms = 20000
 TOML
+    done
+  } > "$work/partners.toml"
+  for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$sim_port/" && break
+    sleep 0.1
   done
-} > "$work/partners.toml"
-for _ in $(seq 100); do
-  curl -s -o /dev/null "http://127.0.0.1:$sim_port/" && break
-  sleep 0.1
-done
-run_once many-analyses "$ANALYSES" PARTNERS_CONFIG="$work/partners.toml" ANALYSIS_DEADLINE_SECS=120
+  run_once many-analyses "$ANALYSES" PARTNERS_CONFIG="$work/partners.toml" ANALYSIS_DEADLINE_SECS=120
+fi
 
 # The machine's floor, in the same run and on the same cores: the bare write loop, no HTTP,
 # no runtime, no channels, every client written once per event.
-echo "floor (one blocking write per client per event, $CLIENTS loopback connections):"
-taskset -c 0 ./target/release/sse_floor write $((PORT + 1)) "$CLIENTS" &
-writer=$!
-taskset -c 1 ./target/release/sse_floor read $((PORT + 1)) "$CLIENTS"
-wait $writer
+if wants floor; then
+  echo "floor (one blocking write per client per event, $CLIENTS loopback connections):"
+  taskset -c 0 ./target/release/sse_floor write $((PORT + 1)) "$CLIENTS" &
+  writer=$!
+  taskset -c 1 ./target/release/sse_floor read $((PORT + 1)) "$CLIENTS"
+  wait $writer
+fi
