@@ -252,6 +252,18 @@ mod tests {
         (log, url, prefix)
     }
 
+    /// Waits (5 s at most) until no reader of this prefix is connected to Redis.
+    async fn readers_end(url: &str, prefix: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readers(url, prefix).await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the reader outlived its analysis"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Connections named as this prefix's readers, from Redis's own CLIENT LIST.
     async fn readers(url: &str, prefix: &str) -> usize {
         let mut c = ::redis::Client::open(url)
@@ -309,14 +321,7 @@ mod tests {
             .unwrap();
         assert_eq!(last.iter().map(|e| e.id).collect::<Vec<_>>(), [3]);
         // The reader stops after the final event.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while readers(&url, &prefix).await > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the reader outlived its analysis"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        readers_end(&url, &prefix).await;
     }
 
     /// The id of an event frame, or 0 for a frame without one.
@@ -397,14 +402,7 @@ mod tests {
         let (log, url, prefix) = redis_log().await;
         followers_get_the_replay_then_each_event_and_their_streams_end_with_the_analysis(log).await;
         // One reader fed all of them, and it ended with the analysis.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while readers(&url, &prefix).await > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "the reader outlived its analysis"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        readers_end(&url, &prefix).await;
     }
 
     #[tokio::test]
