@@ -6,7 +6,8 @@
 use axum::body::Bytes;
 use tokio::sync::mpsc;
 
-use super::{frame, CLIENT_BUFFER};
+use super::entry::CLIENT_BUFFER;
+use super::frame;
 
 #[derive(Default)]
 pub(super) struct Fanout {

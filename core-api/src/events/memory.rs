@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use tokio::sync::{mpsc, Notify};
 
+use super::entry::{AppendError, Event, MAX_EVENTS};
 use super::fanout::Fanout;
-use super::{AppendError, Event, MAX_EVENTS};
 use crate::domain::event::is_final;
 
 struct Log {

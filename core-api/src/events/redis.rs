@@ -16,8 +16,9 @@ use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
 use tokio::sync::{mpsc, watch};
 
+use super::entry::{AppendError, Event, MAX_EVENTS};
 use super::fanout::Fanout;
-use super::{frame, AppendError, Event, MAX_EVENTS};
+use super::frame;
 use crate::domain::event::is_final;
 
 /// The Redis Streams log.

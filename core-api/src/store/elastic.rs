@@ -25,7 +25,7 @@ use elasticsearch::{BulkParts, CountParts, Elasticsearch, SearchParts};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
-use super::{
+use super::model::{
     LabelTotal, Page, Position, StoreError, StoredTransaction, TransactionQuery, TransactionStore,
 };
 use crate::config::Secret;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection};
 
-use super::{
+use super::model::{
     words, LabelTotal, Page, Position, StoreError, StoredTransaction, TransactionQuery,
     TransactionStore,
 };
