@@ -52,6 +52,8 @@ struct TailState {
     live: Fanout,
     /// The final event was read: nothing more will come.
     finished: bool,
+    /// The reader stopped for want of clients: a client that finds it so needs a new one.
+    closed: bool,
     /// Why the reader stopped, if Redis failed it.
     failed: Option<String>,
     /// When a client last asked; the reader stops once nobody has asked for a while.
@@ -242,30 +244,44 @@ impl RedisLog {
                 Fanout::default().subscribe(past.iter().map(Event::frame).collect(), false),
             ));
         }
-        let tail = self.tail(analysis, after);
-        let start = tail.state.lock().expect("tail lock").start;
-        // Events between the client's last one and the reader's start; the reader has the
-        // rest, including whatever it read while this was being fetched.
-        let gap = if after < start {
-            self.range(analysis, after, Some(start)).await?
-        } else {
-            Vec::new()
-        };
-        let mut st = tail.state.lock().expect("tail lock");
-        st.wanted = Instant::now();
-        if st.failed.is_some() {
-            let mut ended = Fanout::default();
-            let rx = ended.subscribe(vec![Bytes::from_static(frame::UNAVAILABLE)], false);
-            return Ok(Some(rx));
+        // A reader can stop for want of clients just as this one comes: then it takes a new
+        // one (`tail` replaces a stopped reader).
+        loop {
+            let tail = self.tail(analysis, after);
+            let start = {
+                let st = tail.state.lock().expect("tail lock");
+                (!st.closed).then_some(st.start)
+            };
+            let Some(start) = start else {
+                tokio::task::yield_now().await;
+                continue;
+            };
+            // Events between the client's last one and the reader's start; the reader has the
+            // rest, including whatever it read while this was being fetched.
+            let gap = if after < start {
+                self.range(analysis, after, Some(start)).await?
+            } else {
+                Vec::new()
+            };
+            let mut st = tail.state.lock().expect("tail lock");
+            if st.closed {
+                continue;
+            }
+            st.wanted = Instant::now();
+            if st.failed.is_some() {
+                let mut ended = Fanout::default();
+                let rx = ended.subscribe(vec![Bytes::from_static(frame::UNAVAILABLE)], false);
+                return Ok(Some(rx));
+            }
+            let skip = after.saturating_sub(st.start) as usize;
+            let replay: Vec<Bytes> = gap
+                .iter()
+                .map(Event::frame)
+                .chain(st.frames.iter().skip(skip).cloned())
+                .collect();
+            let live = !st.finished;
+            return Ok(Some(st.live.subscribe(replay, live)));
         }
-        let skip = after.saturating_sub(st.start) as usize;
-        let replay: Vec<Bytes> = gap
-            .iter()
-            .map(Event::frame)
-            .chain(st.frames.iter().skip(skip).cloned())
-            .collect();
-        let live = !st.finished;
-        Ok(Some(st.live.subscribe(replay, live)))
     }
 
     /// The events after `after`, up to `upto` (or the end), at most the log's bound.
@@ -293,7 +309,10 @@ impl RedisLog {
     fn tail(&self, analysis: &str, after: u64) -> Arc<Tail> {
         let mut tails = self.tails.lock().expect("tails lock");
         if let Some(t) = tails.get(analysis) {
-            return t.clone();
+            // A reader that stopped while idle is replaced, not joined: nobody would feed it.
+            if !t.state.lock().expect("tail lock").closed {
+                return t.clone();
+            }
         }
         let tail = Arc::new(Tail {
             state: Mutex::new(TailState {
@@ -302,6 +321,7 @@ impl RedisLog {
                 frames: Vec::new(),
                 live: Fanout::default(),
                 finished: false,
+                closed: false,
                 failed: None,
                 wanted: Instant::now(),
             }),
@@ -384,6 +404,8 @@ async fn read_tail(log: RedisLog, analysis: String, mut last: u64, tail: Arc<Tai
                 st.wanted = Instant::now();
             }
             let idle = st.wanted.elapsed() > TAIL_IDLE && tail.latest.receiver_count() == 0;
+            // Decided under the lock a joining client takes, so none joins a stopped reader.
+            st.closed = idle;
             drop(st);
             // Clients are woken only when there is something for them: a wake with nothing
             // would send every waiting client to ask again for nothing.
