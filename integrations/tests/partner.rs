@@ -314,21 +314,26 @@ async fn wrong_credentials_are_refused_finally_and_the_token_is_sent_as_bearer()
     ));
 }
 
-#[tokio::test]
-async fn when_every_permit_is_held_the_request_is_deferred_not_blocked() {
-    let sim = Sim::start(quiet()).await;
-    let semaphore = Semaphore::Local(LocalSemaphore::new());
-    let p = Partner::new(
+/// A consumer partner on `sim` that allows one call at a time, its permit in `semaphore`.
+fn one_permit_partner(sim: &Sim, semaphore: &Semaphore, timeout_ms: u64) -> Partner {
+    Partner::new(
         PartnerConfig {
             max_concurrency: 1,
-            ..partner(&sim, Kind::Consumer, BreakerConfig::default(), 2000)
+            ..partner(sim, Kind::Consumer, BreakerConfig::default(), timeout_ms)
                 .config()
                 .clone()
         },
         reqwest::Client::new(),
         semaphore.clone(),
         Duration::from_secs(10),
-    );
+    )
+}
+
+#[tokio::test]
+async fn when_every_permit_is_held_the_request_is_deferred_not_blocked() {
+    let sim = Sim::start(quiet()).await;
+    let semaphore = Semaphore::Local(LocalSemaphore::new());
+    let p = one_permit_partner(&sim, &semaphore, 2000);
     let held =
         integrations::semaphore::Permit::try_acquire(&semaphore, "sim", 1, Duration::from_secs(10))
             .await
@@ -357,17 +362,7 @@ async fn a_stopped_attempt_abandons_its_wait_or_call_and_gives_its_permit_back_b
     })
     .await;
     let semaphore = Semaphore::Local(LocalSemaphore::new());
-    let p = Partner::new(
-        PartnerConfig {
-            max_concurrency: 1,
-            ..partner(&sim, Kind::Consumer, BreakerConfig::default(), 10_000)
-                .config()
-                .clone()
-        },
-        reqwest::Client::new(),
-        semaphore.clone(),
-        Duration::from_secs(10),
-    );
+    let p = one_permit_partner(&sim, &semaphore, 10_000);
     let stop_soon = || {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
