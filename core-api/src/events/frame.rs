@@ -17,9 +17,6 @@ pub const CLOSING: &[u8] = b"event: stream.closing\ndata: {\"reason\":\"the serv
 /// The last frame of a client whose buffer filled: it fell behind the analysis.
 pub const FELL_BEHIND: &[u8] = b"event: stream.error\ndata: {\"reason\":\"the client fell behind; reconnect with Last-Event-ID\"}\n\n";
 
-/// The last frame of a client that left a frame unread for too long.
-pub const STOPPED_READING: &[u8] = b"event: stream.error\ndata: {\"reason\":\"the client stopped reading; reconnect with Last-Event-ID\"}\n\n";
-
 /// The last frame when the event log cannot be read.
 pub const UNAVAILABLE: &[u8] = b"event: stream.error\ndata: {\"reason\":\"events are unavailable; reconnect with Last-Event-ID\"}\n\n";
 
@@ -40,14 +37,7 @@ mod tests {
 
     #[test]
     fn every_fixed_frame_is_one_whole_sse_frame() {
-        for f in [
-            RETRY_HINT,
-            KEEP_ALIVE,
-            CLOSING,
-            FELL_BEHIND,
-            STOPPED_READING,
-            UNAVAILABLE,
-        ] {
+        for f in [RETRY_HINT, KEEP_ALIVE, CLOSING, FELL_BEHIND, UNAVAILABLE] {
             let text = std::str::from_utf8(f).unwrap();
             assert!(text.ends_with("\n\n") && !text[..text.len() - 2].contains("\n\n"));
         }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 
 use super::entry::{AppendError, Event, MAX_EVENTS};
 use super::fanout::Fanout;
@@ -19,7 +19,6 @@ struct Log {
     frames: Vec<Bytes>,
     /// Clients following the log live: each append is pushed to them.
     live: Fanout,
-    appended: Arc<Notify>,
     finished_at: Option<Instant>,
 }
 
@@ -46,21 +45,28 @@ impl MemoryLog {
                 events: Vec::new(),
                 frames: Vec::new(),
                 live: Fanout::default(),
-                appended: Arc::new(Notify::new()),
                 finished_at: None,
             },
         );
     }
 
-    /// The frames after `after`, then every frame appended later, through one channel: the
-    /// replay and the registration happen under the log's lock, so nothing falls between
-    /// them. `None` for an unknown analysis. The channel closes after the final event.
-    pub fn subscribe(&self, analysis: &str, after: u64) -> Option<mpsc::Receiver<Bytes>> {
+    /// The frames after `after`, then, if `live`, every frame appended later, through one
+    /// channel: the replay and the registration happen under the log's lock, so nothing
+    /// falls between them. `None` for an unknown analysis. The channel closes after the final
+    /// event. An `after` past the log's end is taken as its end: no client has events not
+    /// yet written.
+    pub fn subscribe(
+        &self,
+        analysis: &str,
+        after: u64,
+        live: bool,
+    ) -> Option<mpsc::Receiver<Bytes>> {
         let mut logs = self.logs.lock().expect("event log lock");
         let log = logs.get_mut(analysis)?;
+        let after = after.min(log.frames.len() as u64);
         let past: Vec<Bytes> = log.frames.iter().skip(after as usize).cloned().collect();
-        let live = log.finished_at.is_none();
-        Some(log.live.subscribe(past, live))
+        let live = live && log.finished_at.is_none();
+        Some(log.live.subscribe(past, after, live))
     }
 
     pub(super) fn append(
@@ -88,13 +94,12 @@ impl MemoryLog {
         let bytes = event.frame();
         log.events.push(event);
         log.frames.push(bytes.clone());
-        log.live.push(&bytes);
+        log.live.push(id, &bytes);
         if terminal {
             log.finished_at = Some(Instant::now());
             // Every stream ends after the final event.
             log.live.close(None);
         }
-        log.appended.notify_waiters();
         Ok(id)
     }
 
@@ -108,32 +113,6 @@ impl MemoryLog {
                 .cloned()
                 .collect()
         })
-    }
-
-    pub(super) async fn wait_after(
-        &self,
-        analysis: &str,
-        after: u64,
-        timeout: Duration,
-    ) -> Result<Vec<Event>, AppendError> {
-        let notify = {
-            let logs = self.logs.lock().expect("event log lock");
-            match logs.get(analysis) {
-                Some(l) => l.appended.clone(),
-                None => return Ok(Vec::new()),
-            }
-        };
-        let notified = notify.notified();
-        tokio::pin!(notified);
-        // Registered before looking, so an append in between is not missed.
-        notified.as_mut().enable();
-        if let Some(events) = self.read_after(analysis, after, 256) {
-            if !events.is_empty() {
-                return Ok(events);
-            }
-        }
-        let _ = tokio::time::timeout(timeout, notified).await;
-        Ok(self.read_after(analysis, after, 256).unwrap_or_default())
     }
 
     pub(super) fn expire(&self) -> usize {

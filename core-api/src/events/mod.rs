@@ -103,31 +103,33 @@ impl EventLog {
         }
     }
 
-    /// Waits up to `timeout` for events after `after`; empty when none came.
-    pub async fn wait_after(
-        &self,
-        analysis: &str,
-        after: u64,
-        timeout: Duration,
-    ) -> Result<Vec<Event>, AppendError> {
-        match self {
-            EventLog::Memory(m) => m.wait_after(analysis, after, timeout).await,
-            EventLog::Redis(r) => r.wait_after(analysis, after, timeout).await,
-        }
-    }
-
     /// A client's frames: the events after `after`, then each event as it is appended, until
     /// the final one (the channel then closes) or the client falls behind (it gets a last
     /// frame saying so). `None` for an analysis this log does not know. Both logs push the
     /// same shared frames to every client ([`fanout`]): no task or serialisation per client.
+    /// An `after` past the log's end is taken as its end.
     pub async fn follow(
         &self,
         analysis: &str,
         after: u64,
     ) -> Result<Option<mpsc::Receiver<Bytes>>, AppendError> {
         match self {
-            EventLog::Memory(m) => Ok(m.subscribe(analysis, after)),
-            EventLog::Redis(r) => r.follow(analysis, after).await,
+            EventLog::Memory(m) => Ok(m.subscribe(analysis, after, true)),
+            EventLog::Redis(r) => r.follow(analysis, after, true).await,
+        }
+    }
+
+    /// The frames of the events after `after` that the log holds now, in a channel that then
+    /// closes: for an analysis known to have ended, whose log may lack its final event (its
+    /// append failed), so that the client is not left waiting for it.
+    pub async fn replay(
+        &self,
+        analysis: &str,
+        after: u64,
+    ) -> Result<Option<mpsc::Receiver<Bytes>>, AppendError> {
+        match self {
+            EventLog::Memory(m) => Ok(m.subscribe(analysis, after, false)),
+            EventLog::Redis(r) => r.follow(analysis, after, false).await,
         }
     }
 
@@ -146,7 +148,7 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
-    async fn ids_increase_and_readers_get_the_past_then_wait_for_the_future(log: EventLog) {
+    async fn ids_increase_from_one_and_nothing_follows_the_final_event(log: EventLog) {
         log.create("a").await.unwrap();
         assert_eq!(
             log.append("a", "analysis.accepted", serde_json::json!({"x": 1}))
@@ -160,56 +162,67 @@ mod tests {
         );
         let past = log.read_after("a", 1, 100).await.unwrap().unwrap();
         assert_eq!(past.iter().map(|e| e.id).collect::<Vec<_>>(), [2]);
-        let waiter = {
-            let log = log.clone();
-            tokio::spawn(async move {
-                log.wait_after("a", 2, Duration::from_secs(10))
-                    .await
-                    .unwrap()
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        log.append("a", "analysis.completed", serde_json::json!({}))
-            .await
-            .unwrap();
-        let next = waiter.await.unwrap();
-        assert_eq!(next.len(), 1);
-        assert_eq!((next[0].id, next[0].is_terminal()), (3, true));
+        assert_eq!(
+            log.append("a", "analysis.completed", serde_json::json!({}))
+                .await,
+            Ok(3)
+        );
+        assert!(log.read_after("a", 2, 9).await.unwrap().unwrap()[0].is_terminal());
         assert_eq!(
             log.append("a", "late", serde_json::json!({})).await,
             Err(AppendError::Finished)
         );
         assert!(log.read_after("nope", 0, 10).await.unwrap().is_none());
-        assert!(log
-            .wait_after("a", 3, Duration::from_millis(50))
-            .await
-            .unwrap()
-            .is_empty());
     }
 
     #[tokio::test]
-    async fn in_memory_ids_increase_and_readers_wait_without_polling() {
-        ids_increase_and_readers_get_the_past_then_wait_for_the_future(EventLog::memory(
+    async fn in_memory_ids_increase_from_one_and_nothing_follows_the_final_event() {
+        ids_increase_from_one_and_nothing_follows_the_final_event(EventLog::memory(
             Duration::from_secs(60),
         ))
         .await;
     }
 
     #[tokio::test]
-    async fn on_redis_streams_ids_increase_and_readers_wait_without_polling() {
-        let (log, _, _) = redis_log().await;
-        ids_increase_and_readers_get_the_past_then_wait_for_the_future(log).await;
+    async fn on_redis_ids_increase_from_one_and_nothing_follows_the_final_event() {
+        let (log, _keys) = redis_log().await;
+        ids_increase_from_one_and_nothing_follows_the_final_event(log).await;
     }
 
     /// A Redis log under a key prefix of its own (`REDIS_URL`, or the local server), with the
-    /// URL and prefix for looking at Redis itself.
-    async fn redis_log() -> (EventLog, String, String) {
+    /// URL and prefix for looking at Redis itself; the prefix's keys go when it is dropped.
+    async fn redis_log() -> (EventLog, TestKeys) {
         let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
         let prefix = format!("test-ev-{}", uuid::Uuid::new_v4().simple());
         let log = EventLog::redis(&url, &prefix, Duration::from_secs(60))
             .await
             .expect("a Redis server");
-        (log, url, prefix)
+        (log, TestKeys { url, prefix })
+    }
+
+    /// A test's Redis prefix; dropping it deletes the prefix's keys (a log that never ended
+    /// would otherwise stay for its 24 hours).
+    struct TestKeys {
+        url: String,
+        prefix: String,
+    }
+
+    impl Drop for TestKeys {
+        fn drop(&mut self) {
+            use ::redis::Commands;
+            let Ok(mut c) =
+                ::redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
+            else {
+                return;
+            };
+            let keys: Vec<String> = c
+                .scan_match::<_, String>(format!("{}:*", self.prefix))
+                .map(|keys| keys.filter_map(Result::ok).collect())
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: ::redis::RedisResult<()> = c.del(keys);
+            }
+        }
     }
 
     /// Waits (5 s at most) until no reader of this prefix is connected to Redis.
@@ -240,50 +253,6 @@ mod tests {
         list.lines().filter(|l| l.contains(&name)).count()
     }
 
-    #[tokio::test]
-    async fn on_redis_the_followers_of_an_analysis_share_one_reader_that_ends_with_it() {
-        let (log, url, prefix) = redis_log().await;
-        log.create("a").await.unwrap();
-        log.append("a", "analysis.accepted", serde_json::json!({}))
-            .await
-            .unwrap();
-        let waiters: Vec<_> = (0..20)
-            .map(|_| {
-                let log = log.clone();
-                tokio::spawn(async move {
-                    log.wait_after("a", 1, Duration::from_secs(10))
-                        .await
-                        .unwrap()
-                })
-            })
-            .collect();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(readers(&url, &prefix).await, 1, "one XREAD for 20 clients");
-        log.append("a", "partner.started", serde_json::json!({}))
-            .await
-            .unwrap();
-        for w in waiters {
-            let got = w.await.unwrap();
-            assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), [2]);
-        }
-        // A follower that was behind reads what it missed, then what comes.
-        let late = log
-            .wait_after("a", 0, Duration::from_secs(1))
-            .await
-            .unwrap();
-        assert_eq!(late.iter().map(|e| e.id).collect::<Vec<_>>(), [1, 2]);
-        log.append("a", "analysis.completed", serde_json::json!({}))
-            .await
-            .unwrap();
-        let last = log
-            .wait_after("a", 2, Duration::from_secs(10))
-            .await
-            .unwrap();
-        assert_eq!(last.iter().map(|e| e.id).collect::<Vec<_>>(), [3]);
-        // The reader stops after the final event.
-        readers_end(&url, &prefix).await;
-    }
-
     /// The id of an event frame, or 0 for a frame without one.
     fn frame_id(f: &Bytes) -> u64 {
         let text = String::from_utf8_lossy(f);
@@ -298,6 +267,141 @@ mod tests {
             .await
             .expect("a frame or the end within 10 s")
             .map(|f| frame_id(&f))
+    }
+
+    #[tokio::test]
+    async fn on_redis_the_followers_of_an_analysis_share_one_reader_that_ends_with_it() {
+        let (log, keys) = redis_log().await;
+        log.create("a").await.unwrap();
+        log.append("a", "analysis.accepted", serde_json::json!({}))
+            .await
+            .unwrap();
+        let mut followers = Vec::new();
+        for _ in 0..20 {
+            followers.push(log.follow("a", 1).await.unwrap().unwrap());
+        }
+        assert_eq!(
+            readers(&keys.url, &keys.prefix).await,
+            1,
+            "one XREAD for 20 clients"
+        );
+        log.append("a", "partner.started", serde_json::json!({}))
+            .await
+            .unwrap();
+        for rx in &mut followers {
+            assert_eq!(next_id(rx).await, Some(2));
+        }
+        log.append("a", "analysis.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        for rx in &mut followers {
+            assert_eq!(next_id(rx).await, Some(3));
+            assert_eq!(next_id(rx).await, None);
+        }
+        // The reader stops after the final event.
+        readers_end(&keys.url, &keys.prefix).await;
+    }
+
+    /// Every id a channel gives until it closes (10 s at most between two).
+    async fn ids_until_the_end(rx: &mut mpsc::Receiver<Bytes>) -> Vec<u64> {
+        let mut ids = Vec::new();
+        while let Some(id) = next_id(rx).await {
+            ids.push(id);
+        }
+        ids
+    }
+
+    async fn a_follower_far_behind_is_caught_up_without_being_cut_off(log: EventLog) {
+        log.create("a").await.unwrap();
+        let behind = 3 * CLIENT_BUFFER as u64;
+        for _ in 0..behind {
+            log.append("a", "classification.progress", serde_json::json!({}))
+                .await
+                .unwrap();
+        }
+        // The first follower of the analysis, with everything still to read.
+        let mut rx = log.follow("a", 0).await.unwrap().unwrap();
+        let mut ids = Vec::new();
+        for _ in 0..behind {
+            ids.push(next_id(&mut rx).await.unwrap());
+        }
+        assert_eq!(ids, (1..=behind).collect::<Vec<_>>());
+        log.append("a", "analysis.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(ids_until_the_end(&mut rx).await, [behind + 1]);
+    }
+
+    #[tokio::test]
+    async fn in_memory_a_follower_far_behind_is_caught_up_without_being_cut_off() {
+        a_follower_far_behind_is_caught_up_without_being_cut_off(EventLog::memory(
+            Duration::from_secs(60),
+        ))
+        .await;
+    }
+
+    #[tokio::test]
+    async fn on_redis_a_follower_far_behind_is_caught_up_without_being_cut_off() {
+        let (log, keys) = redis_log().await;
+        a_follower_far_behind_is_caught_up_without_being_cut_off(log).await;
+        readers_end(&keys.url, &keys.prefix).await;
+    }
+
+    async fn an_id_past_the_end_is_taken_as_the_end(log: EventLog) {
+        log.create("a").await.unwrap();
+        for _ in 0..2 {
+            log.append("a", "partner.started", serde_json::json!({}))
+                .await
+                .unwrap();
+        }
+        // The first follower claims events that do not exist yet; it must neither get
+        // duplicates nor keep the others from the events that come.
+        let mut ahead = log.follow("a", 1000).await.unwrap().unwrap();
+        let mut from_start = log.follow("a", 0).await.unwrap().unwrap();
+        log.append("a", "partner.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        log.append("a", "analysis.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(ids_until_the_end(&mut ahead).await, [3, 4]);
+        assert_eq!(ids_until_the_end(&mut from_start).await, [1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn in_memory_an_id_past_the_end_is_taken_as_the_end() {
+        an_id_past_the_end_is_taken_as_the_end(EventLog::memory(Duration::from_secs(60))).await;
+    }
+
+    #[tokio::test]
+    async fn on_redis_an_id_past_the_end_is_taken_as_the_end() {
+        let (log, keys) = redis_log().await;
+        an_id_past_the_end_is_taken_as_the_end(log).await;
+        readers_end(&keys.url, &keys.prefix).await;
+    }
+
+    async fn a_replay_ends_with_what_the_log_holds(log: EventLog) {
+        log.create("a").await.unwrap();
+        for _ in 0..3 {
+            log.append("a", "partner.started", serde_json::json!({}))
+                .await
+                .unwrap();
+        }
+        let mut rx = log.replay("a", 1).await.unwrap().unwrap();
+        assert_eq!(ids_until_the_end(&mut rx).await, [2, 3]);
+        assert!(log.replay("nope", 0).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn in_memory_a_replay_ends_with_what_the_log_holds() {
+        a_replay_ends_with_what_the_log_holds(EventLog::memory(Duration::from_secs(60))).await;
+    }
+
+    #[tokio::test]
+    async fn on_redis_a_replay_ends_with_what_the_log_holds() {
+        let (log, keys) = redis_log().await;
+        a_replay_ends_with_what_the_log_holds(log).await;
+        readers_end(&keys.url, &keys.prefix).await;
     }
 
     async fn followers_get_the_replay_then_each_event_and_their_streams_end_with_the_analysis(
@@ -359,60 +463,10 @@ mod tests {
 
     #[tokio::test]
     async fn on_redis_followers_are_fed_like_in_memory_from_one_shared_reader() {
-        let (log, url, prefix) = redis_log().await;
+        let (log, keys) = redis_log().await;
         followers_get_the_replay_then_each_event_and_their_streams_end_with_the_analysis(log).await;
         // One reader fed all of them, and it ended with the analysis.
-        readers_end(&url, &prefix).await;
-    }
-
-    #[tokio::test]
-    async fn live_subscribers_get_the_replay_then_pushed_frames_and_a_slow_one_is_cut_off() {
-        let log = EventLog::memory(Duration::from_secs(60));
-        let EventLog::Memory(m) = &log else {
-            unreachable!()
-        };
-        log.create("a").await.unwrap();
-        log.append("a", "analysis.accepted", serde_json::json!({}))
-            .await
-            .unwrap();
-        log.append("a", "partner.started", serde_json::json!({}))
-            .await
-            .unwrap();
-        let mut reader = m.subscribe("a", 1).unwrap();
-        let mut sleeper = m.subscribe("a", 2).unwrap();
-        let first = reader.recv().await.unwrap();
-        assert!(
-            String::from_utf8_lossy(&first).starts_with("id: 2\nevent: partner.started\ndata: {")
-        );
-        // The sleeper never reads: after its buffer fills it gets the cut-off frame and ends.
-        for _ in 0..CLIENT_BUFFER + 5 {
-            log.append("a", "classification.progress", serde_json::json!({}))
-                .await
-                .unwrap();
-            let f = reader.recv().await.unwrap();
-            assert!(String::from_utf8_lossy(&f).contains("classification.progress"));
-        }
-        let mut got = Vec::new();
-        while let Some(f) = sleeper.recv().await {
-            got.push(String::from_utf8_lossy(&f).into_owned());
-        }
-        assert_eq!(got.len(), CLIENT_BUFFER);
-        assert!(got.last().unwrap().starts_with("event: stream.error"));
-        // The final event closes the reader's stream.
-        log.append("a", "analysis.completed", serde_json::json!({}))
-            .await
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&reader.recv().await.unwrap()).contains("analysis.completed")
-        );
-        assert!(reader.recv().await.is_none());
-        // A client arriving after the end gets the replay and an ending stream.
-        let mut late = m.subscribe("a", 70).unwrap();
-        let mut n = 0;
-        while late.recv().await.is_some() {
-            n += 1;
-        }
-        assert_eq!(n, 2 + CLIENT_BUFFER + 5 + 1 - 70);
+        readers_end(&keys.url, &keys.prefix).await;
     }
 
     #[tokio::test]

@@ -5,7 +5,8 @@
 //! The clients of one analysis on one instance share one reader ([`Tail`]): a single blocked
 //! `XREAD` per followed analysis, however many clients follow it. It turns each event it reads
 //! into a frame once and pushes that frame to every client, as the memory log does on append
-//! ([`Fanout`]); [`RedisLog::wait_after`] lets code that pulls wait on the same reader.
+//! ([`Fanout`]). A reader starts at the log's end when it is needed: what a client lacks from
+//! before that, the client's own request reads from the stream.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,9 +15,9 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Script};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
-use super::entry::{AppendError, Event, MAX_EVENTS};
+use super::entry::{AppendError, Event, CLIENT_BUFFER, MAX_EVENTS};
 use super::fanout::Fanout;
 use super::frame;
 use crate::domain::event::is_final;
@@ -34,19 +35,16 @@ pub struct RedisLog {
 }
 
 /// The one reader of an analysis's stream on this instance: a task blocked in `XREAD` that
-/// keeps what it read (at most the log's bound) and wakes every waiting client. Without it,
-/// each client would hold its own Redis connection in its own `XREAD`.
+/// keeps the frames it read (at most the log's bound) and pushes each to every client.
+/// Without it, each client would hold its own Redis connection in its own `XREAD`.
 struct Tail {
     state: Mutex<TailState>,
-    /// The last id read; its receivers are the clients waiting now.
-    latest: watch::Sender<u64>,
 }
 
 struct TailState {
-    /// Events read, in order, all after `start`.
+    /// The frames of the events read, in order, from event `start + 1`, for clients that join
+    /// later.
     start: u64,
-    events: Vec<Event>,
-    /// The same events as SSE frames, for clients that join later.
     frames: Vec<Bytes>,
     /// Clients following live: each frame read is pushed to them.
     live: Fanout,
@@ -56,7 +54,7 @@ struct TailState {
     closed: bool,
     /// Why the reader stopped, if Redis failed it.
     failed: Option<String>,
-    /// When a client last asked; the reader stops once nobody has asked for a while.
+    /// When a client was last there; the reader stops once nobody has been for a while.
     wanted: Instant,
 }
 
@@ -65,25 +63,9 @@ struct TailState {
 const TAIL_IDLE: Duration = Duration::from_secs(30);
 /// How long one `XREAD` blocks before the reader looks whether it is still wanted.
 const TAIL_BLOCK: Duration = Duration::from_secs(5);
-
-impl Tail {
-    /// The events after `after`, or `None` when the reader started later than that (the
-    /// caller reads the gap from the stream itself).
-    fn after(&self, after: u64) -> Result<Option<Vec<Event>>, AppendError> {
-        let mut st = self.state.lock().expect("tail lock");
-        st.wanted = Instant::now();
-        if let Some(e) = &st.failed {
-            return Err(AppendError::Backend(e.clone()));
-        }
-        if after < st.start {
-            return Ok(None);
-        }
-        let skip = (after - st.start) as usize;
-        Ok(Some(
-            st.events.iter().skip(skip).take(256).cloned().collect(),
-        ))
-    }
-}
+/// Events one `XREAD` takes at most: half a client's buffer, so that one read never by
+/// itself cuts off a client that keeps up.
+const TAIL_COUNT: usize = CLIENT_BUFFER / 2;
 
 /// KEYS stream, meta; ARGV kind, data, max, terminal (0/1), retention_s.
 /// Returns the new id, -1 when finished, -2 when full.
@@ -195,37 +177,17 @@ impl RedisLog {
         Ok(Some(reply.ids.iter().filter_map(parse_entry).collect()))
     }
 
-    pub(super) async fn wait_after(
-        &self,
-        analysis: &str,
-        after: u64,
-        timeout: Duration,
-    ) -> Result<Vec<Event>, AppendError> {
-        let tail = self.tail(analysis, after);
-        let mut woken = tail.latest.subscribe();
-        match tail.after(after)? {
-            Some(events) if !events.is_empty() => return Ok(events),
-            Some(_) => {}
-            // Appended before this instance's reader started: read them directly.
-            None => {
-                return Ok(self
-                    .read_after(analysis, after, 256)
-                    .await?
-                    .unwrap_or_default())
-            }
-        }
-        let _ = tokio::time::timeout(timeout, woken.changed()).await;
-        Ok(tail.after(after)?.unwrap_or_default())
-    }
-
     /// See [`super::EventLog::follow`]. A finished analysis's stream holds every event: the
     /// client gets what it lacks and the channel closes. Otherwise the client joins this
-    /// instance's reader of the analysis, with what came before the reader started read from
-    /// the stream itself.
+    /// instance's reader of the analysis (started at the log's end if there is none), with
+    /// what came before the reader started read from the stream itself. An `after` past the
+    /// log's end is taken as its end: no client has events not yet written. Not `live`: only
+    /// what the stream holds now ([`super::EventLog::replay`]).
     pub(super) async fn follow(
         &self,
         analysis: &str,
         after: u64,
+        live: bool,
     ) -> Result<Option<mpsc::Receiver<Bytes>>, AppendError> {
         let mut conn = self.conn.clone();
         let (n, finished): (Option<u64>, Option<String>) = redis::cmd("HMGET")
@@ -235,19 +197,19 @@ impl RedisLog {
             .query_async(&mut conn)
             .await
             .map_err(backend)?;
-        if n.is_none() {
+        let Some(n) = n else {
             return Ok(None);
-        }
-        if finished.as_deref() == Some("1") {
+        };
+        let after = after.min(n);
+        if !live || finished.as_deref() == Some("1") {
             let past = self.range(analysis, after, None).await?;
-            return Ok(Some(
-                Fanout::default().subscribe(past.iter().map(Event::frame).collect(), false),
-            ));
+            let replay = past.iter().map(Event::frame).collect();
+            return Ok(Some(Fanout::default().subscribe(replay, after, false)));
         }
         // A reader can stop for want of clients just as this one comes: then it takes a new
         // one (`tail` replaces a stopped reader).
         loop {
-            let tail = self.tail(analysis, after);
+            let tail = self.tail(analysis, n);
             let start = {
                 let st = tail.state.lock().expect("tail lock");
                 (!st.closed).then_some(st.start)
@@ -270,7 +232,7 @@ impl RedisLog {
             st.wanted = Instant::now();
             if st.failed.is_some() {
                 let mut ended = Fanout::default();
-                let rx = ended.subscribe(vec![Bytes::from_static(frame::UNAVAILABLE)], false);
+                let rx = ended.subscribe(vec![Bytes::from_static(frame::UNAVAILABLE)], 0, false);
                 return Ok(Some(rx));
             }
             let skip = after.saturating_sub(st.start) as usize;
@@ -280,7 +242,7 @@ impl RedisLog {
                 .chain(st.frames.iter().skip(skip).cloned())
                 .collect();
             let live = !st.finished;
-            return Ok(Some(st.live.subscribe(replay, live)));
+            return Ok(Some(st.live.subscribe(replay, after, live)));
         }
     }
 
@@ -305,8 +267,8 @@ impl RedisLog {
         Ok(reply.ids.iter().filter_map(parse_entry).collect())
     }
 
-    /// This instance's reader of `analysis`, started (from `after`) if there is none.
-    fn tail(&self, analysis: &str, after: u64) -> Arc<Tail> {
+    /// This instance's reader of `analysis`, started after event `start` if there is none.
+    fn tail(&self, analysis: &str, start: u64) -> Arc<Tail> {
         let mut tails = self.tails.lock().expect("tails lock");
         if let Some(t) = tails.get(analysis) {
             // A reader that stopped while idle is replaced, not joined: nobody would feed it.
@@ -316,8 +278,7 @@ impl RedisLog {
         }
         let tail = Arc::new(Tail {
             state: Mutex::new(TailState {
-                start: after,
-                events: Vec::new(),
+                start,
                 frames: Vec::new(),
                 live: Fanout::default(),
                 finished: false,
@@ -325,13 +286,12 @@ impl RedisLog {
                 failed: None,
                 wanted: Instant::now(),
             }),
-            latest: watch::Sender::new(after),
         });
         tails.insert(analysis.to_string(), tail.clone());
         tokio::spawn(read_tail(
             self.clone(),
             analysis.to_string(),
-            after,
+            start,
             tail.clone(),
         ));
         tail
@@ -347,8 +307,8 @@ impl RedisLog {
 }
 
 /// The reader task of one analysis: `XREAD BLOCK` from `last` until the final event, a Redis
-/// failure (the waiting clients get it as an error and end their streams), or nobody asking
-/// for [`TAIL_IDLE`]. It then leaves the registry, so the next client starts a fresh one. It
+/// failure (its clients get it as a last frame and end their streams), or no client for
+/// [`TAIL_IDLE`]. It then leaves the registry, so the next client starts a fresh one. It
 /// does not watch the shutdown signal itself: its clients do, and once they are gone it stops.
 async fn read_tail(log: RedisLog, analysis: String, mut last: u64, tail: Arc<Tail>) {
     let result: Result<(), String> = async {
@@ -367,7 +327,7 @@ async fn read_tail(log: RedisLog, analysis: String, mut last: u64, tail: Arc<Tai
             .query_async(&mut conn)
             .await;
         let opts = redis::streams::StreamReadOptions::default()
-            .count(256)
+            .count(TAIL_COUNT)
             .block(TAIL_BLOCK.as_millis() as usize);
         loop {
             let reply: Option<redis::streams::StreamReadReply> = conn
@@ -387,12 +347,11 @@ async fn read_tail(log: RedisLog, analysis: String, mut last: u64, tail: Arc<Tai
             if let Some(e) = events.last() {
                 last = e.id;
                 // Bounded like the log itself, which never holds more.
-                let room = MAX_EVENTS.saturating_sub(st.events.len());
+                let room = MAX_EVENTS.saturating_sub(st.frames.len());
                 for e in events.into_iter().take(room) {
                     let bytes = e.frame();
-                    st.live.push(&bytes);
+                    st.live.push(e.id, &bytes);
                     st.frames.push(bytes);
-                    st.events.push(e);
                 }
             }
             if ended {
@@ -403,15 +362,10 @@ async fn read_tail(log: RedisLog, analysis: String, mut last: u64, tail: Arc<Tai
             if st.live.prune() > 0 {
                 st.wanted = Instant::now();
             }
-            let idle = st.wanted.elapsed() > TAIL_IDLE && tail.latest.receiver_count() == 0;
+            let idle = st.wanted.elapsed() > TAIL_IDLE;
             // Decided under the lock a joining client takes, so none joins a stopped reader.
             st.closed = idle;
             drop(st);
-            // Clients are woken only when there is something for them: a wake with nothing
-            // would send every waiting client to ask again for nothing.
-            if *tail.latest.borrow() != last {
-                tail.latest.send_replace(last);
-            }
             if ended || idle {
                 return Ok(());
             }
@@ -424,7 +378,6 @@ async fn read_tail(log: RedisLog, analysis: String, mut last: u64, tail: Arc<Tai
         st.failed = Some(e);
         st.live.close(Some(frame::UNAVAILABLE));
         drop(st);
-        tail.latest.send_modify(|_| {});
     }
     let mut tails = log.tails.lock().expect("tails lock");
     if tails.get(&analysis).is_some_and(|t| Arc::ptr_eq(t, &tail)) {
