@@ -86,11 +86,11 @@ async fn a_full_analysis_streams_from_accepted_to_completed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_streams_one_instance_runs_an_analysis_and_another_streams_it() {
-    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let prefix = format!("test-core-{}", uuid::Uuid::new_v4().simple());
+    let redis = redis_url();
+    let prefix = KeyPrefix::new("core");
     let shared = |s: &mut Settings| {
         s.redis_url = Some(redis.clone());
-        s.key_prefix = prefix.clone();
+        s.key_prefix = prefix.to_string();
         s.events_token_key = Some(core_api::config::Secret::new("a key both instances share"));
     };
     let a = spawn_app_with(shared).await;
@@ -134,6 +134,43 @@ async fn with_redis_streams_one_instance_runs_an_analysis_and_another_streams_it
     let snap = b.get_json(ACME, path).await;
     assert_eq!(snap["status"], "completed");
     assert_eq!(b.get(BETA, path).await.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_streams_an_ended_analysis_whose_final_event_was_lost_still_ends_its_streams() {
+    let prefix = KeyPrefix::new("core");
+    let app = spawn_app_with(|s| {
+        s.redis_url = Some(redis_url());
+        s.key_prefix = prefix.to_string();
+    })
+    .await;
+    let started = app.started().await;
+    let url = started["events_url"].as_str().unwrap();
+    let all = app.events(url, None, usize::MAX).await;
+    let last = all.last().unwrap().0;
+    // As if Redis had refused the final event for longer than the run retried it.
+    let id = started["id"].as_str().unwrap();
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let _: () = redis::pipe()
+        .cmd("XDEL")
+        .arg(format!("{}:ev:{id}", &*prefix))
+        .arg(format!("{last}-0"))
+        .hdel(format!("{}:ev:{id}:meta", &*prefix), "finished")
+        .query(&mut redis)
+        .unwrap();
+    // The snapshot says the analysis ended: the stream ends after what the log holds instead
+    // of waiting for an event that will not come.
+    let replay = tokio::time::timeout(
+        Duration::from_secs(10),
+        app.events(url, Some("1"), usize::MAX),
+    )
+    .await
+    .expect("the stream ends");
+    let ids: Vec<u64> = replay.iter().map(|e| e.0).collect();
+    assert_eq!(ids, (2..last).collect::<Vec<_>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

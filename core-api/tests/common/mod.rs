@@ -17,6 +17,13 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
+// Where Redis is and a key prefix that deletes its keys after the test: the integrations
+// tests' own helpers, so the two suites clean up the same way.
+#[path = "../../../integrations/tests/common/mod.rs"]
+mod redis_keys;
+#[allow(unused_imports)] // the browser tests use neither
+pub use redis_keys::{redis_url, KeyPrefix};
+
 pub const ACME: &str = "acme-key-0123456789";
 pub const BETA: &str = "beta-key-0123456789";
 pub const READER: &str = "acme-reader-0123456789";
@@ -24,6 +31,8 @@ pub const READER: &str = "acme-reader-0123456789";
 pub struct TestApp {
     pub url: String,
     pub http: reqwest::Client,
+    /// Sending `true` shuts the service down as SIGTERM would.
+    pub shutdown: tokio::sync::watch::Sender<bool>,
     _data: tempfile::TempDir,
 }
 
@@ -59,10 +68,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         .await
         .expect("the service builds");
     let url = format!("http://{}", app.addr());
+    let shutdown = app.shutdown_handle();
     tokio::spawn(app.run_until(std::future::pending()));
     TestApp {
         url,
         http: reqwest::Client::new(),
+        shutdown,
         _data: data,
     }
 }

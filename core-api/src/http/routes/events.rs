@@ -9,6 +9,7 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use crate::auth::Scope;
+use crate::domain::Status;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::api_key;
 use crate::server::sse::live_response;
@@ -52,7 +53,7 @@ pub async fn events(
         (None, key) => state.auth.authorize(key, Scope::AnalysesRead)?.tenant,
     };
     // Another tenant's analysis does not exist for this one.
-    state
+    let snapshot = state
         .analyses
         .get(&id, &tenant)
         .await
@@ -70,10 +71,14 @@ pub async fn events(
             )
         })?,
     };
-    let rx = state
-        .events
-        .follow(&id, last)
-        .await
+    // An analysis that has ended is not followed: if its final event could not be recorded
+    // (Redis failed for longer than its run retried), a follower would wait for ever.
+    let rx = if snapshot.status == Status::Running {
+        state.events.follow(&id, last).await
+    } else {
+        state.events.replay(&id, last).await
+    };
+    let rx = rx
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or(ApiError::NotFound("analysis"))?;
     Ok(live_response(rx, state.shutdown.clone()))
