@@ -173,13 +173,10 @@ async fn connect_partners(
             let mut config = match &settings.partners_config {
                 Some(path) => integrations::Config::load(path)?,
                 None => {
-                    let mut stop = shutdown_rx.clone();
                     let (addr, _) = integrations::simulator::serve(
                         "127.0.0.1:0".parse().expect("address"),
                         settings.simulator.clone(),
-                        async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        },
+                        crate::shutdown::stopped(shutdown_rx),
                     )
                     .await
                     .context("starting the bundled bureau simulator")?;
@@ -227,12 +224,13 @@ async fn open_event_log(
     {
         // Finished analyses' logs are dropped after the retention.
         let events = events.clone();
-        let mut stop = shutdown_rx.clone();
+        let stop = crate::shutdown::stopped(shutdown_rx);
         tokio::spawn(async move {
+            tokio::pin!(stop);
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(60)) => { events.expire(); }
-                    _ = stop.wait_for(|s| *s) => break,
+                    _ = &mut stop => break,
                 }
             }
         });

@@ -36,7 +36,6 @@ impl AppState {
 
     /// Resolves when the service starts shutting down.
     pub async fn shutdown_signal(&self) {
-        let mut rx = self.shutdown.clone();
-        let _ = rx.wait_for(|s| *s).await;
+        crate::shutdown::stopped(&self.shutdown).await
     }
 }

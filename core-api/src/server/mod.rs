@@ -27,6 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tower::ServiceExt;
 
+use crate::shutdown::stopped;
 use sse::LiveHandle;
 
 /// How long a new connection may take to send its first bytes.
@@ -42,7 +43,7 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     max_connections: usize,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let open = Arc::new(Semaphore::new(max_connections));
@@ -50,7 +51,7 @@ pub async fn serve(
         // Over the cap, stop accepting: the kernel's backlog holds the rest.
         let permit = tokio::select! {
             p = open.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = stopped(&mut stop) => break,
+            _ = stopped(&stop) => break,
         };
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -62,7 +63,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stopped(&mut stop) => break,
+            _ = stopped(&stop) => break,
         };
         // Events are small and must not wait for the previous one's acknowledgement.
         let _ = stream.set_nodelay(true);
@@ -75,13 +76,7 @@ pub async fn serve(
     let _ = tokio::time::timeout(drain, open.acquire_many(max_connections as u32)).await;
 }
 
-/// Resolves once `stop` is true. (Its own function so that no borrow of the watch value
-/// lives across an await: the future must stay `Send`.)
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-async fn connection(mut stream: TcpStream, router: Router, mut stop: watch::Receiver<bool>) {
+async fn connection(mut stream: TcpStream, router: Router, stop: watch::Receiver<bool>) {
     // A connection that sends nothing does not hold its place for ever.
     if tokio::time::timeout(FIRST_BYTES, stream.readable())
         .await
@@ -99,7 +94,7 @@ async fn connection(mut stream: TcpStream, router: Router, mut stop: watch::Rece
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,
-        _ = stopped(&mut stop) => {}
+        _ = stopped(&stop) => {}
     }
     conn.as_mut().graceful_shutdown();
     let _ = conn.await;

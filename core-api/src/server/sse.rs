@@ -7,6 +7,9 @@
 //! rules: a `retry:` hint first, a keep-alive comment when nothing was written for 15 s, a
 //! closing frame when the service shuts down, and the end of the stream when the channel
 //! closes (after the final event, or when the log cut off a client that fell behind).
+//!
+//! A batch classification's stream ([`batch_response`]) is written the same way but cannot
+//! be resumed, so it gets no closing frame: its producer ends it on shutdown with its counts.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -48,9 +51,23 @@ impl Drop for Connected {
 /// A client's frames, not yet claimed by a writer.
 pub struct Live {
     rx: mpsc::Receiver<Bytes>,
-    /// Turns true when the service shuts down.
-    stop: watch::Receiver<bool>,
-    _connected: Connected,
+    /// Turns true when the service shuts down; `None` for a stream its producer ends.
+    stop: Option<watch::Receiver<bool>>,
+    /// Counted as a live analysis client while the stream lives.
+    _connected: Option<Connected>,
+}
+
+impl Live {
+    /// Resolves when the service shuts down, if this stream ends then; never otherwise.
+    fn shutdown(&self) -> impl std::future::Future<Output = ()> + Send {
+        let stop = self.stop.as_ref().map(crate::shutdown::stopped);
+        async move {
+            match stop {
+                Some(stopped) => stopped.await,
+                None => std::future::pending().await,
+            }
+        }
+    }
 }
 
 /// The response extension through which the lean front claims a live stream.
@@ -64,14 +81,29 @@ impl LiveHandle {
     }
 }
 
-/// An SSE response relaying `rx`: through hyper when the response is served as usual, or
-/// by [`write_live`] when the lean front claims it through the [`LiveHandle`] extension.
+/// An analysis's SSE response relaying `rx`, ending with a closing frame when `stop` turns
+/// true: through hyper when the response is served as usual, or by [`write_live`] when the
+/// lean front claims it through the [`LiveHandle`] extension.
 pub fn live_response(rx: mpsc::Receiver<Bytes>, stop: watch::Receiver<bool>) -> Response {
-    let slot = LiveHandle(Arc::new(Mutex::new(Some(Live {
+    sse_response(Live {
         rx,
-        stop,
-        _connected: Connected::new(),
-    }))));
+        stop: Some(stop),
+        _connected: Some(Connected::new()),
+    })
+}
+
+/// A stream that cannot be resumed, relaying `rx` until its producer closes it: a shutdown
+/// does not cut it (the producer ends it with what it did; the server's drain bounds it).
+pub fn batch_response(rx: mpsc::Receiver<Bytes>) -> Response {
+    sse_response(Live {
+        rx,
+        stop: None,
+        _connected: None,
+    })
+}
+
+fn sse_response(live: Live) -> Response {
+    let slot = LiveHandle(Arc::new(Mutex::new(Some(live))));
     struct Relay {
         slot: Option<LiveHandle>,
         live: Option<Live>,
@@ -97,7 +129,7 @@ pub fn live_response(rx: mpsc::Receiver<Bytes>, stop: watch::Receiver<bool>) -> 
             return Some((Ok::<_, Infallible>(Bytes::from_static(RETRY_HINT)), r));
         }
         let (live, keep_alive) = (r.live.as_mut()?, r.keep_alive.as_mut()?);
-        let mut stop = live.stop.clone();
+        let shutdown = live.shutdown();
         tokio::select! {
             biased;
             next = live.rx.recv() => match next {
@@ -107,7 +139,7 @@ pub fn live_response(rx: mpsc::Receiver<Bytes>, stop: watch::Receiver<bool>) -> 
                 }
                 None => None,
             },
-            _ = stop.wait_for(|s| *s) => {
+            _ = shutdown => {
                 r.done = true;
                 Some((Ok(Bytes::from_static(CLOSING)), r))
             }
@@ -161,10 +193,7 @@ pub async fn write_live(stream: &mut TcpStream, head: Vec<u8>, mut live: Live) {
     if !send(stream, &out).await {
         return;
     }
-    let mut stop = live.stop.clone();
-    let shutdown = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
+    let shutdown = live.shutdown();
     tokio::pin!(shutdown);
     // One timer per client, moved only when it fires (not on every frame): it fires at most
     // every 15 s, and a keep-alive goes out only if nothing else did meanwhile.

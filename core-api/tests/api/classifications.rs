@@ -105,6 +105,56 @@ async fn a_large_ndjson_batch_streams_results_and_names_bad_lines() {
     assert!(events.iter().any(|e| e.0 == "classification.progress"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stream_ends_with_its_counts_and_where_to_resume_when_the_service_shuts_down() {
+    let app = spawn_app().await;
+    // A body the test writes as it goes: three rows, then nothing until the service stops.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    for i in 0..3 {
+        tx.send(Ok(format!(
+            "{{\"id\": \"{i}\", \"description\": \"PADARIA REAL\", \"amount\": -12.5}}\n"
+        )))
+        .await
+        .unwrap();
+    }
+    let r = app
+        .http
+        .post(format!("{}/v1/classifications/stream", app.url))
+        .bearer_auth(ACME)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let events = tokio::spawn(all_sse(r));
+    // The rows are in (the stream answers once they are read); then the service stops.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.shutdown.send(true).unwrap();
+    let events = events.await.unwrap();
+    let names: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "classification.results",
+            "classification.progress",
+            "classification.failed"
+        ],
+        "{events:?}"
+    );
+    assert_eq!(events[0].1["results"].as_array().unwrap().len(), 3);
+    let last = &events[2].1;
+    assert_eq!(
+        (&last["classified"], &last["failed"]),
+        (&json!(3), &json!(0))
+    );
+    assert!(
+        last["reason"].as_str().unwrap().contains("from line 4 on"),
+        "{last}"
+    );
+    drop(tx);
+}
+
 #[tokio::test]
 async fn a_json_array_batch_streams_too_and_other_content_types_are_refused() {
     let app = spawn_app().await;

@@ -237,3 +237,44 @@ async fn every_event_an_analysis_emits_matches_its_schema_in_openapi() {
         "and the schema documents nine"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_analysis_stream_ends_saying_why_when_the_service_shuts_down() {
+    use eventsource_stream::Eventsource;
+    use futures_util::StreamExt;
+    // Slow bureaus keep the analysis running while the service stops.
+    let app = spawn_app_with(|s| s.simulator.latency_ms = 10_000).await;
+    let started = app.started().await;
+    let r = app
+        .http
+        .get(format!(
+            "{}{}",
+            app.url,
+            started["events_url"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = r.bytes_stream().eventsource();
+    let mut names = Vec::new();
+    while let Some(e) = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next())
+        .await
+        .expect("a frame or the end within 30 s")
+    {
+        let e = e.unwrap();
+        if e.event == "analysis.accepted" {
+            app.shutdown.send(true).unwrap();
+        }
+        if !e.data.is_empty() {
+            names.push((e.event, e.data));
+        }
+    }
+    // The run ends too (with `analysis.failed`): whichever frame comes first ends the stream,
+    // and both say why.
+    let (last, data) = names.last().unwrap();
+    assert!(
+        ["stream.closing", "analysis.failed"].contains(&last.as_str()),
+        "{names:?}"
+    );
+    assert!(data.contains("the service is shutting down"), "{data}");
+}

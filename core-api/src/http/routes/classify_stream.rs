@@ -5,6 +5,10 @@
 //! a JSON array has to be read whole before parsing, within the same byte limit. A malformed
 //! row does not stop the batch: it gets a `classification.error` event naming its line (or
 //! array index) and is counted as failed, so the client loses nothing silently.
+//!
+//! The stream cannot be resumed, so a shutdown does not cut it: the batch stops taking rows,
+//! sends what it classified, and ends with `classification.failed` naming the first row it
+//! did not classify.
 
 use std::sync::Arc;
 
@@ -12,14 +16,14 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use futures_util::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::auth::Scope;
 use crate::events::frame;
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::api_key;
 use crate::http::routes::classify::{classify_one, ClassifyItem};
-use crate::server::sse::live_response;
+use crate::server::sse::batch_response;
 use crate::state::AppState;
 
 /// Rows one stream may carry.
@@ -36,11 +40,20 @@ struct Batcher {
     results: Vec<serde_json::Value>,
     classified: u64,
     failed: u64,
+    /// Turns true when the service shuts down.
+    stop: watch::Receiver<bool>,
+    /// The first row not classified because the service is shutting down.
+    stopped_at: Option<String>,
 }
 
 impl Batcher {
-    /// Classifies one row; `where_` names it in errors. `false` when the client has gone.
+    /// Classifies one row; `where_` names it in errors. `false` when the batch must stop:
+    /// the client has gone, or the service is shutting down ([`Batcher::stop`] tells which).
     async fn row(&mut self, parsed: Result<ClassifyItem, String>, where_: String) -> bool {
+        if *self.stop.borrow() {
+            self.stopped_at = Some(where_);
+            return false;
+        }
         let result = parsed
             .and_then(|r| classify_one(&self.state, &mut self.ws, &r))
             .map(|c| serde_json::to_value(c).expect("results serialise"));
@@ -79,6 +92,20 @@ impl Batcher {
         self.tx.send(results).await.is_ok() && self.tx.send(progress).await.is_ok()
     }
 
+    /// Ends a batch that [`Batcher::row`] stopped: with `classification.failed` and the counts
+    /// when the service is shutting down (nothing, when the client has gone).
+    async fn stop(self) {
+        if let Some(at) = self.stopped_at.clone() {
+            self.shutting_down(&at).await;
+        }
+    }
+
+    /// Ends the batch because the service is shutting down, `at` being the first row left.
+    async fn shutting_down(self, at: &str) {
+        let reason = format!("the service is shutting down; send the rows from {at} on again");
+        self.finish(Some(reason)).await
+    }
+
     async fn finish(mut self, error: Option<String>) {
         if !self.flush().await {
             return;
@@ -108,8 +135,16 @@ async fn ndjson(mut b: Batcher, body: Body) {
     let mut stream = body.into_data_stream();
     let mut buf: Vec<u8> = Vec::new();
     let (mut line_no, mut bytes) = (0u64, 0usize);
+    let stop = b.stop.clone();
     loop {
-        let chunk = match stream.next().await {
+        let next = tokio::select! {
+            next = stream.next() => next,
+            _ = crate::shutdown::stopped(&stop) => {
+                let at = format!("line {}", line_no + 1);
+                return b.shutting_down(&at).await;
+            }
+        };
+        let chunk = match next {
             Some(Ok(c)) => c,
             Some(Err(_)) => {
                 return b
@@ -129,7 +164,7 @@ async fn ndjson(mut b: Batcher, body: Body) {
             let line: Vec<u8> = buf.drain(..=nl).collect();
             line_no += 1;
             if !handle_line(&mut b, &line[..line.len() - 1], line_no).await {
-                return;
+                return b.stop().await;
             }
             if b.classified + b.failed > MAX_ROWS as u64 {
                 return b.finish(Some(too_many())).await;
@@ -147,7 +182,7 @@ async fn ndjson(mut b: Batcher, body: Body) {
         line_no += 1;
         let rest = std::mem::take(&mut buf);
         if !handle_line(&mut b, &rest, line_no).await {
-            return;
+            return b.stop().await;
         }
     }
     b.finish(None).await
@@ -163,7 +198,12 @@ async fn handle_line(b: &mut Batcher, line: &[u8], line_no: u64) -> bool {
 }
 
 async fn json_array(mut b: Batcher, body: Body) {
-    let bytes = match axum::body::to_bytes(body, MAX_BYTES).await {
+    let stop = b.stop.clone();
+    let read = tokio::select! {
+        read = axum::body::to_bytes(body, MAX_BYTES) => read,
+        _ = crate::shutdown::stopped(&stop) => return b.shutting_down("index 0").await,
+    };
+    let bytes = match read {
         Ok(b) => b,
         Err(_) => {
             return b
@@ -187,7 +227,7 @@ async fn json_array(mut b: Batcher, body: Body) {
     for (i, v) in rows.into_iter().enumerate() {
         let parsed = serde_json::from_value::<ClassifyItem>(v).map_err(|e| e.to_string());
         if !b.row(parsed, format!("index {i}")).await {
-            return;
+            return b.stop().await;
         }
     }
     b.finish(None).await
@@ -239,6 +279,8 @@ pub async fn classify_stream(
         results: Vec::new(),
         classified: 0,
         failed: 0,
+        stop: state.shutdown.clone(),
+        stopped_at: None,
     };
     tokio::spawn(async move {
         if ndjson_body {
@@ -247,7 +289,6 @@ pub async fn classify_stream(
             json_array(batcher, body).await
         }
     });
-    // The same writer as the analysis stream: a retry hint, keep-alives, and a closing
-    // frame when the service shuts down.
-    Ok(live_response(rx, state.shutdown.clone()))
+    // The same writer as the analysis stream (a retry hint, keep-alives), ended by the batch.
+    Ok(batch_response(rx))
 }
