@@ -8,7 +8,7 @@
 //!
 //! `docs/architecture.md` and `docs/events.md` (at the repository root) describe the design
 //! and the SSE events. The modules, in layers that depend one way (each uses only those
-//! above it):
+//! above it, and within layer 2 only `partners` uses another, `auth`'s key helpers):
 //!
 //! 1. [`config`], [`domain`] (the analysis, its window, summary and events), [`shutdown`],
 //!    [`metrics`]: no I/O of their own.
