@@ -60,6 +60,10 @@ pub struct Settings {
     #[serde(skip)]
     pub events_token_key: Option<Secret>,
     pub analysis_deadline_secs: u64,
+    /// How long the end of an analysis (its last snapshot, then its final event) is retried
+    /// while Redis fails (`FINAL_RETRY_SECS`, 60). A follower of an analysis that has ended
+    /// waits at most twice this, plus 5 s, for its final event.
+    pub final_retry_secs: u64,
     pub rate_per_key: u32,
     /// Redis key prefix, so deployments and tests can share a Redis.
     pub key_prefix: String,
@@ -91,6 +95,7 @@ impl Default for Settings {
             cpf_hash_key: None,
             events_token_key: None,
             analysis_deadline_secs: 120,
+            final_retry_secs: 60,
             rate_per_key: 50,
             key_prefix: "credit".into(),
             elasticsearch_url: None,
@@ -162,6 +167,11 @@ impl Settings {
                 ConfigError(format!(
                     "ANALYSIS_DEADLINE_SECS: `{v}` is not a whole number"
                 ))
+            })?;
+        }
+        if let Some(v) = env("FINAL_RETRY_SECS") {
+            s.final_retry_secs = v.parse().map_err(|_| {
+                ConfigError(format!("FINAL_RETRY_SECS: `{v}` is not a whole number"))
             })?;
         }
         if let Some(v) = env("RATE_PER_KEY") {

@@ -11,7 +11,7 @@
 //! above it, and within layer 2 only `partners` uses another, `auth`'s key helpers):
 //!
 //! 1. [`config`], [`domain`] (the analysis, its window, summary and events), [`shutdown`],
-//!    [`metrics`]: no I/O of their own.
+//!    [`metrics`], [`retry`]: no I/O of their own.
 //! 2. [`store`] (transactions: SQLite or Elasticsearch), [`events`] (each analysis's event
 //!    log, in memory or on Redis Streams), [`snapshots`], [`partners`] (integrations in
 //!    process or over HTTP), [`auth`] (keys, tenants, scopes, rate limits, `events_url`
@@ -30,6 +30,7 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod partners;
+pub mod retry;
 pub mod server;
 pub mod shutdown;
 pub mod snapshots;

@@ -52,7 +52,7 @@ fn counters() -> String {
          core_api_requests_total{{class=\"2xx\"}} {}\n\
          core_api_requests_total{{class=\"4xx\"}} {}\n\
          core_api_requests_total{{class=\"5xx\"}} {}\n\
-         # HELP core_api_sse_clients SSE clients connected now.\n\
+         # HELP core_api_sse_clients Clients following an analysis's events now.\n\
          # TYPE core_api_sse_clients gauge\n\
          core_api_sse_clients {}\n\
          # HELP core_api_analyses_total Analyses by how they ended (started counts all).\n\

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -37,24 +38,28 @@ impl Analyses {
     }
 
     async fn write_through(&self, s: &Snapshot) {
-        if let Some((conn, prefix)) = &self.redis {
-            let stored = Stored {
-                tenant: s.tenant.clone(),
-                snapshot: s.clone(),
-            };
-            let json = serde_json::to_string(&stored).expect("snapshots serialise");
-            let mut conn = conn.clone();
-            let r: Result<(), _> = redis::AsyncCommands::set_ex(
-                &mut conn,
-                format!("{prefix}:an:{}", s.id),
-                json,
-                SNAPSHOT_TTL_SECS,
-            )
-            .await;
-            if let Err(e) = r {
-                tracing::warn!(analysis = %s.id, error = %e, "Snapshot not written to Redis.");
-            }
+        if let Err(e) = self.try_write_through(s).await {
+            tracing::warn!(analysis = %s.id, error = %e, "Snapshot not written to Redis.");
         }
+    }
+
+    async fn try_write_through(&self, s: &Snapshot) -> Result<(), redis::RedisError> {
+        let Some((conn, prefix)) = &self.redis else {
+            return Ok(());
+        };
+        let stored = Stored {
+            tenant: s.tenant.clone(),
+            snapshot: s.clone(),
+        };
+        let json = serde_json::to_string(&stored).expect("snapshots serialise");
+        let mut conn = conn.clone();
+        redis::AsyncCommands::set_ex(
+            &mut conn,
+            format!("{prefix}:an:{}", s.id),
+            json,
+            SNAPSHOT_TTL_SECS,
+        )
+        .await
     }
 
     pub async fn insert(&self, s: Snapshot) {
@@ -92,16 +97,38 @@ impl Analyses {
         self.find(id).await.filter(|s| s.tenant == tenant)
     }
 
+    /// The last change of an analysis's snapshot: as [`Analyses::update`], but the write to
+    /// Redis is retried for up to `within`, since other instances' followers of the analysis
+    /// learn from it that the analysis ended.
+    pub async fn finish(&self, id: &str, within: Duration, f: impl FnOnce(&mut Snapshot)) {
+        let Some(s) = self.change(id, f) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        let written = crate::retry::until(
+            "writing the last snapshot",
+            deadline,
+            |_| true,
+            || self.try_write_through(&s),
+        )
+        .await;
+        if let Err(e) = written {
+            tracing::error!(analysis = %s.id, error = %e, "Last snapshot not written to Redis.");
+        }
+    }
+
+    /// Changes this instance's snapshot of `id`; the changed snapshot, if there is one.
+    fn change(&self, id: &str, f: impl FnOnce(&mut Snapshot)) -> Option<Snapshot> {
+        let mut local = self.local.lock().expect("analyses lock");
+        local.get_mut(id).map(|s| {
+            f(s);
+            s.clone()
+        })
+    }
+
     /// Changes this instance's snapshot of `id` and writes it through.
     pub async fn update(&self, id: &str, f: impl FnOnce(&mut Snapshot)) {
-        let updated = {
-            let mut local = self.local.lock().expect("analyses lock");
-            local.get_mut(id).map(|s| {
-                f(s);
-                s.clone()
-            })
-        };
-        if let Some(s) = updated {
+        if let Some(s) = self.change(id, f) {
             self.write_through(&s).await;
         }
     }

@@ -6,12 +6,25 @@ pub mod run;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use integrations::Cpf;
 
 use crate::domain::{AnalysisEvent, Snapshot, Status, Window};
 use crate::events::AppendError;
 use crate::state::AppState;
+
+/// How long the end of an analysis (its last snapshot, then its final event) is retried
+/// while Redis fails: followers of the analysis wait for the final event.
+pub fn final_retry(state: &AppState) -> Duration {
+    Duration::from_secs(state.settings.final_retry_secs)
+}
+
+/// How long after an analysis's snapshot says it ended its final event can still be
+/// recorded: both retries, and a margin.
+pub fn ending_within(state: &AppState) -> Duration {
+    2 * final_retry(state) + Duration::from_secs(5)
+}
 
 /// Starts an analysis of `cpf` over `window` for `tenant`: its snapshot, its event log with
 /// `analysis.accepted` as event 1, and its run in the background. Returns its id.

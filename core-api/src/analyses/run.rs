@@ -28,43 +28,19 @@ async fn emit(state: &AppState, id: &str, event: AnalysisEvent) {
     }
 }
 
-/// How long the final event is retried when the log fails: its followers wait for it.
-const FINAL_EVENT_RETRY: Duration = Duration::from_secs(60);
-
 /// Records the final event, retrying while the log fails (Redis restarting, say) for up to
-/// [`FINAL_EVENT_RETRY`]: it is what ends every follower's stream. If it never lands, the
-/// snapshot still says the analysis ended, and the events route then serves what the log
-/// holds instead of following it.
+/// [`super::final_retry`]: it is what ends every follower's stream. If it never lands, the
+/// events route ends its streams itself once [`super::ending_within`] has passed.
 async fn emit_final(state: &AppState, id: &str, event: AnalysisEvent) {
-    let deadline = tokio::time::Instant::now() + FINAL_EVENT_RETRY;
-    let outcome = retry_until(deadline, || state.events.record(id, &event)).await;
+    let deadline = tokio::time::Instant::now() + super::final_retry(state);
+    let backend =
+        |e: &crate::events::AppendError| matches!(e, crate::events::AppendError::Backend(_));
+    let outcome = crate::retry::until("recording the final event", deadline, backend, || {
+        state.events.record(id, &event)
+    })
+    .await;
     if let Err(e) = outcome {
-        tracing::error!(analysis = id, kind = event.name(), error = %e, "Final event not recorded; its followers end when they reconnect.");
-    }
-}
-
-/// Runs `op` until it succeeds, fails for a reason other than the log's backend, or
-/// `deadline` passes, waiting longer after each failure (100 ms, doubling, at most 5 s).
-async fn retry_until<F, Fut>(
-    deadline: tokio::time::Instant,
-    mut op: F,
-) -> Result<u64, crate::events::AppendError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<u64, crate::events::AppendError>>,
-{
-    let mut wait = Duration::from_millis(100);
-    loop {
-        match op().await {
-            Err(crate::events::AppendError::Backend(e))
-                if tokio::time::Instant::now() + wait < deadline =>
-            {
-                tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "Event log failed; retrying.");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
-            }
-            outcome => return outcome,
-        }
+        tracing::error!(analysis = id, kind = event.name(), error = %e, "Final event not recorded; its followers' streams end with stream.error.");
     }
 }
 
@@ -94,7 +70,7 @@ pub async fn run(state: Arc<AppState>, id: String, tenant: String, cpf: Cpf, win
         Ok(summary) => {
             state
                 .analyses
-                .update(&id, |s| {
+                .finish(&id, super::final_retry(&state), |s| {
                     s.status = Status::Completed;
                     s.summary = Some(summary.clone());
                 })
@@ -113,7 +89,7 @@ pub async fn run(state: Arc<AppState>, id: String, tenant: String, cpf: Cpf, win
             tracing::warn!(analysis = %id, reason = %reason, "Analysis failed.");
             state
                 .analyses
-                .update(&id, |s| {
+                .finish(&id, super::final_retry(&state), |s| {
                     s.status = Status::Failed;
                     s.error = Some(reason.clone());
                 })
@@ -518,50 +494,4 @@ fn summarise(
         declared,
         chrono::Utc::now().date_naive(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::events::AppendError;
-    use std::cell::Cell;
-
-    #[tokio::test]
-    async fn the_final_event_is_retried_while_the_log_fails_and_only_then() {
-        let in_a_minute = tokio::time::Instant::now() + Duration::from_secs(60);
-        // Fails twice, then lands.
-        let calls = Cell::new(0);
-        let landed = retry_until(in_a_minute, || {
-            calls.set(calls.get() + 1);
-            let n = calls.get();
-            async move {
-                if n < 3 {
-                    Err(AppendError::Backend("connection refused".into()))
-                } else {
-                    Ok(7)
-                }
-            }
-        })
-        .await;
-        assert_eq!((landed, calls.get()), (Ok(7), 3));
-        // A log that refuses the event for a reason of its own is not asked again.
-        calls.set(0);
-        let finished = retry_until(in_a_minute, || {
-            calls.set(calls.get() + 1);
-            async { Err(AppendError::Finished) }
-        })
-        .await;
-        assert_eq!((finished, calls.get()), (Err(AppendError::Finished), 1));
-        // Nor after the deadline.
-        calls.set(0);
-        let soon = tokio::time::Instant::now() + Duration::from_millis(250);
-        let gave_up = retry_until(soon, || {
-            calls.set(calls.get() + 1);
-            async { Err(AppendError::Backend("down".into())) }
-        })
-        .await;
-        assert!(matches!(gave_up, Err(AppendError::Backend(_))));
-        assert!((2..=3).contains(&calls.get()), "{} calls", calls.get());
-        assert!(tokio::time::Instant::now() < soon + Duration::from_millis(100));
-    }
 }

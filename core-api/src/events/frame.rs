@@ -17,6 +17,9 @@ pub const CLOSING: &[u8] = b"event: stream.closing\ndata: {\"reason\":\"the serv
 /// The last frame of a client whose buffer filled: it fell behind the analysis.
 pub const FELL_BEHIND: &[u8] = b"event: stream.error\ndata: {\"reason\":\"the client fell behind; reconnect with Last-Event-ID\"}\n\n";
 
+/// The last frame of a stream whose analysis ended but whose final event was never recorded.
+pub const FINAL_LOST: &[u8] = b"event: stream.error\ndata: {\"reason\":\"the analysis ended but its final event was not recorded; read the analysis itself\"}\n\n";
+
 /// The last frame when the event log cannot be read.
 pub const UNAVAILABLE: &[u8] = b"event: stream.error\ndata: {\"reason\":\"events are unavailable; reconnect with Last-Event-ID\"}\n\n";
 
@@ -37,7 +40,14 @@ mod tests {
 
     #[test]
     fn every_fixed_frame_is_one_whole_sse_frame() {
-        for f in [RETRY_HINT, KEEP_ALIVE, CLOSING, FELL_BEHIND, UNAVAILABLE] {
+        for f in [
+            RETRY_HINT,
+            KEEP_ALIVE,
+            CLOSING,
+            FELL_BEHIND,
+            FINAL_LOST,
+            UNAVAILABLE,
+        ] {
             let text = std::str::from_utf8(f).unwrap();
             assert!(text.ends_with("\n\n") && !text[..text.len() - 2].contains("\n\n"));
         }

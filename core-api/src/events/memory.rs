@@ -50,22 +50,16 @@ impl MemoryLog {
         );
     }
 
-    /// The frames after `after`, then, if `live`, every frame appended later, through one
-    /// channel: the replay and the registration happen under the log's lock, so nothing
-    /// falls between them. `None` for an unknown analysis. The channel closes after the final
-    /// event. An `after` past the log's end is taken as its end: no client has events not
-    /// yet written.
-    pub fn subscribe(
-        &self,
-        analysis: &str,
-        after: u64,
-        live: bool,
-    ) -> Option<mpsc::Receiver<Bytes>> {
+    /// The frames after `after`, then every frame appended later, through one channel: the
+    /// replay and the registration happen under the log's lock, so nothing falls between
+    /// them. `None` for an unknown analysis. The channel closes after the final event. An
+    /// `after` past the log's end is taken as its end: no client has events not yet written.
+    pub fn subscribe(&self, analysis: &str, after: u64) -> Option<mpsc::Receiver<Bytes>> {
         let mut logs = self.logs.lock().expect("event log lock");
         let log = logs.get_mut(analysis)?;
         let after = after.min(log.frames.len() as u64);
         let past: Vec<Bytes> = log.frames.iter().skip(after as usize).cloned().collect();
-        let live = live && log.finished_at.is_none();
+        let live = log.finished_at.is_none();
         Some(log.live.subscribe(past, after, live))
     }
 

@@ -114,23 +114,47 @@ impl EventLog {
         after: u64,
     ) -> Result<Option<mpsc::Receiver<Bytes>>, AppendError> {
         match self {
-            EventLog::Memory(m) => Ok(m.subscribe(analysis, after, true)),
-            EventLog::Redis(r) => r.follow(analysis, after, true).await,
+            EventLog::Memory(m) => Ok(m.subscribe(analysis, after)),
+            EventLog::Redis(r) => r.follow(analysis, after).await,
         }
     }
 
-    /// The frames of the events after `after` that the log holds now, in a channel that then
-    /// closes: for an analysis known to have ended, whose log may lack its final event (its
-    /// append failed), so that the client is not left waiting for it.
-    pub async fn replay(
+    /// [`EventLog::follow`] for an analysis known to have ended, whose final event may never
+    /// come (its append failed for longer than the run retried it): if the stream has not
+    /// ended `within` from now, it ends with [`frame::FINAL_LOST`]. One small task per such
+    /// client, which ends with its stream.
+    pub async fn follow_ended(
         &self,
         analysis: &str,
         after: u64,
+        within: Duration,
     ) -> Result<Option<mpsc::Receiver<Bytes>>, AppendError> {
-        match self {
-            EventLog::Memory(m) => Ok(m.subscribe(analysis, after, false)),
-            EventLog::Redis(r) => r.follow(analysis, after, false).await,
-        }
+        let Some(mut rx) = self.follow(analysis, after).await? else {
+            return Ok(None);
+        };
+        let (tx, out) = mpsc::channel(CLIENT_BUFFER);
+        let deadline = tokio::time::Instant::now() + within;
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = rx.recv() => next,
+                    () = tx.closed() => return,
+                    () = tokio::time::sleep_until(deadline) => {
+                        let _ = tx.try_send(Bytes::from_static(frame::FINAL_LOST));
+                        return;
+                    }
+                };
+                let Some(f) = next else { return };
+                // A client that takes nothing until the deadline gets nothing more.
+                if !matches!(
+                    tokio::time::timeout_at(deadline, tx.send(f)).await,
+                    Ok(Ok(()))
+                ) {
+                    return;
+                }
+            }
+        });
+        Ok(Some(out))
     }
 
     /// Drops in-memory logs of analyses finished longer ago than the retention (Redis expires
@@ -280,6 +304,11 @@ mod tests {
         for _ in 0..20 {
             followers.push(log.follow("a", 1).await.unwrap().unwrap());
         }
+        // The reader names itself once connected: wait for it, then count.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while readers(&keys.url, &keys.prefix).await == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert_eq!(
             readers(&keys.url, &keys.prefix).await,
             1,
@@ -380,28 +409,31 @@ mod tests {
         readers_end(&keys.url, &keys.prefix).await;
     }
 
-    async fn a_replay_ends_with_what_the_log_holds(log: EventLog) {
-        log.create("a").await.unwrap();
-        for _ in 0..3 {
-            log.append("a", "partner.started", serde_json::json!({}))
-                .await
-                .unwrap();
+    #[tokio::test]
+    async fn a_follower_of_an_ended_analysis_gets_its_final_event_or_is_told_it_was_lost() {
+        let log = EventLog::memory(Duration::from_secs(60));
+        for a in ["lost", "late"] {
+            log.create(a).await.unwrap();
+            for _ in 0..3 {
+                log.append(a, "partner.started", serde_json::json!({}))
+                    .await
+                    .unwrap();
+            }
         }
-        let mut rx = log.replay("a", 1).await.unwrap().unwrap();
-        assert_eq!(ids_until_the_end(&mut rx).await, [2, 3]);
-        assert!(log.replay("nope", 0).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn in_memory_a_replay_ends_with_what_the_log_holds() {
-        a_replay_ends_with_what_the_log_holds(EventLog::memory(Duration::from_secs(60))).await;
-    }
-
-    #[tokio::test]
-    async fn on_redis_a_replay_ends_with_what_the_log_holds() {
-        let (log, keys) = redis_log().await;
-        a_replay_ends_with_what_the_log_holds(log).await;
-        readers_end(&keys.url, &keys.prefix).await;
+        let within = Duration::from_millis(300);
+        let mut lost = log.follow_ended("lost", 1, within).await.unwrap().unwrap();
+        let mut late = log.follow_ended("late", 1, within).await.unwrap().unwrap();
+        log.append("late", "analysis.completed", serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(ids_until_the_end(&mut late).await, [2, 3, 4]);
+        let mut frames = Vec::new();
+        while let Some(f) = lost.recv().await {
+            frames.push(f);
+        }
+        assert_eq!(frames.iter().map(frame_id).collect::<Vec<_>>(), [2, 3, 0]);
+        assert_eq!(&frames[2][..], frame::FINAL_LOST);
+        assert!(log.follow_ended("nope", 0, within).await.unwrap().is_none());
     }
 
     async fn followers_get_the_replay_then_each_event_and_their_streams_end_with_the_analysis(

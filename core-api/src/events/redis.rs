@@ -181,13 +181,11 @@ impl RedisLog {
     /// client gets what it lacks and the channel closes. Otherwise the client joins this
     /// instance's reader of the analysis (started at the log's end if there is none), with
     /// what came before the reader started read from the stream itself. An `after` past the
-    /// log's end is taken as its end: no client has events not yet written. Not `live`: only
-    /// what the stream holds now ([`super::EventLog::replay`]).
+    /// log's end is taken as its end: no client has events not yet written.
     pub(super) async fn follow(
         &self,
         analysis: &str,
         after: u64,
-        live: bool,
     ) -> Result<Option<mpsc::Receiver<Bytes>>, AppendError> {
         let mut conn = self.conn.clone();
         let (n, finished): (Option<u64>, Option<String>) = redis::cmd("HMGET")
@@ -201,7 +199,7 @@ impl RedisLog {
             return Ok(None);
         };
         let after = after.min(n);
-        if !live || finished.as_deref() == Some("1") {
+        if finished.as_deref() == Some("1") {
             let past = self.range(analysis, after, None).await?;
             let replay = past.iter().map(Event::frame).collect();
             return Ok(Some(Fanout::default().subscribe(replay, after, false)));

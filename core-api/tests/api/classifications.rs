@@ -108,51 +108,61 @@ async fn a_large_ndjson_batch_streams_results_and_names_bad_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_stream_ends_with_its_counts_and_where_to_resume_when_the_service_shuts_down() {
     let app = spawn_app().await;
-    // A body the test writes as it goes: three rows, then nothing until the service stops.
+    // A body the test writes as it goes: a first batch of rows and a few more, then nothing
+    // until the service stops.
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
     let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    for i in 0..3 {
-        tx.send(Ok(format!(
-            "{{\"id\": \"{i}\", \"description\": \"PADARIA REAL\", \"amount\": -12.5}}\n"
-        )))
-        .await
-        .unwrap();
-    }
     let r = app
         .http
         .post(format!("{}/v1/classifications/stream", app.url))
         .bearer_auth(ACME)
         .header("content-type", "application/x-ndjson")
         .body(body)
-        .send()
+        .send();
+    let r = tokio::spawn(r);
+    let mut rows = String::new();
+    for i in 0..1003 {
+        rows.push_str(&format!(
+            "{{\"id\": \"{i}\", \"description\": \"PADARIA REAL\", \"amount\": -12.5}}\n"
+        ));
+    }
+    tx.send(Ok(rows)).await.unwrap();
+    let r = r.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let mut stream = r.bytes_stream().eventsource();
+    let mut events = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(60), stream.next())
         .await
-        .unwrap();
-    let events = tokio::spawn(all_sse(r));
-    // The rows are in (the stream answers once they are read); then the service stops.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    app.shutdown.send(true).unwrap();
-    let events = events.await.unwrap();
-    let names: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "classification.results",
-            "classification.progress",
-            "classification.failed"
-        ],
-        "{events:?}"
-    );
-    assert_eq!(events[0].1["results"].as_array().unwrap().len(), 3);
-    let last = &events[2].1;
-    assert_eq!(
-        (&last["classified"], &last["failed"]),
-        (&json!(3), &json!(0))
-    );
-    assert!(
-        last["reason"].as_str().unwrap().contains("from line 4 on"),
-        "{last}"
-    );
+        .expect("an event within 60 s")
+    {
+        let e = e.unwrap();
+        if e.event == "classification.results" && events.is_empty() {
+            // The first 1,000 are classified: now the service stops.
+            app.shutdown.send(true).unwrap();
+        }
+        if !e.data.is_empty() {
+            events.push((e.event, serde_json::from_str::<Value>(&e.data).unwrap()));
+        }
+    }
     drop(tx);
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "classification.failed", "{events:?}");
+    // Every row before the one to resume from has its result; nothing was lost or repeated.
+    let results: u64 = events
+        .iter()
+        .filter(|e| e.0 == "classification.results")
+        .map(|e| e.1["results"].as_array().unwrap().len() as u64)
+        .sum();
+    assert_eq!(
+        (&data["classified"], &data["failed"]),
+        (&json!(results), &json!(0))
+    );
+    let reason = data["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("send the rows from line {} on again", results + 1)),
+        "{reason}"
+    );
+    assert!((1000..=1003).contains(&results), "{results}");
 }
 
 #[tokio::test]

@@ -71,12 +71,14 @@ pub async fn events(
             )
         })?,
     };
-    // An analysis that has ended is not followed: if its final event could not be recorded
-    // (Redis failed for longer than its run retried), a follower would wait for ever.
+    // The final event of an analysis that has ended is on its way (the run records it right
+    // after the snapshot) or was lost (Redis failed for longer than the run retried): then
+    // its followers are not left waiting for it for ever.
     let rx = if snapshot.status == Status::Running {
         state.events.follow(&id, last).await
     } else {
-        state.events.replay(&id, last).await
+        let within = crate::analyses::ending_within(&state);
+        state.events.follow_ended(&id, last, within).await
     };
     let rx = rx
         .map_err(|e| ApiError::Internal(e.to_string()))?
