@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::auth::Auth;
 use crate::config::{ApiKeyConfig, Secret, Settings};
 use crate::events::EventLog;
+use crate::limits::OpenPerCaller;
 use crate::partners::{self, Partners};
 use crate::snapshots::Analyses;
 use crate::state::AppState;
@@ -74,6 +75,11 @@ impl Application {
             cpf_hash_key,
             max_transactions: 200_000,
             shutdown: shutdown_rx,
+            // Each stream holds a task and a body and takes its share of a core: a few per
+            // key keep one caller from crowding out the rest.
+            batch_streams: OpenPerCaller::new(
+                crate::http::routes::classify_stream::STREAMS_PER_KEY,
+            ),
         });
         Ok(Application {
             listener,

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::auth::Auth;
 use crate::config::{Secret, Settings};
 use crate::events::EventLog;
+use crate::limits::OpenPerCaller;
 use crate::partners::Partners;
 use crate::snapshots::Analyses;
 use crate::store::Store;
@@ -26,6 +27,8 @@ pub struct AppState {
     /// Movements an analysis may hold at most.
     pub max_transactions: usize,
     pub shutdown: watch::Receiver<bool>,
+    /// Classification streams open per API key.
+    pub batch_streams: Arc<OpenPerCaller>,
 }
 
 impl AppState {

@@ -193,3 +193,139 @@ async fn a_json_array_batch_streams_too_and_other_content_types_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 415);
 }
+
+/// A request body the test writes as it goes, and the sender that writes it (dropping the
+/// sender ends the body).
+fn open_body() -> (
+    tokio::sync::mpsc::Sender<Result<String, std::io::Error>>,
+    reqwest::Body,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    (tx, body)
+}
+
+fn post_stream(
+    app: &TestApp,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    app.http
+        .post(format!("{}/v1/classifications/stream", app.url))
+        .bearer_auth(ACME)
+        .header("content-type", content_type)
+        .body(body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_ndjson_lines_count_toward_the_row_limit() {
+    let app = spawn_app().await;
+    let blank = "\n".repeat(1_000_001);
+    let r = post_stream(&app, "application/x-ndjson", blank)
+        .send()
+        .await
+        .unwrap();
+    let events = all_sse(r).await;
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "classification.failed", "{events:?}");
+    assert_eq!(data["reason"], "more than 1000000 rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_array_is_classified_as_it_arrives_element_by_element() {
+    let app = spawn_app().await;
+    let (tx, body) = open_body();
+    let r = tokio::spawn(post_stream(&app, "application/json", body).send());
+    let mut rows = String::from("[");
+    for i in 0..1000 {
+        rows.push_str(&format!(
+            "{{\"id\": \"{i}\", \"description\": \"PADARIA REAL\", \"amount\": -12.5}},"
+        ));
+    }
+    rows.push_str("{\"id\": \"bad\"},");
+    tx.send(Ok(rows)).await.unwrap();
+    let r = r.await.unwrap().unwrap();
+    let mut stream = r.bytes_stream().eventsource();
+    // The first thousand come back while the array is still open.
+    let first = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("results before the body ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.event, "classification.results");
+    let first: Value = serde_json::from_str(&first.data).unwrap();
+    assert_eq!(first["results"].as_array().unwrap().len(), 1000);
+    tx.send(Ok(
+        r#"{"id": "last", "description": "NETFLIX.COM", "amount": -39.9}]"#.into(),
+    ))
+    .await
+    .unwrap();
+    drop(tx);
+    let mut rest = Vec::new();
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("an event within 30 s")
+    {
+        let e = e.unwrap();
+        rest.push((e.event, serde_json::from_str::<Value>(&e.data).unwrap()));
+    }
+    let error = rest.iter().find(|e| e.0 == "classification.error").unwrap();
+    assert_eq!(error.1["at"], "index 1000");
+    assert_eq!(
+        rest.last().unwrap(),
+        &(
+            "classification.completed".to_string(),
+            json!({"classified": 1001, "failed": 1})
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_may_hold_only_a_few_classification_streams_open_at_once() {
+    let app = spawn_app().await;
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let (tx, body) = open_body();
+        let r = post_stream(&app, "application/x-ndjson", body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        open.push((tx, r));
+    }
+    let over = post_stream(&app, "application/x-ndjson", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(over.status(), 429);
+    assert_eq!(over.headers()["content-type"], "application/problem+json");
+    let problem: Value = over.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("4 classification streams open"),
+        "{problem}"
+    );
+    // Another key is not held back by this one's streams.
+    let other = app
+        .http
+        .post(format!("{}/v1/classifications/stream", app.url))
+        .bearer_auth(BETA)
+        .header("content-type", "application/x-ndjson")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    // One stream ends (its body ends and its last event is read): its place is free again.
+    let (tx, r) = open.pop().unwrap();
+    drop(tx);
+    let events = all_sse(r).await;
+    assert_eq!(events.last().unwrap().0, "classification.completed");
+    let again = post_stream(&app, "application/x-ndjson", "")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+}

@@ -1,10 +1,14 @@
 //! `POST /v1/classifications/stream`: a large batch (NDJSON, or a JSON array) answered as an
 //! SSE stream of result batches as they are classified, then a final event with the counts.
 //!
-//! NDJSON is read line by line as it arrives, so a million rows never sit in memory at once;
-//! a JSON array has to be read whole before parsing, within the same byte limit. A malformed
-//! row does not stop the batch: it gets a `classification.error` event naming its line (or
-//! array index) and is counted as failed, so the client loses nothing silently.
+//! Both bodies are read row by row as they arrive, each byte looked at once: NDJSON by lines,
+//! a JSON array by its top-level elements ([`ArraySplitter`]), so a million rows never sit in
+//! memory at once and no row's JSON becomes a generic value first. Every line counts toward
+//! the row limit, blank ones too, and the reader yields to the runtime every few hundred rows,
+//! so a body of nothing but newlines neither runs for ever nor holds a core from other
+//! requests. A malformed row does not stop the batch: it gets a `classification.error` event
+//! naming its line (or array index) and is counted as failed, so the client loses nothing
+//! silently. Each API key may have [`STREAMS_PER_KEY`] streams open at once.
 //!
 //! The stream cannot be resumed, so a shutdown does not cut it: the batch stops taking rows,
 //! sends what it classified, and ends with `classification.failed` naming the first row it
@@ -32,9 +36,17 @@ pub const MAX_ROWS: usize = 1_000_000;
 pub const MAX_BYTES: usize = 256 * 1024 * 1024;
 /// Results per `classification.results` event.
 const BATCH: usize = 1000;
+/// A line, or an array element, may be at most this long.
+const MAX_ROW_BYTES: usize = 64 * 1024;
+/// Rows read between two yields to the runtime.
+const YIELD_EVERY: u64 = 256;
+/// Classification streams one API key may have open at once.
+pub const STREAMS_PER_KEY: usize = 4;
 
 struct Batcher {
     tx: mpsc::Sender<Bytes>,
+    /// The key's open-stream slot, given back when the batch ends.
+    _slot: crate::limits::Slot,
     state: Arc<AppState>,
     ws: classifier::model::Workspace,
     results: Vec<serde_json::Value>,
@@ -131,46 +143,83 @@ fn too_many() -> String {
     format!("more than {MAX_ROWS} rows")
 }
 
+/// Lets other tasks run every [`YIELD_EVERY`] rows: a body that is all blank lines (or all
+/// bad rows) never waits on the client, so it would otherwise keep its core to itself.
+async fn pace(rows: u64) {
+    if rows % YIELD_EVERY == 0 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The next piece of a body, or where the batch must stop: its end, a read error, or the
+/// service shutting down (`at` names the first row not read).
+async fn next_chunk(
+    b: Batcher,
+    stream: &mut axum::body::BodyDataStream,
+    bytes: &mut usize,
+    at: String,
+) -> Result<(Batcher, Option<Bytes>), ()> {
+    let stop = b.stop.clone();
+    let next = tokio::select! {
+        next = stream.next() => next,
+        _ = crate::shutdown::stopped(&stop) => {
+            b.shutting_down(&at).await;
+            return Err(());
+        }
+    };
+    match next {
+        None => Ok((b, None)),
+        Some(Err(_)) => {
+            b.finish(Some("the request body could not be read".into()))
+                .await;
+            Err(())
+        }
+        Some(Ok(chunk)) => {
+            *bytes += chunk.len();
+            if *bytes > MAX_BYTES {
+                b.finish(Some(format!("the body is over {MAX_BYTES} bytes")))
+                    .await;
+                return Err(());
+            }
+            Ok((b, Some(chunk)))
+        }
+    }
+}
+
 async fn ndjson(mut b: Batcher, body: Body) {
     let mut stream = body.into_data_stream();
     let mut buf: Vec<u8> = Vec::new();
     let (mut line_no, mut bytes) = (0u64, 0usize);
-    let stop = b.stop.clone();
     loop {
-        let next = tokio::select! {
-            next = stream.next() => next,
-            _ = crate::shutdown::stopped(&stop) => {
-                let at = format!("line {}", line_no + 1);
-                return b.shutting_down(&at).await;
+        let at = format!("line {}", line_no + 1);
+        let chunk = match next_chunk(b, &mut stream, &mut bytes, at).await {
+            Ok((batcher, chunk)) => {
+                b = batcher;
+                chunk
             }
+            Err(()) => return,
         };
-        let chunk = match next {
-            Some(Ok(c)) => c,
-            Some(Err(_)) => {
-                return b
-                    .finish(Some("the request body could not be read".into()))
-                    .await
-            }
-            None => break,
-        };
-        bytes += chunk.len();
-        if bytes > MAX_BYTES {
-            return b
-                .finish(Some(format!("the body is over {MAX_BYTES} bytes")))
-                .await;
-        }
+        let Some(chunk) = chunk else { break };
+        // Where the unread part of `buf` starts: the buffer is shifted once per chunk, not
+        // once per line.
+        let mut start = buf.len();
         buf.extend_from_slice(&chunk);
-        while let Some(nl) = buf.iter().position(|&c| c == b'\n') {
-            let line: Vec<u8> = buf.drain(..=nl).collect();
+        let mut from = 0;
+        while let Some(nl) = buf[start..].iter().position(|&c| c == b'\n') {
+            let line = &buf[from..start + nl];
+            from = start + nl + 1;
+            start = from;
             line_no += 1;
-            if !handle_line(&mut b, &line[..line.len() - 1], line_no).await {
-                return b.stop().await;
-            }
-            if b.classified + b.failed > MAX_ROWS as u64 {
+            if line_no > MAX_ROWS as u64 {
                 return b.finish(Some(too_many())).await;
             }
+            if !handle_line(&mut b, line, line_no).await {
+                return b.stop().await;
+            }
+            pace(line_no).await;
         }
-        if buf.len() > 64 * 1024 {
+        buf.drain(..from);
+        if buf.len() > MAX_ROW_BYTES {
             line_no += 1;
             b.failed += 1;
             return b
@@ -197,38 +246,161 @@ async fn handle_line(b: &mut Batcher, line: &[u8], line_no: u64) -> bool {
     b.row(parsed, format!("line {line_no}")).await
 }
 
-async fn json_array(mut b: Batcher, body: Body) {
-    let stop = b.stop.clone();
-    let read = tokio::select! {
-        read = axum::body::to_bytes(body, MAX_BYTES) => read,
-        _ = crate::shutdown::stopped(&stop) => return b.shutting_down("index 0").await,
-    };
-    let bytes = match read {
-        Ok(b) => b,
-        Err(_) => {
-            return b
-                .finish(Some(format!(
-                    "the body is over {MAX_BYTES} bytes or unreadable"
-                )))
-                .await
+/// Finds the top-level elements of a JSON array as its bytes arrive, without parsing them:
+/// it follows only nesting and strings, so each element can be parsed on its own, straight
+/// into a row. Each byte is looked at once.
+#[derive(Debug, Default)]
+struct ArraySplitter {
+    state: Place,
+    /// Open `{` and `[` inside the current element.
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// Where the current element starts in the buffer, once it has started.
+    start: Option<usize>,
+    /// A top-level comma came, and no element after it yet.
+    after_comma: bool,
+    /// The next byte of the buffer to look at.
+    pos: usize,
+}
+
+/// Where the splitter is: before the array's `[`, inside the array, or after its `]`.
+#[derive(Debug, Default, PartialEq)]
+enum Place {
+    #[default]
+    Before,
+    Inside,
+    After,
+}
+
+impl ArraySplitter {
+    /// The next whole element of `buf` (the bytes so far, less those [`ArraySplitter::keep`]
+    /// let go), or `None` until more bytes come. An element may be empty (`[1,,2]`): its
+    /// parse then fails like any other bad row's.
+    fn next(&mut self, buf: &[u8]) -> Result<Option<std::ops::Range<usize>>, &'static str> {
+        while self.pos < buf.len() {
+            let (at, c) = (self.pos, buf[self.pos]);
+            self.pos += 1;
+            match self.state {
+                Place::Before if c.is_ascii_whitespace() => {}
+                Place::Before if c == b'[' => self.state = Place::Inside,
+                Place::Before => return Err("it does not start with `[`"),
+                Place::After if c.is_ascii_whitespace() => {}
+                Place::After => return Err("something follows its closing `]`"),
+                Place::Inside if self.in_string => {
+                    if self.escaped {
+                        self.escaped = false;
+                    } else if c == b'\\' {
+                        self.escaped = true;
+                    } else if c == b'"' {
+                        self.in_string = false;
+                    }
+                }
+                Place::Inside => match c {
+                    b',' | b']' if self.depth == 0 => {
+                        let element = self.start.take();
+                        let after_comma = std::mem::replace(&mut self.after_comma, c == b',');
+                        if c == b']' {
+                            self.state = Place::After;
+                            // `[]` and `[1]` end here; `[1,]` leaves an empty last element.
+                            if element.is_none() && !after_comma {
+                                continue;
+                            }
+                        }
+                        return Ok(Some(element.unwrap_or(at)..at));
+                    }
+                    b'{' | b'[' => {
+                        self.depth += 1;
+                        self.start.get_or_insert(at);
+                    }
+                    // A stray `}` at the top is left for the element's parse to refuse.
+                    b'}' | b']' => {
+                        self.depth = self.depth.saturating_sub(1);
+                        self.start.get_or_insert(at);
+                    }
+                    b'"' => {
+                        self.in_string = true;
+                        self.start.get_or_insert(at);
+                    }
+                    c if c.is_ascii_whitespace() => {}
+                    _ => {
+                        self.start.get_or_insert(at);
+                    }
+                },
+            }
         }
-    };
-    let rows: Vec<serde_json::Value> = match serde_json::from_slice(&bytes) {
-        Ok(r) => r,
-        Err(e) => {
-            return b
-                .finish(Some(format!("the body is not a JSON array: {e}")))
-                .await
-        }
-    };
-    if rows.len() > MAX_ROWS {
-        return b.finish(Some(too_many())).await;
+        Ok(None)
     }
-    for (i, v) in rows.into_iter().enumerate() {
-        let parsed = serde_json::from_value::<ClassifyItem>(v).map_err(|e| e.to_string());
-        if !b.row(parsed, format!("index {i}")).await {
-            return b.stop().await;
+
+    /// How many leading bytes of the buffer are no longer needed; the caller drops them and
+    /// the splitter's places move with the rest.
+    fn release(&mut self) -> usize {
+        let n = self.start.unwrap_or(self.pos);
+        self.pos -= n;
+        if let Some(s) = &mut self.start {
+            *s -= n;
         }
+        n
+    }
+
+    /// The length of the element being read, so far.
+    fn pending(&self) -> usize {
+        self.start.map_or(0, |s| self.pos - s)
+    }
+
+    fn finished(&self) -> bool {
+        self.state == Place::After
+    }
+}
+
+async fn json_array(mut b: Batcher, body: Body) {
+    let mut stream = body.into_data_stream();
+    let mut buf: Vec<u8> = Vec::new();
+    let mut split = ArraySplitter::default();
+    let (mut index, mut bytes) = (0u64, 0usize);
+    loop {
+        let at = format!("index {index}");
+        let chunk = match next_chunk(b, &mut stream, &mut bytes, at).await {
+            Ok((batcher, chunk)) => {
+                b = batcher;
+                chunk
+            }
+            Err(()) => return,
+        };
+        let Some(chunk) = chunk else { break };
+        buf.extend_from_slice(&chunk);
+        loop {
+            let element = match split.next(&buf) {
+                Ok(Some(element)) => element,
+                Ok(None) => break,
+                Err(e) => {
+                    let reason = format!("the body is not a JSON array: {e}");
+                    return b.finish(Some(reason)).await;
+                }
+            };
+            if index >= MAX_ROWS as u64 {
+                return b.finish(Some(too_many())).await;
+            }
+            let parsed =
+                serde_json::from_slice::<ClassifyItem>(&buf[element]).map_err(|e| e.to_string());
+            if !b.row(parsed, format!("index {index}")).await {
+                return b.stop().await;
+            }
+            index += 1;
+            pace(index).await;
+        }
+        let released = split.release();
+        buf.drain(..released);
+        if split.pending() > MAX_ROW_BYTES {
+            b.failed += 1;
+            return b
+                .finish(Some(format!("index {index} is longer than 64 KiB")))
+                .await;
+        }
+    }
+    if !split.finished() {
+        let reason = "the body is not a JSON array: it ends before its closing `]`";
+        return b.finish(Some(reason.into())).await;
     }
     b.finish(None).await
 }
@@ -249,7 +421,7 @@ pub async fn classify_stream(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    state.auth.authorize(api_key(&headers), Scope::Classify)?;
+    let caller = state.auth.authorize(api_key(&headers), Scope::Classify)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -271,9 +443,19 @@ pub async fn classify_stream(
             ))
         }
     };
+    let slot = state.batch_streams.open(&caller.key_id).ok_or_else(|| {
+        ApiError::Rejected(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this key already has {} classification streams open; wait for one to end",
+                state.batch_streams.max()
+            ),
+        )
+    })?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let batcher = Batcher {
         tx,
+        _slot: slot,
         state: state.clone(),
         ws: Default::default(),
         results: Vec::new(),
@@ -291,4 +473,66 @@ pub async fn classify_stream(
     });
     // The same writer as the analysis stream (a retry hint, keep-alives), ended by the batch.
     Ok(batch_response(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The elements the splitter finds in `body` fed in pieces of `step` bytes, as text
+    /// without trailing blanks, then whether the array ended, or the error.
+    fn split(body: &str, step: usize) -> Result<(Vec<String>, bool), &'static str> {
+        let mut split = ArraySplitter::default();
+        let (mut buf, mut found) = (Vec::new(), Vec::new());
+        for piece in body.as_bytes().chunks(step) {
+            buf.extend_from_slice(piece);
+            while let Some(e) = split.next(&buf)? {
+                // Blanks after an element stay in it (its parse skips them).
+                found.push(
+                    String::from_utf8(buf[e].to_vec())
+                        .unwrap()
+                        .trim_end()
+                        .to_string(),
+                );
+            }
+            let n = split.release();
+            buf.drain(..n);
+        }
+        Ok((found, split.finished()))
+    }
+
+    #[test]
+    fn an_array_is_split_into_its_elements_however_its_bytes_arrive() {
+        let body = r#" [ {"a": [1, {"b": "x,]}\"y"}]}, 2 ,"s,]" , [3,[4]] ] "#;
+        for step in [1, 2, 3, 7, body.len()] {
+            let (found, ended) = split(body, step).unwrap();
+            assert_eq!(
+                found,
+                [
+                    r#"{"a": [1, {"b": "x,]}\"y"}]}"#,
+                    "2",
+                    r#""s,]""#,
+                    "[3,[4]]"
+                ],
+                "in pieces of {step}"
+            );
+            assert!(ended);
+        }
+    }
+
+    #[test]
+    fn empty_arrays_empty_elements_and_what_is_not_an_array() {
+        assert_eq!(split("[]", 1), Ok((vec![], true)));
+        assert_eq!(split("[1,]", 1), Ok((vec!["1".into(), "".into()], true)));
+        assert_eq!(
+            split("[1,,2]", 2),
+            Ok((vec!["1".into(), "".into(), "2".into()], true))
+        );
+        assert_eq!(split("[1, 2", 2), Ok((vec!["1".into()], false)));
+        assert_eq!(split(r#"{"a": 1}"#, 3), Err("it does not start with `[`"));
+        assert_eq!(split("[1] x", 1), Err("something follows its closing `]`"));
+        // A stray closer does not upset the count: the element is handed on for its parse
+        // to refuse.
+        assert_eq!(split("[}, 1]", 1), Ok((vec!["}".into(), "1".into()], true)));
+    }
 }
