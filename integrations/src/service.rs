@@ -117,10 +117,16 @@ async fn partner_request(
         field,
         detail: detail.into(),
     };
-    if body.request_id.is_empty() || body.request_id.len() > 128 || body.request_id.contains(':') {
+    // The id goes into logs, metrics and Redis keys: letters, digits, `.`, `_` and `-` only,
+    // so no caller can forge a log line or reach into another key.
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if body.request_id.is_empty()
+        || body.request_id.len() > 128
+        || !body.request_id.chars().all(safe)
+    {
         return Err(field(
             "request_id",
-            "must be 1 to 128 characters without `:`",
+            "must be 1 to 128 ASCII letters, digits, `.`, `_` or `-`",
         ));
     }
     if gw.partner(&body.partner).is_none() {

@@ -300,6 +300,17 @@ async fn bad_requests_get_problem_json_naming_the_field() {
             Some("callback_url"),
         ),
         (serde_json::json!({"surprise": 1}), 422, None),
+        // Control characters would forge log lines; `:` would reach into other keys.
+        (
+            serde_json::json!({"request_id": "r1\nlevel=ERROR forged"}),
+            422,
+            Some("request_id"),
+        ),
+        (
+            serde_json::json!({"request_id": "r1:x"}),
+            422,
+            Some("request_id"),
+        ),
     ];
     for (patch, status, field) in cases {
         let mut body = good.clone();
