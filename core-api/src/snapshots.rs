@@ -2,9 +2,9 @@
 //! instance running each analysis and, when Redis is configured, written through to it so any
 //! instance can answer for any analysis.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +16,9 @@ use crate::domain::Snapshot;
 #[derive(Clone, Default)]
 pub struct Analyses {
     local: Arc<Mutex<HashMap<String, Snapshot>>>,
+    /// The analyses that ended on this instance, oldest first, with when: their snapshots
+    /// leave this instance's memory after the retention ([`Analyses::expire`]).
+    ended: Arc<Mutex<VecDeque<(Instant, String)>>>,
     redis: Option<(redis::aio::ConnectionManager, String)>,
 }
 
@@ -33,6 +36,7 @@ impl Analyses {
     pub fn with_redis(conn: redis::aio::ConnectionManager, prefix: &str) -> Self {
         Analyses {
             local: Arc::default(),
+            ended: Arc::default(),
             redis: Some((conn, prefix.to_string())),
         }
     }
@@ -104,6 +108,10 @@ impl Analyses {
         let Some(s) = self.change(id, f) else {
             return;
         };
+        self.ended
+            .lock()
+            .expect("analyses lock")
+            .push_back((Instant::now(), id.to_string()));
         let deadline = tokio::time::Instant::now() + within;
         let written = crate::retry::until(
             "writing the last snapshot",
@@ -126,10 +134,62 @@ impl Analyses {
         })
     }
 
+    /// Drops from this instance's memory the snapshots of analyses that ended longer than
+    /// `retention` ago (with Redis, the copy there stays until its own expiry); returns how
+    /// many. Without this, memory would grow with every analysis ever run.
+    pub fn expire(&self, retention: Duration) -> usize {
+        let mut ended = self.ended.lock().expect("analyses lock");
+        let mut local = self.local.lock().expect("analyses lock");
+        let mut dropped = 0;
+        while ended
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() >= retention)
+        {
+            let (_, id) = ended.pop_front().expect("a front entry");
+            dropped += usize::from(local.remove(&id).is_some());
+        }
+        dropped
+    }
+
     /// Changes this instance's snapshot of `id` and writes it through.
     pub async fn update(&self, id: &str, f: impl FnOnce(&mut Snapshot)) {
         if let Some(s) = self.change(id, f) {
             self.write_through(&s).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Status;
+
+    fn snapshot(id: &str) -> Snapshot {
+        let mut s: Snapshot = serde_json::from_value(serde_json::json!({
+            "id": id, "status": "running", "cpf": "***.***.***-25",
+            "from": "2026-08-01", "to": "2026-10-31", "created_at": "2026-11-21T00:00:00Z",
+            "partners": {}, "classified": 0, "stored": 0,
+        }))
+        .expect("a snapshot");
+        // Not part of the snapshot's JSON: the API never shows it.
+        s.tenant = "acme".into();
+        s
+    }
+
+    #[tokio::test]
+    async fn snapshots_of_ended_analyses_leave_memory_after_the_retention() {
+        let analyses = Analyses::default();
+        analyses.insert(snapshot("done")).await;
+        analyses.insert(snapshot("running")).await;
+        analyses
+            .finish("done", Duration::from_secs(1), |s| {
+                s.status = Status::Completed
+            })
+            .await;
+        assert_eq!(analyses.expire(Duration::from_secs(3600)), 0);
+        assert!(analyses.get("done", "acme").await.is_some());
+        assert_eq!(analyses.expire(Duration::ZERO), 1);
+        assert!(analyses.get("done", "acme").await.is_none());
+        assert!(analyses.get("running", "acme").await.is_some());
     }
 }

@@ -228,14 +228,19 @@ async fn open_event_log(
         None => (EventLog::memory(retention), Analyses::default()),
     };
     {
-        // Finished analyses' logs are dropped after the retention.
+        // Finished analyses' logs, and this instance's copies of their snapshots, are dropped
+        // after the retention.
         let events = events.clone();
+        let snapshots = analyses.clone();
         let stop = crate::shutdown::stopped(shutdown_rx);
         tokio::spawn(async move {
             tokio::pin!(stop);
             loop {
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => { events.expire(); }
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                        events.expire();
+                        snapshots.expire(retention);
+                    }
                     _ = &mut stop => break,
                 }
             }
