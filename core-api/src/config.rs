@@ -64,6 +64,9 @@ pub struct Settings {
     /// while Redis fails (`FINAL_RETRY_SECS`, 60). A follower of an analysis that has ended
     /// waits at most twice this, plus 5 s, for its final event.
     pub final_retry_secs: u64,
+    /// How long a connection may take to send a whole request head, and how long it may sit
+    /// idle between two requests (`HEADER_READ_TIMEOUT_SECS`, 10); then it is closed.
+    pub header_read_timeout_secs: u64,
     pub rate_per_key: u32,
     /// Redis key prefix, so deployments and tests can share a Redis.
     pub key_prefix: String,
@@ -96,6 +99,7 @@ impl Default for Settings {
             events_token_key: None,
             analysis_deadline_secs: 120,
             final_retry_secs: 60,
+            header_read_timeout_secs: 10,
             rate_per_key: 50,
             key_prefix: "credit".into(),
             elasticsearch_url: None,
@@ -174,6 +178,13 @@ impl Settings {
                 ConfigError(format!("FINAL_RETRY_SECS: `{v}` is not a whole number"))
             })?;
         }
+        if let Some(v) = env("HEADER_READ_TIMEOUT_SECS") {
+            s.header_read_timeout_secs = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "HEADER_READ_TIMEOUT_SECS: `{v}` is not a whole number"
+                ))
+            })?;
+        }
         if let Some(v) = env("RATE_PER_KEY") {
             s.rate_per_key = v
                 .parse()
@@ -223,6 +234,11 @@ impl Settings {
         }
         if s.rate_per_key == 0 {
             return Err(ConfigError("rate_per_key: must be at least 1".into()));
+        }
+        if s.header_read_timeout_secs == 0 {
+            return Err(ConfigError(
+                "header_read_timeout_secs: must be at least 1".into(),
+            ));
         }
         if s.analysis_deadline_secs == 0 {
             return Err(ConfigError(

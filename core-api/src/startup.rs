@@ -117,6 +117,7 @@ impl Application {
             self.listener,
             crate::http::router(self.state.clone()),
             MAX_CONNECTIONS,
+            Duration::from_secs(self.state.settings.header_read_timeout_secs),
             self.state.shutdown.clone(),
             Duration::from_secs(30),
         )

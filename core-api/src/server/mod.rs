@@ -21,7 +21,7 @@ use axum::body::Body;
 use axum::http::{self, header, Request, Response};
 use axum::Router;
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -30,19 +30,20 @@ use tower::ServiceExt;
 use crate::shutdown::stopped;
 use sse::LiveHandle;
 
-/// How long a new connection may take to send its first bytes.
-const FIRST_BYTES: Duration = Duration::from_secs(30);
-
 /// Request heads longer than this go to hyper (a real events request is far shorter).
 const PEEK: usize = 4096;
 
 /// Serves `router` on `listener` until `stop` turns true; then stops accepting, lets open
 /// requests finish (streams end on the same signal), and returns once every connection has
-/// closed or after `drain`.
+/// closed or after `drain`. A connection has `header_read` to send each request head, the
+/// first one included, and may sit idle between requests no longer than that either: a
+/// client that trickles its head (slowloris) or keeps a connection open doing nothing does
+/// not hold one of the `max_connections` places.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     max_connections: usize,
+    header_read: Duration,
     stop: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -69,16 +70,21 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (router, stop) = (router.clone(), stop.clone());
         tokio::spawn(async move {
-            connection(stream, router, stop).await;
+            connection(stream, router, header_read, stop).await;
             drop(permit);
         });
     }
     let _ = tokio::time::timeout(drain, open.acquire_many(max_connections as u32)).await;
 }
 
-async fn connection(mut stream: TcpStream, router: Router, stop: watch::Receiver<bool>) {
+async fn connection(
+    mut stream: TcpStream,
+    router: Router,
+    header_read: Duration,
+    stop: watch::Receiver<bool>,
+) {
     // A connection that sends nothing does not hold its place for ever.
-    if tokio::time::timeout(FIRST_BYTES, stream.readable())
+    if tokio::time::timeout(header_read, stream.readable())
         .await
         .is_err()
     {
@@ -88,7 +94,13 @@ async fn connection(mut stream: TcpStream, router: Router, stop: watch::Receiver
         lean_sse(&mut stream, head_len, router).await;
         return;
     }
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // hyper starts this timer for every request head, and (since 1.6) also while the
+    // connection waits idle for its next request: one setting bounds both.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read);
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(router));
     tokio::pin!(conn);
