@@ -58,6 +58,9 @@ impl Remote {
     pub async fn connect(base: &str, public_url: &str) -> anyhow::Result<Arc<Self>> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            // Below the integrations service's idle timeout (10 s by default), so a pooled
+            // connection is not reused just as the service closes it.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()?;
         let base = base.trim_end_matches('/').to_string();
         let status: StatusInfo = http

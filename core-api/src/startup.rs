@@ -113,13 +113,16 @@ impl Application {
             signal.await;
             let _ = shutdown.send(true);
         });
+        let limits = integrations::front::FrontLimits {
+            max_connections: MAX_CONNECTIONS,
+            header_read: Duration::from_secs(self.state.settings.header_read_timeout_secs),
+            drain: Duration::from_secs(30),
+        };
         crate::server::serve(
             self.listener,
             crate::http::router(self.state.clone()),
-            MAX_CONNECTIONS,
-            Duration::from_secs(self.state.settings.header_read_timeout_secs),
+            limits,
             self.state.shutdown.clone(),
-            Duration::from_secs(30),
         )
         .await;
         if let Some(worker) = self.worker {

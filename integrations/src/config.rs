@@ -139,6 +139,14 @@ pub struct Config {
     /// Jobs the retry queue holds at most; beyond it requests fail with a clear error.
     #[serde(default = "default_max_queue")]
     pub max_queue: u64,
+    /// `integrations serve`: how long a connection may take to send a request head, and may
+    /// sit idle between requests, in milliseconds; then it is closed.
+    #[serde(default = "default_header_read_ms")]
+    pub header_read_ms: u64,
+    /// `integrations serve`: connections served at once; over it the service stops
+    /// accepting until one closes.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     pub partners: Vec<PartnerConfig>,
 }
 
@@ -150,6 +158,13 @@ fn default_lease_ms() -> u64 {
 }
 fn default_max_queue() -> u64 {
     100_000
+}
+fn default_header_read_ms() -> u64 {
+    10_000
+}
+fn default_max_connections() -> usize {
+    // Its callers are a few core API instances: far fewer connections than file descriptors.
+    1_000
 }
 
 impl Config {
@@ -293,6 +308,8 @@ impl Config {
             queue_prefix: None,
             lease_ms: default_lease_ms(),
             max_queue: default_max_queue(),
+            header_read_ms: default_header_read_ms(),
+            max_connections: default_max_connections(),
             partners: vec![
                 partner("consumer-sim", Kind::Consumer),
                 partner("rating-sim", Kind::Rating),

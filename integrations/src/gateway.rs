@@ -79,6 +79,9 @@ impl Gateway {
         };
         let http = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
+            // Below the core API's idle timeout (10 s by default), which its callbacks reach,
+            // so a pooled connection is not reused just as the server closes it.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| IntegrationError::Config(format!("HTTP client: {e}")))?;
         let lease = Duration::from_millis(config.lease_ms);

@@ -12,6 +12,7 @@
 //! - [`contract`]: the bureau contract's kinds and the bodies each kind answers.
 //! - [`cpf`]: the CPF as a validated type that prints masked.
 //! - [`error`]: the crate's error type; its messages never carry a CPF or a token.
+//! - [`front`]: the HTTP front of both services (capped accepts, hyper with timeouts).
 //! - [`gateway`]: a request made now or queued, and the worker that drains the queue.
 //! - [`metrics`]: the gateway's state as Prometheus text, for the service and the core API.
 //! - [`partner`]: one partner's HTTP adapter, circuit breaker and rate limiter.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod contract;
 pub mod cpf;
 pub mod error;
+pub mod front;
 pub mod gateway;
 pub mod metrics;
 pub mod partner;

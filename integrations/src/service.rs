@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
@@ -257,7 +258,7 @@ pub async fn shutdown_signal() {
 pub struct Service {
     pub addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: tokio::task::JoinHandle<()>,
     worker: tokio::task::JoinHandle<()>,
 }
 
@@ -268,14 +269,16 @@ impl Service {
         let addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(false);
         let worker = tokio::spawn(gateway.clone().run_worker(rx.clone()));
-        let mut stop = rx;
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router(gateway))
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        let config = gateway.config();
+        let limits = crate::front::FrontLimits {
+            max_connections: config.max_connections.max(1),
+            header_read: Duration::from_millis(config.header_read_ms.max(1)),
+            drain: Duration::from_secs(30),
+        };
+        let router = router(gateway);
+        let server = tokio::spawn(crate::front::serve(listener, limits, rx, move |s, stop| {
+            crate::front::hyper_connection(s, router.clone(), limits.header_read, stop)
+        }));
         Ok(Service {
             addr,
             shutdown: tx,

@@ -119,9 +119,20 @@ async fn sim_stats(addr: SocketAddr) -> SimulatorStats {
 }
 
 fn config_file(sim: SocketAddr, max_concurrency: u32, lease_ms: u64) -> tempfile::TempPath {
+    config_file_with(sim, max_concurrency, lease_ms, "")
+}
+
+/// As [`config_file`], with `top` (settings of the top table) added.
+fn config_file_with(
+    sim: SocketAddr,
+    max_concurrency: u32,
+    lease_ms: u64,
+    top: &str,
+) -> tempfile::TempPath {
     let text = format!(
         r#"
         lease_ms = {lease_ms}
+        {top}
 
         [[partners]]
         name = "bureau"
@@ -396,4 +407,37 @@ async fn a_stopped_instance_gives_its_jobs_back_at_once() {
     );
     assert!(counts.values().all(|&c| c == 1), "{counts:?}");
     drop((a, b));
+}
+
+#[tokio::test]
+async fn a_connection_that_trickles_its_request_head_or_sits_idle_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sim = simulator(SimulatorSettings::default()).await;
+    let config = config_file_with(sim, 2, 5000, "header_read_ms = 1000");
+    let prefix = KeyPrefix::new("svc");
+    let service = ServiceProcess::start(&config, &prefix).await;
+    let addr = service.url.trim_start_matches("http://").to_string();
+    // Everything the service sends until it closes the connection (10 s at most).
+    async fn until_closed(c: &mut tokio::net::TcpStream) -> String {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
+            .await
+            .expect("the service closes the connection")
+            .unwrap();
+        String::from_utf8_lossy(&got).into_owned()
+    }
+    // Half a request head, then nothing (slowloris).
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut slow).await;
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // A whole request answered, then an idle kept-alive connection.
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
 }

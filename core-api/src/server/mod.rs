@@ -10,71 +10,39 @@
 //! and if the answer is a live stream its frames go straight to the socket, in chunks, and
 //! the connection closes after the stream. Any other answer is written as a plain response.
 //! Every other connection — and an events request that arrives later on a kept-alive
-//! connection — is hyper's, HTTP/1 or HTTP/2.
+//! connection — is hyper's, HTTP/1 or HTTP/2, through the front both services share
+//! ([`integrations::front`]: the connection cap, the header and idle timeouts, the drain).
 
 pub mod sse;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{self, header, Request, Response};
 use axum::Router;
 use http_body_util::BodyExt;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use integrations::front::FrontLimits;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tower::ServiceExt;
 
-use crate::shutdown::stopped;
 use sse::LiveHandle;
 
 /// Request heads longer than this go to hyper (a real events request is far shorter).
 const PEEK: usize = 4096;
 
-/// Serves `router` on `listener` until `stop` turns true; then stops accepting, lets open
-/// requests finish (streams end on the same signal), and returns once every connection has
-/// closed or after `drain`. A connection has `header_read` to send each request head, the
-/// first one included, and may sit idle between requests no longer than that either: a
-/// client that trickles its head (slowloris) or keeps a connection open doing nothing does
-/// not hold one of the `max_connections` places.
+/// Serves `router` on `listener` within `limits` until `stop` turns true, through the front
+/// both services share ([`integrations::front`]), with the lean SSE writer in front of hyper.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    max_connections: usize,
-    header_read: Duration,
+    limits: FrontLimits,
     stop: watch::Receiver<bool>,
-    drain: Duration,
 ) {
-    let open = Arc::new(Semaphore::new(max_connections));
-    loop {
-        // Over the cap, stop accepting: the kernel's backlog holds the rest.
-        let permit = tokio::select! {
-            p = open.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-            _ = stopped(&stop) => break,
-        };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: wait rather than spin.
-                    tracing::warn!(error = %e, "Accepting a connection failed; retrying in a second.");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            },
-            _ = stopped(&stop) => break,
-        };
-        // Events are small and must not wait for the previous one's acknowledgement.
-        let _ = stream.set_nodelay(true);
-        let (router, stop) = (router.clone(), stop.clone());
-        tokio::spawn(async move {
-            connection(stream, router, header_read, stop).await;
-            drop(permit);
-        });
-    }
-    let _ = tokio::time::timeout(drain, open.acquire_many(max_connections as u32)).await;
+    integrations::front::serve(listener, limits, stop, move |stream, stop| {
+        connection(stream, router.clone(), limits.header_read, stop)
+    })
+    .await
 }
 
 async fn connection(
@@ -94,22 +62,7 @@ async fn connection(
         lean_sse(&mut stream, head_len, router).await;
         return;
     }
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // hyper starts this timer for every request head, and (since 1.6) also while the
-    // connection waits idle for its next request: one setting bounds both.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read);
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(router));
-    tokio::pin!(conn);
-    tokio::select! {
-        _ = conn.as_mut() => return,
-        _ = stopped(&stop) => {}
-    }
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
+    integrations::front::hyper_connection(stream, router, header_read, stop).await
 }
 
 /// The length of the connection's first request head if it is a bodiless HTTP/1.1 `GET` of
