@@ -61,6 +61,8 @@ impl Remote {
             // Below the integrations service's idle timeout (10 s by default), so a pooled
             // connection is not reused just as the service closes it.
             .pool_idle_timeout(Duration::from_secs(5))
+            // Only the configured service: a redirect is an error, not followed.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let base = base.trim_end_matches('/').to_string();
         let status: StatusInfo = http

@@ -147,6 +147,11 @@ pub struct Config {
     /// accepting until one closes.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Deliveries of an outcome to its callback URL before the job goes to the dead letters
+    /// (where it can be read and replayed): a callback that never answers 2xx does not keep
+    /// its job in the queue for ever.
+    #[serde(default = "default_max_deliveries")]
+    pub max_deliveries: u32,
     pub partners: Vec<PartnerConfig>,
 }
 
@@ -161,6 +166,10 @@ fn default_max_queue() -> u64 {
 }
 fn default_header_read_ms() -> u64 {
     10_000
+}
+fn default_max_deliveries() -> u32 {
+    // With the delivery backoff (0.5 s doubling to 30 s), about three minutes of trying.
+    10
 }
 fn default_max_connections() -> usize {
     // Its callers are a few core API instances: far fewer connections than file descriptors.
@@ -310,6 +319,7 @@ impl Config {
             max_queue: default_max_queue(),
             header_read_ms: default_header_read_ms(),
             max_connections: default_max_connections(),
+            max_deliveries: default_max_deliveries(),
             partners: vec![
                 partner("consumer-sim", Kind::Consumer),
                 partner("rating-sim", Kind::Rating),

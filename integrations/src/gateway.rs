@@ -82,6 +82,9 @@ impl Gateway {
             // Below the core API's idle timeout (10 s by default), which its callbacks reach,
             // so a pooled connection is not reused just as the server closes it.
             .pool_idle_timeout(Duration::from_secs(5))
+            // A partner or a callback that redirects is answered as it is (a failure): a
+            // redirect could send a person's data, or our token, somewhere not configured.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| IntegrationError::Config(format!("HTTP client: {e}")))?;
         let lease = Duration::from_millis(config.lease_ms);
@@ -319,6 +322,17 @@ impl Gateway {
         let outcome = job.outcome.clone().expect("an outcome to deliver");
         if let Err(e) = self.deliver(&job, &outcome).await {
             job.failed_deliveries += 1;
+            if job.failed_deliveries >= self.config.max_deliveries.max(1) {
+                tracing::warn!(job = %job.id, deliveries = job.failed_deliveries, error = %e, "Delivery failed for the last time; the job goes to the dead letters.");
+                job.last_error = Some(format!(
+                    "the callback failed {} times, the last: {e}",
+                    job.failed_deliveries
+                ));
+                if let Err(e) = self.queue.bury(leased, &job).await {
+                    tracing::warn!(job = %job.id, error = %e, "Could not bury the job; the lease will return it.");
+                }
+                return;
+            }
             tracing::warn!(job = %job.id, error = %e, "Delivery failed; will retry.");
             let delay = backoff(
                 job.failed_deliveries,

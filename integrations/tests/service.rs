@@ -441,3 +441,101 @@ async fn a_connection_that_trickles_its_request_head_or_sits_idle_is_closed() {
     let answer = until_closed(&mut idle).await;
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callback_that_keeps_failing_or_redirects_gets_a_few_tries_then_its_job_is_a_dead_letter()
+{
+    // Where a redirect would lead: it must never be reached.
+    let elsewhere = Receiver::start().await;
+    // Calls per callback path; `/fails` answers 500, `/moves` redirects to `elsewhere`.
+    let calls: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let (count_fails, count_moves) = (calls.clone(), calls.clone());
+    let target = elsewhere.url.clone();
+    let app = Router::new()
+        .route(
+            "/fails",
+            post(move || {
+                *count_fails
+                    .lock()
+                    .unwrap()
+                    .entry("fails".into())
+                    .or_default() += 1;
+                async { axum::http::StatusCode::INTERNAL_SERVER_ERROR }
+            }),
+        )
+        .route(
+            "/moves",
+            post(move || {
+                *count_moves
+                    .lock()
+                    .unwrap()
+                    .entry("moves".into())
+                    .or_default() += 1;
+                let to = target.clone();
+                async move { axum::response::Redirect::temporary(&to) }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let callbacks = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    // One permit and slow answers: of the requests sent at once, all but one are queued and
+    // their outcomes go to the callbacks.
+    let sim = simulator(SimulatorSettings {
+        latency_ms: 300,
+        ..SimulatorSettings::default()
+    })
+    .await;
+    let config = config_file_with(sim, 1, 5000, "max_deliveries = 3");
+    let prefix = KeyPrefix::new("svc");
+    let service = ServiceProcess::start(&config, &prefix).await;
+    let http = reqwest::Client::new();
+    let sends: Vec<_> = (0..4)
+        .map(|i| {
+            let path = if i % 2 == 0 { "fails" } else { "moves" };
+            let send = http
+                .post(format!("{}/v1/partner-requests", service.url))
+                .json(&serde_json::json!({
+                    "request_id": format!("cb-{i}"),
+                    "partner": "bureau",
+                    "cpf": Cpf::from_base(200_000 + i).digits(),
+                    "callback_url": format!("{callbacks}/{path}"),
+                }))
+                .send();
+            tokio::spawn(send)
+        })
+        .collect();
+    let mut queued = 0;
+    for send in sends {
+        if send.await.unwrap().unwrap().status() == 202 {
+            queued += 1;
+        }
+    }
+    assert!(queued >= 2, "{queued} queued");
+    // Each queued job is tried three times, then is a dead letter saying why.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let dead = loop {
+        let dead: Vec<serde_json::Value> = http
+            .get(format!("{}/v1/dead-letters", service.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if dead.len() >= queued || tokio::time::Instant::now() > deadline {
+            break dead;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(dead.len(), queued, "{dead:?}");
+    for d in &dead {
+        let why = d["last_error"].as_str().unwrap();
+        assert!(why.contains("the callback failed 3 times"), "{why}");
+    }
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls.values().sum::<usize>(), 3 * queued, "{calls:?}");
+    assert!(
+        elsewhere.got.lock().unwrap().is_empty(),
+        "a redirect was followed"
+    );
+}
