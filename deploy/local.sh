@@ -56,8 +56,10 @@ pids+=($!)
 sed -e "s#http://127.0.0.1:8091#http://127.0.0.1:$sim_port#" -e '/token_env/d' \
   integrations/integrations.example.toml > "$work/partners.toml"
 
-# Two integrations instances sharing Redis (permits and retry queue).
+# Two integrations instances sharing Redis (permits and retry queue), each answering only
+# the core API (its caller secret; callbacks to 127.0.0.1 only).
 export KEY_PREFIX="local-$$"
+export INTEGRATIONS_SECRET="local-integrations-secret-0123456789"
 int_ports=()
 for i in 1 2; do
   p=$(free_port); int_ports+=("$p")

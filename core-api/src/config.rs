@@ -59,6 +59,10 @@ pub struct Settings {
     /// Key of the `events_url` tokens; instances sharing a Redis must share it.
     #[serde(skip)]
     pub events_token_key: Option<Secret>,
+    /// This instance's secret as a caller of the integrations service (`INTEGRATIONS_SECRET`,
+    /// one of the service's `[[callers]]`); needed with `integrations_url`.
+    #[serde(skip)]
+    pub integrations_secret: Option<Secret>,
     pub analysis_deadline_secs: u64,
     /// How long the end of an analysis (its last snapshot, then its final event) is retried
     /// while Redis fails (`FINAL_RETRY_SECS`, 60). A follower of an analysis that has ended
@@ -97,6 +101,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             cpf_hash_key: None,
             events_token_key: None,
+            integrations_secret: None,
             analysis_deadline_secs: 120,
             final_retry_secs: 60,
             header_read_timeout_secs: 10,
@@ -165,6 +170,9 @@ impl Settings {
         }
         if let Some(v) = env("EVENTS_TOKEN_KEY").filter(|v| !v.is_empty()) {
             s.events_token_key = Some(Secret::new(v));
+        }
+        if let Some(v) = env("INTEGRATIONS_SECRET").filter(|v| !v.is_empty()) {
+            s.integrations_secret = Some(Secret::new(v));
         }
         if let Some(v) = env("ANALYSIS_DEADLINE_SECS") {
             s.analysis_deadline_secs = v.parse().map_err(|_| {

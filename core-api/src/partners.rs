@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context;
 use integrations::gateway::{Gateway, PartnerRequest, Submitted};
 use integrations::partner::DeferReason;
 use integrations::queue::Outcome;
@@ -54,9 +55,22 @@ fn waiter_key(request_id: &str, partner: &str) -> String {
 }
 
 impl Remote {
-    /// Asks the service which partners it has; `public_url` is where it can reach us.
-    pub async fn connect(base: &str, public_url: &str) -> anyhow::Result<Arc<Self>> {
+    /// Asks the service which partners it has; `public_url` is where it can reach us, and
+    /// `secret` is ours as one of its callers (sent with every request).
+    pub async fn connect(
+        base: &str,
+        public_url: &str,
+        secret: &crate::config::Secret,
+    ) -> anyhow::Result<Arc<Self>> {
+        let mut bearer =
+            reqwest::header::HeaderValue::from_str(&format!("Bearer {}", secret.expose()))
+                .context("INTEGRATIONS_SECRET: not a valid header value")?;
+        // Kept out of debug output and HTTP/2 header compression tables.
+        bearer.set_sensitive(true);
+        let headers =
+            reqwest::header::HeaderMap::from_iter([(reqwest::header::AUTHORIZATION, bearer)]);
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(Duration::from_secs(30))
             // Below the integrations service's idle timeout (10 s by default), so a pooled
             // connection is not reused just as the service closes it.

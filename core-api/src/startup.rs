@@ -175,10 +175,14 @@ async fn connect_partners(
     shutdown_rx: &watch::Receiver<bool>,
 ) -> anyhow::Result<(Partners, Option<tokio::task::JoinHandle<()>>)> {
     let (partners, worker) = match &settings.integrations_url {
-        Some(url) => (
-            Partners::Remote(partners::Remote::connect(url, public_url).await?),
-            None,
-        ),
+        Some(url) => {
+            let secret = settings.integrations_secret.as_ref().context(
+                "INTEGRATIONS_SECRET: needed with INTEGRATIONS_URL (this instance's secret as \
+                 one of the integrations service's callers)",
+            )?;
+            let remote = partners::Remote::connect(url, public_url, secret).await?;
+            (Partners::Remote(remote), None)
+        }
         None => {
             let mut config = match &settings.partners_config {
                 Some(path) => integrations::Config::load(path)?,

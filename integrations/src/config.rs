@@ -48,6 +48,23 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A service allowed to call `integrations serve` (the core API, usually).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerConfig {
+    /// Names the caller in logs.
+    pub name: String,
+    /// The environment variable holding the caller's secret (at least 16 characters); the
+    /// file never holds the secret itself.
+    pub secret_env: String,
+    /// Hosts (`host`, or `host:port` for one port only) the caller's callback URLs may point
+    /// at: outcomes, which carry personal data, go nowhere else.
+    pub callback_hosts: Vec<String>,
+    /// SHA-256 of the secret, read from `secret_env` at start; the secret is not kept.
+    #[serde(skip)]
+    pub secret_hash: [u8; 32],
+}
+
 /// When a partner's circuit opens and for how long.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -152,6 +169,9 @@ pub struct Config {
     /// its job in the queue for ever.
     #[serde(default = "default_max_deliveries")]
     pub max_deliveries: u32,
+    /// Who may call `integrations serve` (which refuses to start without one).
+    #[serde(default)]
+    pub callers: Vec<CallerConfig>,
     pub partners: Vec<PartnerConfig>,
 }
 
@@ -203,6 +223,16 @@ impl Config {
         if let Some(prefix) = env("KEY_PREFIX").filter(|p| !p.is_empty()) {
             self.key_prefix = prefix;
         }
+        for (i, c) in self.callers.iter_mut().enumerate() {
+            let secret = env(&c.secret_env).unwrap_or_default();
+            if secret.chars().count() < 16 {
+                return Err(IntegrationError::Config(format!(
+                    "callers[{i}].secret_env: `{}` must hold a secret of at least 16 characters",
+                    c.secret_env
+                )));
+            }
+            c.secret_hash = crate::auth::secret_hash(&secret);
+        }
         for p in &mut self.partners {
             let key = |field: &str| {
                 format!(
@@ -252,6 +282,18 @@ impl Config {
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
             return err("key_prefix".into(), "must be a non-empty word");
+        }
+        let mut callers = HashSet::new();
+        for (i, c) in self.callers.iter().enumerate() {
+            if c.name.is_empty() || !callers.insert(c.name.clone()) {
+                return err(format!("callers[{i}].name"), "must be a name used once");
+            }
+            if c.callback_hosts.iter().all(|h| h.trim().is_empty()) {
+                return err(
+                    format!("callers[{i}].callback_hosts"),
+                    "must name at least one host its callbacks may go to",
+                );
+            }
         }
         let mut names = HashSet::new();
         for (i, p) in self.partners.iter().enumerate() {
@@ -320,6 +362,7 @@ impl Config {
             header_read_ms: default_header_read_ms(),
             max_connections: default_max_connections(),
             max_deliveries: default_max_deliveries(),
+            callers: Vec::new(),
             partners: vec![
                 partner("consumer-sim", Kind::Consumer),
                 partner("rating-sim", Kind::Rating),
@@ -378,11 +421,24 @@ mod tests {
     }
 
     #[test]
-    fn the_example_file_loads() {
+    fn the_example_and_deploy_files_load_with_their_callers_secret() {
+        let secret = ("INTEGRATIONS_SECRET", "example-secret-0123456789");
         let text = include_str!("../integrations.example.toml");
-        let c = Config::from_toml(text, env(&[])).unwrap();
+        let c = Config::from_toml(text, env(&[secret])).unwrap();
         assert_eq!(c.partners.len(), 3);
         assert_eq!(c.partners[2].kind, Kind::Movements);
+        assert_eq!(c.callers[0].secret_hash, crate::auth::secret_hash(secret.1));
+        let deploy = include_str!("../../deploy/partners.toml");
+        assert_eq!(
+            Config::from_toml(deploy, env(&[secret]))
+                .unwrap()
+                .callers
+                .len(),
+            1
+        );
+        // Without the caller's secret in the environment the start stops, naming the key.
+        let e = Config::from_toml(text, env(&[])).unwrap_err().to_string();
+        assert!(e.contains("callers[0].secret_env"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //!
 //! The modules:
 //!
+//! - [`auth`]: the callers of `integrations serve`, their secrets and callback hosts.
 //! - [`config`]: the partner configuration, from TOML and the environment, checked at start.
 //! - [`contract`]: the bureau contract's kinds and the bodies each kind answers.
 //! - [`cpf`]: the CPF as a validated type that prints masked.
@@ -22,6 +23,7 @@
 //! - [`service`]: the HTTP API of `integrations serve` over a gateway.
 //! - [`simulator`]: the bundled bureau simulator the embedded shape and the tests call.
 
+pub mod auth;
 pub mod config;
 pub mod contract;
 pub mod cpf;

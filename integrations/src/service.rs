@@ -7,6 +7,10 @@
 //! - `GET /v1/partners`: breaker state, permits in use, rate, counters, queue depth, dead letters.
 //! - `GET /v1/dead-letters`, `POST /v1/dead-letters/replay[?id=ID]`.
 //! - `GET /healthz`, `GET /readyz` (Redis answers), `GET /metrics` (Prometheus text).
+//!
+//! Every route but `/healthz` and `/readyz` needs a configured caller's secret
+//! (`Authorization: Bearer`, see [`crate::auth`]), and a caller's callback URLs may point only
+//! at its own hosts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +35,8 @@ use crate::queue::RetryQueue;
 /// only that something went wrong, and the cause goes to the log.
 #[derive(Debug)]
 pub enum ApiError {
+    /// No secret, or not a caller's: 401.
+    Unauthenticated,
     /// The body could not be read as the JSON asked for: 400 (syntax), 415 (content type),
     /// 413 (size) or 422 (shape), as axum classifies it.
     Rejected(StatusCode, String),
@@ -45,6 +51,11 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, detail, field) = match self {
+            ApiError::Unauthenticated => (
+                StatusCode::UNAUTHORIZED,
+                "send a caller's secret as `Authorization: Bearer <secret>`".to_string(),
+                None,
+            ),
             ApiError::Rejected(status, d) => (status, d, None),
             ApiError::Unprocessable { field, detail } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, detail, Some(field))
@@ -95,22 +106,55 @@ struct RequestBody {
     callback_url: String,
 }
 
-/// The service's routes over a gateway.
+/// The service's routes over a gateway: health and readiness open, the rest for callers.
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    Router::new()
+    let callers_only = Router::new()
         .route("/v1/partner-requests", post(partner_request))
         .route("/v1/partners", get(partners))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/replay", post(replay))
+        .route("/metrics", get(metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            gateway.clone(),
+            authenticate,
+        ));
+    Router::new()
+        .merge(callers_only)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(gateway)
 }
 
+/// The caller a request authenticated as, for the handlers.
+#[derive(Clone)]
+struct Caller {
+    callback_hosts: Arc<[String]>,
+}
+
+/// Lets a request through only with a configured caller's secret.
+async fn authenticate(
+    State(gw): State<Arc<Gateway>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::Unauthenticated)?;
+    let caller = crate::auth::caller(&gw.config().callers, presented.trim())
+        .ok_or(ApiError::Unauthenticated)?;
+    request.extensions_mut().insert(Caller {
+        callback_hosts: caller.callback_hosts.clone().into(),
+    });
+    Ok(next.run(request).await)
+}
+
 async fn partner_request(
     State(gw): State<Arc<Gateway>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     body: Result<Json<RequestBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(body) = body.map_err(|e| ApiError::Rejected(e.status(), e.body_text()))?;
@@ -135,7 +179,14 @@ async fn partner_request(
     }
     let cpf = Cpf::parse(&body.cpf).map_err(|e| field("cpf", &e.to_string()))?;
     match reqwest::Url::parse(&body.callback_url) {
-        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+        Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {
+            if !crate::auth::callback_allowed(&caller.callback_hosts, &u) {
+                return Err(field(
+                    "callback_url",
+                    "must point at one of this caller's callback hosts",
+                ));
+            }
+        }
         _ => return Err(field("callback_url", "must be an http or https URL")),
     }
     if body
@@ -263,8 +314,16 @@ pub struct Service {
 }
 
 impl Service {
-    /// Binds `addr` (port 0 picks a free one), starts the worker and serves.
+    /// Binds `addr` (port 0 picks a free one), starts the worker and serves; refuses to start
+    /// when no caller is configured.
     pub async fn start(gateway: Arc<Gateway>, addr: SocketAddr) -> std::io::Result<Self> {
+        // Secure by default: a service nobody is allowed to call would answer anyone.
+        if gateway.config().callers.is_empty() {
+            return Err(std::io::Error::other(
+                "no [[callers]] in the configuration: integrations serve needs at least one \
+                 caller with a secret",
+            ));
+        }
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (tx, rx) = watch::channel(false);

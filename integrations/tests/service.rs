@@ -16,6 +16,21 @@ use integrations::Cpf;
 mod common;
 use common::{free_port, redis_url, KeyPrefix};
 
+/// The tests' secret as the service's one caller.
+const CALLER_SECRET: &str = "test-caller-secret-0123456789";
+
+/// An HTTP client that calls as the configured caller.
+fn caller() -> reqwest::Client {
+    let bearer = format!("Bearer {CALLER_SECRET}");
+    reqwest::Client::builder()
+        .default_headers(reqwest::header::HeaderMap::from_iter([(
+            reqwest::header::AUTHORIZATION,
+            bearer.parse().unwrap(),
+        )]))
+        .build()
+        .unwrap()
+}
+
 struct ServiceProcess {
     child: Child,
     url: String,
@@ -34,6 +49,7 @@ impl ServiceProcess {
             ])
             .env("REDIS_URL", redis_url())
             .env("KEY_PREFIX", prefix)
+            .env("TEST_CALLER_SECRET", CALLER_SECRET)
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),
@@ -42,7 +58,7 @@ impl ServiceProcess {
             .spawn()
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");
-        let http = reqwest::Client::new();
+        let http = caller();
         for _ in 0..100 {
             if http.get(format!("{url}/healthz")).send().await.is_ok() {
                 return ServiceProcess { child, url };
@@ -134,6 +150,11 @@ fn config_file_with(
         lease_ms = {lease_ms}
         {top}
 
+        [[callers]]
+        name = "test"
+        secret_env = "TEST_CALLER_SECRET"
+        callback_hosts = ["127.0.0.1"]
+
         [[partners]]
         name = "bureau"
         kind = "consumer"
@@ -151,7 +172,7 @@ fn config_file_with(
 
 /// Sends `n` requests spread over `services`; returns the outcomes answered at once.
 async fn fire(services: &[String], n: usize, callback: &str, tag: &str) -> Vec<Outcome> {
-    let http = reqwest::Client::new();
+    let http = caller();
     let mut calls = Vec::new();
     for i in 0..n {
         let url = format!("{}/v1/partner-requests", services[i % services.len()]);
@@ -288,7 +309,7 @@ async fn bad_requests_get_problem_json_naming_the_field() {
     let config = config_file(sim, 2, 5000);
     let prefix = KeyPrefix::new("svc");
     let service = ServiceProcess::start(&config, &prefix).await;
-    let http = reqwest::Client::new();
+    let http = caller();
     let url = format!("{}/v1/partner-requests", service.url);
     let good = serde_json::json!({
         "request_id": "r1", "partner": "bureau", "cpf": "529.982.247-25",
@@ -488,7 +509,7 @@ async fn a_callback_that_keeps_failing_or_redirects_gets_a_few_tries_then_its_jo
     let config = config_file_with(sim, 1, 5000, "max_deliveries = 3");
     let prefix = KeyPrefix::new("svc");
     let service = ServiceProcess::start(&config, &prefix).await;
-    let http = reqwest::Client::new();
+    let http = caller();
     let sends: Vec<_> = (0..4)
         .map(|i| {
             let path = if i % 2 == 0 { "fails" } else { "moves" };
@@ -538,4 +559,68 @@ async fn a_callback_that_keeps_failing_or_redirects_gets_a_few_tries_then_its_jo
         elsewhere.got.lock().unwrap().is_empty(),
         "a redirect was followed"
     );
+}
+
+#[tokio::test]
+async fn every_route_but_health_needs_a_callers_secret_and_callbacks_go_only_to_its_hosts() {
+    let sim = simulator(SimulatorSettings::default()).await;
+    let config = config_file(sim, 2, 5000);
+    let prefix = KeyPrefix::new("svc");
+    let service = ServiceProcess::start(&config, &prefix).await;
+    let url = |path: &str| format!("{}{path}", service.url);
+    let request = serde_json::json!({
+        "request_id": "r1", "partner": "bureau", "cpf": "529.982.247-25",
+        "callback_url": "http://127.0.0.1:1/cb",
+    });
+    let anonymous = reqwest::Client::new();
+    for (name, client) in [
+        ("no secret", anonymous.clone()),
+        ("a wrong secret", {
+            reqwest::Client::builder()
+                .default_headers(reqwest::header::HeaderMap::from_iter([(
+                    reqwest::header::AUTHORIZATION,
+                    "Bearer not-the-secret-0123456789".parse().unwrap(),
+                )]))
+                .build()
+                .unwrap()
+        }),
+    ] {
+        let answers = [
+            client
+                .post(url("/v1/partner-requests"))
+                .json(&request)
+                .send(),
+            client.get(url("/v1/partners")).send(),
+            client.get(url("/v1/dead-letters")).send(),
+            client.post(url("/v1/dead-letters/replay")).send(),
+            client.get(url("/metrics")).send(),
+        ];
+        for answer in answers {
+            let r = answer.await.unwrap();
+            assert_eq!(r.status(), 401, "{name}: {}", r.url());
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+        }
+    }
+    for open in ["/healthz", "/readyz"] {
+        assert_eq!(anonymous.get(url(open)).send().await.unwrap().status(), 200);
+    }
+    // The caller's outcomes go only to its own hosts.
+    let mut elsewhere = request.clone();
+    elsewhere["callback_url"] = "http://169.254.169.254/latest".into();
+    let r = caller()
+        .post(url("/v1/partner-requests"))
+        .json(&elsewhere)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["field"], "callback_url");
+    let r = caller()
+        .post(url("/v1/partner-requests"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }
