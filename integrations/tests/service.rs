@@ -14,7 +14,7 @@ use integrations::simulator::{self, SimulatorSettings, SimulatorStats};
 use integrations::Cpf;
 
 mod common;
-use common::{free_port, redis_url, KeyPrefix};
+use common::{free_port, redis_url, trickling_and_idle_connections_are_closed, KeyPrefix};
 
 /// The tests' secret as the service's one caller.
 const CALLER_SECRET: &str = "test-caller-secret-0123456789";
@@ -432,35 +432,12 @@ async fn a_stopped_instance_gives_its_jobs_back_at_once() {
 
 #[tokio::test]
 async fn a_connection_that_trickles_its_request_head_or_sits_idle_is_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let sim = simulator(SimulatorSettings::default()).await;
     let config = config_file_with(sim, 2, 5000, "header_read_ms = 1000");
     let prefix = KeyPrefix::new("svc");
     let service = ServiceProcess::start(&config, &prefix).await;
-    let addr = service.url.trim_start_matches("http://").to_string();
-    // Everything the service sends until it closes the connection (10 s at most).
-    async fn until_closed(c: &mut tokio::net::TcpStream) -> String {
-        let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
-            .await
-            .expect("the service closes the connection")
-            .unwrap();
-        String::from_utf8_lossy(&got).into_owned()
-    }
-    // Half a request head, then nothing (slowloris).
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let answer = until_closed(&mut slow).await;
-    assert!(!answer.contains("200 OK"), "{answer}");
-    // A whole request answered, then an idle kept-alive connection.
-    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = until_closed(&mut idle).await;
-    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    let addr = service.url.trim_start_matches("http://");
+    trickling_and_idle_connections_are_closed(addr).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -124,30 +124,7 @@ async fn the_page_is_served_with_its_files_and_a_policy_that_keeps_it_to_this_or
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_trickles_its_request_head_or_sits_idle_is_closed() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = spawn_app_with(|s| s.header_read_timeout_secs = 1).await;
-    let addr = app.url.trim_start_matches("http://").to_string();
-    // Everything the server sends until it closes the connection (10 s at most).
-    async fn until_closed(c: &mut tokio::net::TcpStream) -> String {
-        let mut got = Vec::new();
-        tokio::time::timeout(std::time::Duration::from_secs(10), c.read_to_end(&mut got))
-            .await
-            .expect("the server closes the connection")
-            .unwrap();
-        String::from_utf8_lossy(&got).into_owned()
-    }
-    // Half a request head, then nothing (slowloris).
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let answer = until_closed(&mut slow).await;
-    assert!(!answer.contains("200 OK"), "{answer}");
-    // A whole request answered, then an idle kept-alive connection.
-    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let answer = until_closed(&mut idle).await;
-    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    let addr = app.url.trim_start_matches("http://");
+    trickling_and_idle_connections_are_closed(addr).await;
 }
