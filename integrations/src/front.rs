@@ -1,6 +1,8 @@
 //! The HTTP front both services stand behind: accepts connections up to a cap, serves each
-//! with hyper (HTTP/1 or HTTP/2), and stops on the shutdown signal, letting open requests
-//! finish for a while. `axum::serve` has no bound on connections, on how slowly a request
+//! with hyper, and stops on the shutdown signal, letting open requests finish for a while.
+//! HTTP/1.1 only: telling HTTP/2 from HTTP/1 means reading the first bytes with no timeout,
+//! and hyper's HTTP/2 has no header or idle timeout at all; the services' clients (browsers
+//! through a proxy, the core API, curl) speak HTTP/1.1. `axum::serve` has no bound on connections, on how slowly a request
 //! head may arrive, or on how long a kept-alive connection may sit idle; each of those lets
 //! a client hold a place (and a file descriptor) for ever, so this is our own.
 
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
@@ -75,23 +77,39 @@ pub async fn serve<F, Fut>(
     let _ = tokio::time::timeout(limits.drain, open.acquire_many(all)).await;
 }
 
-/// Serves one connection with hyper until it closes; when `stop` turns true, the request in
-/// hand finishes and the connection closes. Each request head must arrive within
-/// `header_read`, and the connection may sit idle no longer between requests (hyper starts
-/// the same timer then).
+/// Whether the connection sends a first byte within `within` (`false` also when it closed).
+/// hyper's header timer starts only once bytes arrive, so without this a connection that
+/// sends nothing would hold its place for ever.
+pub async fn first_bytes(stream: &TcpStream, within: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, stream.peek(&mut byte)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
+
+/// Serves one HTTP/1.1 connection with hyper until it closes; when `stop` turns true, the
+/// request in hand finishes and the connection closes. Each request head must arrive within
+/// `header_read`, from the connection's start, and the connection may sit idle no longer
+/// between requests (hyper starts the same timer then).
 pub async fn hyper_connection(
     stream: TcpStream,
     router: Router,
     header_read: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if !first_bytes(&stream, header_read).await {
+        return;
+    }
+    // hyper's own HTTP/1 builder: hyper-util's `auto` one first reads 24 bytes to tell the
+    // protocol, with no timeout, even when told HTTP/1 only.
+    let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read);
     let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(router));
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router))
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => return,

@@ -58,6 +58,7 @@ async fn lifecycle<Q: RetryQueue>(q: Q) {
     let mut updated = again[0].job.clone();
     updated.attempts = 1;
     updated.last_error = Some("the partner answered 503".into());
+    updated.failed_deliveries = 4;
     assert!(q
         .reschedule(&again[0], &updated, Duration::ZERO)
         .await
@@ -79,8 +80,9 @@ async fn lifecycle<Q: RetryQueue>(q: Q) {
     let replayed = q.lease(10, lease).await.unwrap();
     assert_eq!(replayed.len(), 1);
     assert_eq!(
-        replayed[0].job.attempts, 0,
-        "a replayed job starts its attempts afresh"
+        (replayed[0].job.attempts, replayed[0].job.failed_deliveries),
+        (0, 0),
+        "a replayed job starts its attempts and deliveries afresh"
     );
     assert!(q.finish(&replayed[0]).await.unwrap());
     assert_eq!(q.stats().await.unwrap().dead, 0);

@@ -10,7 +10,7 @@
 //! and if the answer is a live stream its frames go straight to the socket, in chunks, and
 //! the connection closes after the stream. Any other answer is written as a plain response.
 //! Every other connection — and an events request that arrives later on a kept-alive
-//! connection — is hyper's, HTTP/1 or HTTP/2, through the front both services share
+//! connection — is hyper's (HTTP/1.1), through the front both services share
 //! ([`integrations::front`]: the connection cap, the header and idle timeouts, the drain).
 
 pub mod sse;
@@ -52,12 +52,10 @@ async fn connection(
     stop: watch::Receiver<bool>,
 ) {
     // A connection that sends nothing does not hold its place for ever.
-    if tokio::time::timeout(header_read, stream.readable())
-        .await
-        .is_err()
-    {
+    if !integrations::front::first_bytes(&stream, header_read).await {
         return;
     }
+    // Bytes are there, so the peek answers at once.
     if let Some(head_len) = sse_request_head(&stream).await {
         lean_sse(&mut stream, head_len, router).await;
         return;

@@ -329,3 +329,35 @@ async fn a_key_may_hold_only_a_few_classification_streams_open_at_once() {
         .unwrap();
     assert_eq!(again.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_row_limit_counts_a_last_line_without_a_newline_and_a_long_line_stops_the_batch() {
+    let app = spawn_app().await;
+    let mut body = "\n".repeat(1_000_000);
+    body.push_str(r#"{"id": "one-too-many", "description": "NETFLIX.COM", "amount": -39.9}"#);
+    let r = post_stream(&app, "application/x-ndjson", body)
+        .send()
+        .await
+        .unwrap();
+    let events = all_sse(r).await;
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "classification.failed", "{events:?}");
+    assert_eq!(data["reason"], "more than 1000000 rows");
+    // A line over 64 KiB, whole in the body, is not parsed: it ends the batch, counted.
+    let long = format!(
+        "{{\"id\": \"a\", \"description\": \"NETFLIX.COM\", \"amount\": -1}}\n{{\"id\": \"b\", \"description\": \"{}\", \"amount\": -1}}\n",
+        "X".repeat(70 * 1024)
+    );
+    let r = post_stream(&app, "application/x-ndjson", long)
+        .send()
+        .await
+        .unwrap();
+    let events = all_sse(r).await;
+    let (last, data) = events.last().unwrap();
+    assert_eq!(last, "classification.failed", "{events:?}");
+    assert_eq!(data["reason"], "line 2 is longer than 64 KiB");
+    assert_eq!(
+        (&data["classified"], &data["failed"]),
+        (&json!(1), &json!(1))
+    );
+}

@@ -159,6 +159,7 @@ impl RetryQueue for LocalQueue {
             for mut job in replay {
                 job.attempts = 0;
                 job.outcome = None;
+                job.failed_deliveries = 0;
                 job.enqueued_at_ms = now;
                 s.due.insert((now, job.id.clone()));
                 s.jobs.insert(job.id.clone(), job);

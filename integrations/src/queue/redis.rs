@@ -311,6 +311,7 @@ impl RetryQueue for RedisQueue {
                 .map_err(|e| IntegrationError::CorruptJob(format!("{id}: {e}")))?;
             job.attempts = 0;
             job.outcome = None;
+            job.failed_deliveries = 0;
             job.enqueued_at_ms = now_ms();
             script.arg(id).arg(json(&job));
         }

@@ -64,30 +64,35 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Checks that the HTTP server at `addr` (`host:port`) closes a connection that sends half a
-/// request head and then nothing (slowloris), and one left idle after a whole request was
-/// answered, each within 10 s: the server's header and idle timeouts must be shorter.
+/// Checks that the HTTP server at `addr` (`host:port`) closes, each within 10 s, a connection
+/// that sends nothing, one that sends the start of an HTTP/2 preface and stalls, one that
+/// sends half a request head and then nothing (slowloris), and one left idle after a whole
+/// request was answered: the server's header and idle timeouts must be shorter.
 #[allow(dead_code)] // not every test binary starts a server of its own
 pub async fn trickling_and_idle_connections_are_closed(addr: &str) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    async fn until_closed(c: &mut tokio::net::TcpStream) -> String {
+    async fn until_closed(c: &mut tokio::net::TcpStream, case: &str) -> String {
         let mut got = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got))
-            .await
-            .expect("the server closes the connection")
-            .unwrap();
+        let read = tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut got)).await;
+        assert!(read.is_ok(), "the server left the {case} connection open");
         String::from_utf8_lossy(&got).into_owned()
     }
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert_eq!(until_closed(&mut silent, "silent").await, "");
+    let mut preface = tokio::net::TcpStream::connect(addr).await.unwrap();
+    preface.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let answer = until_closed(&mut preface, "HTTP/2 preface").await;
+    assert!(!answer.contains("200 OK"), "{answer}");
     let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let answer = until_closed(&mut slow).await;
+    let answer = until_closed(&mut slow, "half-head").await;
     assert!(!answer.contains("200 OK"), "{answer}");
     let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let answer = until_closed(&mut idle).await;
+    let answer = until_closed(&mut idle, "idle").await;
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
 }

@@ -40,13 +40,17 @@ const BATCH: usize = 1000;
 const MAX_ROW_BYTES: usize = 64 * 1024;
 /// Rows read between two yields to the runtime.
 const YIELD_EVERY: u64 = 256;
+/// How long a body may send nothing before the batch ends: a client that stalls its upload
+/// does not hold its stream's place for ever.
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 /// Classification streams one API key may have open at once.
 pub const STREAMS_PER_KEY: usize = 4;
 
 struct Batcher {
-    tx: mpsc::Sender<Bytes>,
-    /// The key's open-stream slot, given back when the batch ends.
+    /// The key's open-stream slot, given back when the batch ends (declared first so it is
+    /// dropped before `tx`: the client sees its stream end only once the slot is free).
     _slot: crate::limits::Slot,
+    tx: mpsc::Sender<Bytes>,
     state: Arc<AppState>,
     ws: classifier::model::Workspace,
     results: Vec<serde_json::Value>,
@@ -112,6 +116,14 @@ impl Batcher {
         }
     }
 
+    /// Ends the batch at a row longer than [`MAX_ROW_BYTES`] (`at` names it), counted as
+    /// failed.
+    async fn too_long(mut self, at: String) {
+        self.failed += 1;
+        self.finish(Some(format!("{at} is longer than 64 KiB")))
+            .await
+    }
+
     /// Ends the batch because the service is shutting down, `at` being the first row left.
     async fn shutting_down(self, at: &str) {
         let reason = format!("the service is shutting down; send the rows from {at} on again");
@@ -161,11 +173,19 @@ async fn next_chunk(
 ) -> Result<(Batcher, Option<Bytes>), ()> {
     let stop = b.stop.clone();
     let next = tokio::select! {
-        next = stream.next() => next,
+        next = tokio::time::timeout(BODY_IDLE, stream.next()) => next,
         _ = crate::shutdown::stopped(&stop) => {
             b.shutting_down(&at).await;
             return Err(());
         }
+    };
+    let Ok(next) = next else {
+        let reason = format!(
+            "the body sent nothing for {} s; send the rows from {at} on again",
+            BODY_IDLE.as_secs()
+        );
+        b.finish(Some(reason)).await;
+        return Err(());
     };
     match next {
         None => Ok((b, None)),
@@ -213,6 +233,9 @@ async fn ndjson(mut b: Batcher, body: Body) {
             if line_no > MAX_ROWS as u64 {
                 return b.finish(Some(too_many())).await;
             }
+            if line.len() > MAX_ROW_BYTES {
+                return b.too_long(format!("line {line_no}")).await;
+            }
             if !handle_line(&mut b, line, line_no).await {
                 return b.stop().await;
             }
@@ -220,15 +243,14 @@ async fn ndjson(mut b: Batcher, body: Body) {
         }
         buf.drain(..from);
         if buf.len() > MAX_ROW_BYTES {
-            line_no += 1;
-            b.failed += 1;
-            return b
-                .finish(Some(format!("line {line_no} is longer than 64 KiB")))
-                .await;
+            return b.too_long(format!("line {}", line_no + 1)).await;
         }
     }
     if !buf.is_empty() {
         line_no += 1;
+        if line_no > MAX_ROWS as u64 {
+            return b.finish(Some(too_many())).await;
+        }
         let rest = std::mem::take(&mut buf);
         if !handle_line(&mut b, &rest, line_no).await {
             return b.stop().await;
@@ -381,6 +403,9 @@ async fn json_array(mut b: Batcher, body: Body) {
             if index >= MAX_ROWS as u64 {
                 return b.finish(Some(too_many())).await;
             }
+            if element.len() > MAX_ROW_BYTES {
+                return b.too_long(format!("index {index}")).await;
+            }
             let parsed =
                 serde_json::from_slice::<ClassifyItem>(&buf[element]).map_err(|e| e.to_string());
             if !b.row(parsed, format!("index {index}")).await {
@@ -392,10 +417,7 @@ async fn json_array(mut b: Batcher, body: Body) {
         let released = split.release();
         buf.drain(..released);
         if split.pending() > MAX_ROW_BYTES {
-            b.failed += 1;
-            return b
-                .finish(Some(format!("index {index} is longer than 64 KiB")))
-                .await;
+            return b.too_long(format!("index {index}")).await;
         }
     }
     if !split.finished() {
