@@ -77,12 +77,7 @@ async fn a_large_ndjson_batch_streams_results_and_names_bad_lines() {
             )),
         }
     }
-    let r = app
-        .http
-        .post(format!("{}/v1/classifications/stream", app.url))
-        .bearer_auth(ACME)
-        .header("content-type", "application/x-ndjson")
-        .body(body)
+    let r = post_stream(&app, "application/x-ndjson", body)
         .send()
         .await
         .unwrap();
@@ -110,15 +105,8 @@ async fn a_batch_stream_ends_with_its_counts_and_where_to_resume_when_the_servic
     let app = spawn_app().await;
     // A body the test writes as it goes: a first batch of rows and a few more, then nothing
     // until the service stops.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
-    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-    let r = app
-        .http
-        .post(format!("{}/v1/classifications/stream", app.url))
-        .bearer_auth(ACME)
-        .header("content-type", "application/x-ndjson")
-        .body(body)
-        .send();
+    let (tx, body) = open_body();
+    let r = post_stream(&app, "application/x-ndjson", body).send();
     let r = tokio::spawn(r);
     let mut rows = String::new();
     for i in 0..1003 {
@@ -182,12 +170,7 @@ async fn a_json_array_batch_streams_too_and_other_content_types_are_refused() {
         events.last().unwrap().1,
         json!({"classified": 1, "failed": 0})
     );
-    let r = app
-        .http
-        .post(format!("{}/v1/classifications/stream", app.url))
-        .bearer_auth(ACME)
-        .header("content-type", "text/csv")
-        .body("id,description")
+    let r = post_stream(&app, "text/csv", "id,description")
         .send()
         .await
         .unwrap();
@@ -205,16 +188,27 @@ fn open_body() -> (
     (tx, body)
 }
 
-fn post_stream(
+/// `POST /v1/classifications/stream` with `key`, of `body` as `content_type`.
+fn post_stream_as(
     app: &TestApp,
+    key: &str,
     content_type: &str,
     body: impl Into<reqwest::Body>,
 ) -> reqwest::RequestBuilder {
     app.http
         .post(format!("{}/v1/classifications/stream", app.url))
-        .bearer_auth(ACME)
+        .bearer_auth(key)
         .header("content-type", content_type)
         .body(body)
+}
+
+/// [`post_stream_as`] with the ACME key.
+fn post_stream(
+    app: &TestApp,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    post_stream_as(app, ACME, content_type, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,12 +302,7 @@ async fn a_key_may_hold_only_a_few_classification_streams_open_at_once() {
         "{problem}"
     );
     // Another key is not held back by this one's streams.
-    let other = app
-        .http
-        .post(format!("{}/v1/classifications/stream", app.url))
-        .bearer_auth(BETA)
-        .header("content-type", "application/x-ndjson")
-        .body("")
+    let other = post_stream_as(&app, BETA, "application/x-ndjson", "")
         .send()
         .await
         .unwrap();
