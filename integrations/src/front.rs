@@ -89,9 +89,9 @@ pub async fn first_bytes(stream: &TcpStream, within: Duration) -> bool {
 }
 
 /// Serves one HTTP/1.1 connection with hyper until it closes; when `stop` turns true, the
-/// request in hand finishes and the connection closes. Each request head must arrive within
-/// `header_read`, from the connection's start, and the connection may sit idle no longer
-/// between requests (hyper starts the same timer then).
+/// request in hand finishes and the connection closes. The first byte must come within
+/// `header_read`, then each request head within `header_read` of its first byte, and the
+/// connection may sit idle no longer between requests (hyper starts the same timer then).
 pub async fn hyper_connection(
     stream: TcpStream,
     router: Router,
