@@ -211,17 +211,24 @@ fn post_stream(
     post_stream_as(app, ACME, content_type, body)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn blank_ndjson_lines_count_toward_the_row_limit() {
-    let app = spawn_app().await;
-    let blank = "\n".repeat(1_000_001);
-    let r = post_stream(&app, "application/x-ndjson", blank)
+/// Streams an NDJSON `body`, checks the stream ends with `classification.failed`, and
+/// returns that event's data.
+async fn failed_batch(app: &TestApp, body: String) -> Value {
+    let r = post_stream(app, "application/x-ndjson", body)
         .send()
         .await
         .unwrap();
     let events = all_sse(r).await;
     let (last, data) = events.last().unwrap();
     assert_eq!(last, "classification.failed", "{events:?}");
+    data.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blank_ndjson_lines_count_toward_the_row_limit() {
+    let app = spawn_app().await;
+    let blank = "\n".repeat(1_000_001);
+    let data = failed_batch(&app, blank).await;
     assert_eq!(data["reason"], "more than 1000000 rows");
 }
 
@@ -324,26 +331,14 @@ async fn the_row_limit_counts_a_last_line_without_a_newline_and_a_long_line_stop
     let app = spawn_app().await;
     let mut body = "\n".repeat(1_000_000);
     body.push_str(r#"{"id": "one-too-many", "description": "NETFLIX.COM", "amount": -39.9}"#);
-    let r = post_stream(&app, "application/x-ndjson", body)
-        .send()
-        .await
-        .unwrap();
-    let events = all_sse(r).await;
-    let (last, data) = events.last().unwrap();
-    assert_eq!(last, "classification.failed", "{events:?}");
+    let data = failed_batch(&app, body).await;
     assert_eq!(data["reason"], "more than 1000000 rows");
     // A line over 64 KiB, whole in the body, is not parsed: it ends the batch, counted.
     let long = format!(
         "{{\"id\": \"a\", \"description\": \"NETFLIX.COM\", \"amount\": -1}}\n{{\"id\": \"b\", \"description\": \"{}\", \"amount\": -1}}\n",
         "X".repeat(70 * 1024)
     );
-    let r = post_stream(&app, "application/x-ndjson", long)
-        .send()
-        .await
-        .unwrap();
-    let events = all_sse(r).await;
-    let (last, data) = events.last().unwrap();
-    assert_eq!(last, "classification.failed", "{events:?}");
+    let data = failed_batch(&app, long).await;
     assert_eq!(data["reason"], "line 2 is longer than 64 KiB");
     assert_eq!(
         (&data["classified"], &data["failed"]),
