@@ -150,7 +150,36 @@ pub struct Features {
     /// 1/√(text.len()), or 0 when there is no text.
     pub text_scale: f32,
     normalized: String,
-    padded: Vec<u8>,
+    /// The normalised description as [`Featurizer::prepare`] pads it.
+    pub(crate) padded: Vec<u8>,
+}
+
+/// Zero bytes after a padded description: see [`Featurizer::prepare`].
+pub(crate) const PAD: usize = 24;
+
+/// What the weight of `count` text features is: 1/√count, or 0 when there are none.
+#[inline]
+pub(crate) fn text_scale(count: usize) -> f32 {
+    if count == 0 {
+        0.0
+    } else {
+        1.0 / (count as f32).sqrt()
+    }
+}
+
+/// ⌊log₂ x⌋ for a finite `x` ≥ 1, read off the float's exponent: exact, where `log2` may
+/// round up just below a power of two, and without a libm call.
+#[inline]
+fn floor_log2(x: f64) -> i64 {
+    ((x.to_bits() >> 52) & 0x7ff) as i64 - 1023
+}
+
+/// One step of [`Featurizer::walk_words`].
+pub(crate) enum Piece {
+    /// The word `padded[start..end]`, whose hash in the word namespace is `hash`.
+    Word { start: usize, end: usize, hash: u64 },
+    /// The bigram that the word just walked ends.
+    Bigram(HashedFeature),
 }
 
 impl Features {
@@ -268,71 +297,97 @@ impl Featurizer {
 
     /// Fills `out` with the features of `input`, replacing what it held.
     pub fn featurize(&self, input: &MovementInput<'_>, out: &mut Features) {
-        out.text.clear();
-        out.other.clear();
+        self.prepare(input, out);
+        let Features { text, padded, .. } = out;
+        text.clear();
+        self.walk_words(padded, |piece| match piece {
+            Piece::Word { start, end, hash } => self.word_features(padded, start, end, hash, text),
+            Piece::Bigram(f) => text.push(f),
+        });
+        out.text_scale = text_scale(out.text.len());
+    }
+
+    /// The part of featurising that does not depend on how text features are consumed:
+    /// normalises and pads the description into `out.padded`, and fills `out.other`.
+    pub(crate) fn prepare(&self, input: &MovementInput<'_>, out: &mut Features) {
         normalize_into(
             input.description,
             &self.settings.processor_prefixes,
             self.settings.max_description_bytes,
             &mut out.normalized,
         );
-        self.text_features(out);
-        out.text_scale = if out.text.is_empty() {
-            0.0
-        } else {
-            1.0 / (out.text.len() as f32).sqrt()
-        };
-        self.other_features(input, &mut out.other);
-    }
-
-    fn text_features(&self, out: &mut Features) {
-        // " word word " followed by 8 zero bytes, so every n-gram loads as one u64.
+        // " word word " followed by PAD zero bytes, so every n-gram loads as one u64 and every
+        // remembered word as three.
         let padded = &mut out.padded;
         padded.clear();
         padded.push(b' ');
         padded.extend_from_slice(out.normalized.as_bytes());
         padded.push(b' ');
-        let text_end = padded.len();
-        padded.extend_from_slice(&[0u8; 8]);
-        let bytes = padded.as_slice();
+        padded.extend_from_slice(&[0u8; PAD]);
+        out.other.clear();
+        self.other_features(input, &mut out.other);
+    }
 
-        let mut prev_word: Option<(usize, usize)> = None;
+    /// Walks the words of a description padded by [`Featurizer::prepare`], in order: each word,
+    /// then (from the second word on, if the settings ask for them) the bigram it ends.
+    #[inline(always)]
+    pub(crate) fn walk_words(&self, padded: &[u8], mut f: impl FnMut(Piece)) {
+        let text_end = padded.len() - PAD;
+        let mut prev_start: Option<usize> = None;
         let mut start = 1;
         while start < text_end - 1 {
             let end = start
-                + bytes[start..text_end]
+                + padded[start..text_end]
                     .iter()
                     .position(|&b| b == b' ')
                     .unwrap_or(text_end - start);
-            // The word is bytes[start..end]; with its padding, bytes[start-1..=end].
-            let lo = start - 1;
-            let hi = end + 1;
-            for n in self.ngram_min..=self.ngram_max {
-                if hi - lo < n {
-                    break;
-                }
-                let mask = if n == 8 {
-                    u64::MAX
-                } else {
-                    (1u64 << (8 * n)) - 1
-                };
-                for i in lo..=hi - n {
-                    let w = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
-                    out.text
-                        .push(self.feature(hash_word(Ns::Char, w & mask, n)));
-                }
-            }
-            out.text
-                .push(self.feature(hash_bytes(Ns::Word, &bytes[start..end])));
+            f(Piece::Word {
+                start,
+                end,
+                hash: hash_bytes(Ns::Word, &padded[start..end]),
+            });
             if self.settings.word_bigrams {
-                if let Some((ps, _)) = prev_word {
-                    out.text
-                        .push(self.feature(hash_bytes(Ns::Bigram, &bytes[ps..end])));
+                if let Some(ps) = prev_start {
+                    f(Piece::Bigram(
+                        self.feature(hash_bytes(Ns::Bigram, &padded[ps..end])),
+                    ));
                 }
             }
-            prev_word = Some((start, end));
+            prev_start = Some(start);
             start = end + 1;
         }
+    }
+
+    /// Appends the features of the word `padded[start..end]` (its character n-grams, then the
+    /// word itself, whose hash [`Featurizer::walk_words`] gave) to `out`. They depend on the
+    /// word alone, which is what lets a scorer remember a word's weights.
+    #[inline(always)]
+    pub(crate) fn word_features(
+        &self,
+        padded: &[u8],
+        start: usize,
+        end: usize,
+        hash: u64,
+        out: &mut Vec<HashedFeature>,
+    ) {
+        // The word with its padding is padded[start-1..=end].
+        let lo = start - 1;
+        let hi = end + 1;
+        for n in self.ngram_min..=self.ngram_max {
+            if hi - lo < n {
+                break;
+            }
+            let mask = if n == 8 {
+                u64::MAX
+            } else {
+                (1u64 << (8 * n)) - 1
+            };
+            for i in lo..=hi - n {
+                let w = u64::from_le_bytes(padded[i..i + 8].try_into().expect("8 bytes"));
+                out.push(self.feature(hash_word(Ns::Char, w & mask, n)));
+            }
+        }
+        out.push(self.feature(hash));
     }
 
     fn other_features(&self, input: &MovementInput<'_>, out: &mut Vec<HashedFeature>) {
@@ -351,10 +406,17 @@ impl Featurizer {
         out.push(self.feature(hash_word(Ns::Direction, direction, 1)));
         // log2 buckets: R$ 0-1, 1-3, 3-7, ... up to 2^24; each direction has its own.
         let magnitude = amount.abs();
-        let log_bucket = (magnitude + 1.0).log2().floor().clamp(0.0, 24.0) as u64;
+        let log_bucket = floor_log2(magnitude + 1.0).clamp(0, 24) as u64;
         out.push(self.feature(hash_word(Ns::Amount, direction | (log_bucket << 8), 2)));
         let cents = (magnitude * 100.0).round();
-        if cents >= 1000.0 && cents % 1000.0 == 0.0 {
+        // Whole cents below 2^53 are exact integers, and an integer remainder is far cheaper
+        // than `fmod`; beyond that (no real amount) the float test stays.
+        let round = if cents < 9.0e15 {
+            cents as u64 % 1000 == 0
+        } else {
+            cents % 1000.0 == 0.0
+        };
+        if cents >= 1000.0 && round {
             out.push(self.feature(hash_word(Ns::Round, direction, 1)));
         }
         if let Some(mcc) = input.mcc {
@@ -364,7 +426,16 @@ impl Featurizer {
         if let Some(kind) = input.kind {
             let mut buf = [0u8; 32];
             let mut len = 0;
-            for b in kind.trim().bytes().take(32) {
+            // A type that starts and ends with a visible ASCII byte has nothing to trim: the
+            // usual case, and `trim` (which knows all of Unicode's spaces) costs a call.
+            let bytes = kind.as_bytes();
+            let visible = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_graphic());
+            let kind = if visible(bytes.first()) && visible(bytes.last()) {
+                kind
+            } else {
+                kind.trim()
+            };
+            for b in kind.bytes().take(32) {
                 buf[len] = b.to_ascii_lowercase();
                 len += 1;
             }

@@ -7,13 +7,22 @@
 //! `x · W + b` over the dense matrix linfa trained on, without building that matrix. The
 //! logits are divided by the model's calibration temperature before the softmax; it changes
 //! the probabilities, never which label wins.
+//!
+//! A word's character n-grams and the word itself depend on the word alone, so a
+//! [`Workspace`] remembers the summed weight rows of the words it has seen: statements repeat
+//! the same few hundred words (`compra`, `pix`, `ltda`, a person's usual shops), and a word
+//! seen before costs one look-up instead of a dozen. What is remembered is exactly what would
+//! be computed, so a prediction never depends on what the workspace saw before.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::ClassifierError;
-use crate::features::{bucket, FeatureSettings, Features, Featurizer, MovementInput};
+use crate::features::{
+    bucket, text_scale, FeatureSettings, Features, Featurizer, HashedFeature, MovementInput, Piece,
+};
 use crate::labels::{Confidence, Label};
 
 /// The format this build reads and writes. A file of another format is refused, not guessed at.
@@ -184,14 +193,54 @@ pub struct Scorer {
     intercept: [f32; STRIDE],
     /// `1 / temperature`, applied to the logits before the softmax.
     inverse_temperature: f32,
+    /// Tells the word memory of a [`Workspace`] which scorer filled it.
+    id: u64,
+    /// 1 in the lanes of a label, 0 in the padding.
+    live: [f32; STRIDE],
 }
 
-/// Per-thread scratch space, reused across calls so the hot path does not allocate.
+/// Scorer ids: each [`Scorer::new`] takes the next, so no two models share one.
+static NEXT_SCORER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Per-thread scratch space, reused across calls so the hot path does not allocate, and the
+/// memory of the words it has scored (see the module documentation). Keep one per batch or
+/// per stream: the longer it lives, the more words it knows.
 #[derive(Debug, Default, Clone)]
 pub struct Workspace {
     features: Features,
     rows: Vec<u32>,
+    /// Direct-mapped by word hash, [`WORD_SLOTS`] long once used; empty until then.
+    words: Vec<WordSlot>,
+    /// The [`Scorer::id`] whose weights `words` holds; 0 for none.
+    words_of: u64,
 }
+
+/// Words up to this many bytes are remembered; longer ones are rare and scored each time.
+const REMEMBERED_WORD: usize = 24;
+
+/// How many words a workspace remembers: a person's statement or a batch has a few hundred
+/// distinct words, and 1,024 slots of 128 bytes stay in L2 beside the model.
+const WORD_SLOTS: usize = 1024;
+
+/// A remembered word and the sum of its features' signed weight rows.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(64))]
+struct WordSlot {
+    /// The word's bytes, see [`word_key`].
+    key: [u64; 3],
+    /// 0 for a free slot: a word is never empty.
+    len: u8,
+    /// How many text features the word has (they all count in the text scale).
+    features: u32,
+    sum: [f32; STRIDE],
+}
+
+const FREE_SLOT: WordSlot = WordSlot {
+    key: [0; 3],
+    len: 0,
+    features: 0,
+    sum: [0.0; STRIDE],
+};
 
 /// The sign bit of a hashed feature, reused to tag gathered rows.
 const SIGN: u32 = 1 << 31;
@@ -249,6 +298,8 @@ impl Scorer {
             weights,
             intercept,
             inverse_temperature: 1.0 / model.temperature,
+            id: NEXT_SCORER_ID.fetch_add(1, Ordering::Relaxed),
+            live: std::array::from_fn(|i| if i < k { 1.0 } else { 0.0 }),
         })
     }
 
@@ -286,6 +337,15 @@ impl Scorer {
         }
     }
 
+    /// Every feature probes the bucket table, which is larger than L1: asking for all their
+    /// slots first lets the probes that follow wait on the cache together, not one by one.
+    #[inline(always)]
+    fn prefetch_slots(&self, features: &[u32]) {
+        for &f in features {
+            prefetch(&self.slots[Self::home(bucket(f), self.slot_mask)]);
+        }
+    }
+
     /// Finds the weight rows of `features`, tagging negative ones in the top bit, and asks the
     /// CPU to start fetching each row: the rows are scattered over a table larger than L2, so
     /// fetching them all at once before summing hides most of the memory latency.
@@ -312,6 +372,77 @@ impl Scorer {
         }
     }
 
+    /// The logits of one movement, text features summed word by word through the workspace's
+    /// word memory (see the module documentation): the same sum as [`Scorer::logits_of`], in
+    /// a different order, so equal to it up to float rounding, and equal to itself whatever
+    /// the workspace remembered before.
+    fn logits_remembering(&self, input: &MovementInput<'_>, ws: &mut Workspace) -> [f32; STRIDE] {
+        if ws.words_of != self.id {
+            ws.words.clear();
+            ws.words.resize(WORD_SLOTS, FREE_SLOT);
+            ws.words_of = self.id;
+        }
+        self.featurizer.prepare(input, &mut ws.features);
+        let Features {
+            text: scratch,
+            other,
+            padded,
+            ..
+        } = &mut ws.features;
+        let rows = &mut ws.rows;
+        let words = &mut ws.words;
+        let mut acc = [0f32; STRIDE];
+        let mut count = 0usize;
+        self.featurizer.walk_words(padded, |piece| match piece {
+            Piece::Word { start, end, hash } => {
+                let len = end - start;
+                let key = word_key(padded, start, len);
+                // Bit 0 of a hash is a feature's sign; the bits above it index the slots.
+                let slot = &mut words[(hash >> 1) as usize % WORD_SLOTS];
+                if usize::from(slot.len) == len && slot.key == key {
+                    add(&mut acc, &slot.sum);
+                    count += slot.features as usize;
+                    return;
+                }
+                scratch.clear();
+                self.featurizer
+                    .word_features(padded, start, end, hash, scratch);
+                rows.clear();
+                self.prefetch_slots(scratch);
+                self.gather_rows(scratch, rows);
+                let mut sum = [0f32; STRIDE];
+                self.add_rows(rows, &mut sum);
+                add(&mut acc, &sum);
+                count += scratch.len();
+                if len <= REMEMBERED_WORD {
+                    slot.key = key;
+                    slot.len = len as u8;
+                    slot.features = scratch.len() as u32;
+                    slot.sum = sum;
+                }
+            }
+            Piece::Bigram(f) => {
+                count += 1;
+                self.add_feature(f, &mut acc);
+            }
+        });
+        let scale = text_scale(count);
+        acc.iter_mut().for_each(|l| *l *= scale);
+        for &f in other.iter() {
+            self.add_feature(f, &mut acc);
+        }
+        add(&mut acc, &self.intercept);
+        acc
+    }
+
+    /// Adds the signed weight row of one feature to `acc`, if the model kept its bucket.
+    #[inline(always)]
+    fn add_feature(&self, f: HashedFeature, acc: &mut [f32; STRIDE]) {
+        if let Some(row) = self.row_of(bucket(f)) {
+            self.add_rows(&[row as u32 | (f & SIGN)], acc);
+        }
+    }
+
     /// Computes the logits (`x · W + b`) of features already extracted, into `logits`.
     pub fn logits_of(&self, features: &Features, logits: &mut Vec<f32>) {
         let acc = self.logits_with(features, &mut Vec::new());
@@ -323,11 +454,8 @@ impl Scorer {
     /// scratch space.
     fn logits_with(&self, features: &Features, rows: &mut Vec<u32>) -> [f32; STRIDE] {
         rows.clear();
-        // Every feature probes the bucket table, which is larger than L1: ask for all their
-        // slots first, so the probes below wait on the cache together rather than one by one.
-        for &f in features.text.iter().chain(&features.other) {
-            prefetch(&self.slots[Self::home(bucket(f), self.slot_mask)]);
-        }
+        self.prefetch_slots(&features.text);
+        self.prefetch_slots(&features.other);
         self.gather_rows(&features.text, rows);
         let text_rows = rows.len();
         self.gather_rows(&features.other, rows);
@@ -337,33 +465,47 @@ impl Scorer {
         let scale = features.text_scale;
         acc.iter_mut().for_each(|l| *l *= scale);
         self.add_rows(&rows[text_rows..], &mut acc);
-        acc.iter_mut()
-            .zip(&self.intercept)
-            .for_each(|(a, b)| *a += b);
+        add(&mut acc, &self.intercept);
         acc
     }
 
     /// Class probabilities of one movement, in the order of [`Scorer::labels`].
     pub fn probabilities(&self, input: &MovementInput<'_>, ws: &mut Workspace) -> Vec<f32> {
-        self.featurizer.featurize(input, &mut ws.features);
-        let mut acc = self.logits_with(&ws.features, &mut ws.rows);
-        let probs = &mut acc[..self.labels.len()];
-        softmax_in_place(probs);
-        probs.to_vec()
+        let mut acc = self.logits_remembering(input, ws);
+        self.softmax(&mut acc, 1.0);
+        acc[..self.labels.len()].to_vec()
+    }
+
+    /// Turns padded logits, multiplied by `scale`, into probabilities: the label lanes sum to
+    /// one and the padding lanes become 0. All [`STRIDE`] lanes go through the same
+    /// branch-free steps, so the compiler runs them as SIMD vectors.
+    #[inline(always)]
+    fn softmax(&self, acc: &mut [f32; STRIDE], scale: f32) {
+        // Padding lanes are 0 (rows and intercept are padded with zeros); their exponential is
+        // multiplied by 0 below, so they never count.
+        acc.iter_mut().for_each(|a| *a *= scale);
+        let mut max = f32::MIN;
+        for &a in &acc[..self.labels.len()] {
+            max = if a > max { a } else { max };
+        }
+        for (a, live) in acc.iter_mut().zip(&self.live) {
+            *a = exp_non_positive(*a - max) * live;
+        }
+        // Summed lane-wise, eight at a time, then across: a fixed order the compiler can keep
+        // in vectors (a running scalar sum would force one lane at a time).
+        let mut lanes = [0f32; 8];
+        for chunk in acc.chunks_exact(8) {
+            lanes.iter_mut().zip(chunk).for_each(|(l, a)| *l += a);
+        }
+        let inv = 1.0 / lanes.iter().sum::<f32>();
+        acc.iter_mut().for_each(|a| *a *= inv);
     }
 
     /// Predicts one movement, reusing `ws` between calls.
     pub fn predict_with(&self, input: &MovementInput<'_>, ws: &mut Workspace) -> Prediction {
-        self.featurizer.featurize(input, &mut ws.features);
-        let mut acc = self.logits_with(&ws.features, &mut ws.rows);
-        let probs = &mut acc[..self.labels.len()];
-        if self.inverse_temperature != 1.0 {
-            for p in probs.iter_mut() {
-                *p *= self.inverse_temperature;
-            }
-        }
-        softmax_in_place(probs);
-        self.top3(probs)
+        let mut acc = self.logits_remembering(input, ws);
+        self.softmax(&mut acc, self.inverse_temperature);
+        self.top3(&acc[..self.labels.len()])
     }
 
     /// Predicts one movement.
@@ -410,6 +552,67 @@ impl Scorer {
             runners_up: [alt(best[1]), alt(best[2])],
         }
     }
+}
+
+/// `BYTE_MASKS[n]` keeps the low `n` bytes of a little-endian word.
+const BYTE_MASKS: [u64; 9] = {
+    let mut masks = [u64::MAX; 9];
+    let mut n = 0;
+    while n < 8 {
+        masks[n] = (1u64 << (8 * n)) - 1;
+        n += 1;
+    }
+    masks
+};
+
+/// The first [`REMEMBERED_WORD`] bytes of the word `padded[start..start + len]` as three
+/// little-endian words, zero past its end; [`crate::features::PAD`] zero bytes end every padded description, so
+/// the loads never run out of it.
+#[inline(always)]
+fn word_key(padded: &[u8], start: usize, len: usize) -> [u64; 3] {
+    let mut key = [0u64; 3];
+    for (i, k) in key.iter_mut().enumerate() {
+        let at = start + 8 * i;
+        let w = u64::from_le_bytes(padded[at..at + 8].try_into().expect("8 bytes"));
+        *k = w & BYTE_MASKS[len.saturating_sub(8 * i).min(8)];
+    }
+    key
+}
+
+/// `acc += w`, element by element.
+#[inline(always)]
+fn add(acc: &mut [f32; STRIDE], w: &[f32; STRIDE]) {
+    acc.iter_mut().zip(w).for_each(|(a, w)| *a += w);
+}
+
+/// e^x for x ≤ 0 (what a softmax needs once the maximum is taken off), within 2 ulp of libm's
+/// `expf`; below -87 it gives e^-87 (about 1.6e-38) instead of smaller values, and above 0
+/// it gives 1. Plain
+/// arithmetic, so a loop of them becomes SIMD. Range reduction and polynomial after Cephes'
+/// `expf`: x = n·ln 2 + r with |r| ≤ ln 2 / 2, e^x = 2^n · p(r).
+#[inline(always)]
+fn exp_non_positive(x: f32) -> f32 {
+    // Adding then subtracting 1.5 × 2^23 rounds to the nearest integer without SSE4.1.
+    const ROUND: f32 = 12_582_912.0;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Clamped both ways so any input gives a finite result: a padding lane of the softmax
+    // can be above the maximum (0 against all-negative logits), and its result is then
+    // multiplied by 0, which must not meet an infinity.
+    let x = x.clamp(-87.0, 0.0);
+    let t = x * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = ((((1.987_569_2e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 0.5;
+    let e = p * r * r + r + 1.0;
+    // n is a whole number in -126..=0 and `t` is ROUND + n exactly (its ulp is 1), so the
+    // difference of their bits is n: 2^n is the normal float of exponent n + 127. Integer
+    // arithmetic on the bits, not a float-to-int cast, keeps this in vectors.
+    let n_bits = t.to_bits().wrapping_sub(ROUND.to_bits());
+    e * f32::from_bits(n_bits.wrapping_add(127) << 23)
 }
 
 /// Softmax of `v`, stable for any finite logits.
@@ -524,6 +727,133 @@ mod tests {
             &mut ws,
         );
         assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+
+    fn shipped_scorer() -> Scorer {
+        Scorer::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default.json")).unwrap()
+    }
+
+    /// Descriptions that repeat words, share a word slot, run past what is remembered, or hold
+    /// no word at all.
+    fn varied_descriptions() -> Vec<String> {
+        let mut d: Vec<String> = [
+            "COMPRA CARTAO PADARIA REAL SAO PAULO",
+            "PIX ENVIADO MARIA DA SILVA",
+            "PIX RECEBIDO MARIA DA SILVA",
+            "compra cartao posto ipiranga",
+            "AUTO POSTO JR LTDA",
+            "PAG*PadariaReal",
+            "Pão de Açúcar São Paulo",
+            "SUPERCALIFRAGILISTICEXPIALIDOCIOUSLY LONG MERCHANT NAME",
+            "AUTO AUTO AUTO POSTO",
+            "",
+            "   ",
+            "日本 ストア",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // Three thousand distinct words in 1,024 slots: many share one.
+        d.extend((0..3000).map(|i| format!("LOJA{i} CENTRO{}", i % 7)));
+        d
+    }
+
+    #[test]
+    fn a_remembered_word_scores_exactly_as_a_word_seen_for_the_first_time() {
+        let scorer = shipped_scorer();
+        let descriptions = varied_descriptions();
+        fn input(d: &str) -> MovementInput<'_> {
+            MovementInput {
+                description: d,
+                amount: -42.5,
+                mcc: Some(5812),
+                kind: Some("cartao"),
+            }
+        }
+        let fresh: Vec<Vec<f32>> = descriptions
+            .iter()
+            .map(|d| scorer.probabilities(&input(d), &mut Workspace::default()))
+            .collect();
+        let mut ws = Workspace::default();
+        for _ in 0..2 {
+            for (d, expected) in descriptions.iter().zip(&fresh) {
+                let remembered = scorer.probabilities(&input(d), &mut ws);
+                assert_eq!(&remembered, expected, "{d:?}");
+            }
+        }
+        // And the word-by-word sum is the feature-by-feature sum, up to float rounding.
+        let mut features = Features::default();
+        let mut logits = Vec::new();
+        for (d, expected) in descriptions.iter().zip(&fresh) {
+            scorer.featurizer().featurize(&input(d), &mut features);
+            scorer.logits_of(&features, &mut logits);
+            softmax_in_place(&mut logits);
+            for (a, b) in logits.iter().zip(expected) {
+                assert!((a - b).abs() < 1e-5, "{d:?}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_workspace_shared_by_two_models_never_mixes_their_weights() {
+        let food = Scorer::new(&tiny_model()).unwrap();
+        let mut flipped = tiny_model();
+        flipped.weights[0] = -flipped.weights[0];
+        let flipped = Scorer::new(&flipped).unwrap();
+        let pizza = MovementInput {
+            description: "PIZZA",
+            amount: -30.0,
+            mcc: None,
+            kind: None,
+        };
+        let mut ws = Workspace::default();
+        assert_eq!(
+            food.predict_with(&pizza, &mut ws).label,
+            Label::FoodAndDrink
+        );
+        assert_eq!(
+            flipped.predict_with(&pizza, &mut ws),
+            flipped.predict(&pizza)
+        );
+        assert_ne!(
+            flipped.predict_with(&pizza, &mut ws).label,
+            Label::FoodAndDrink
+        );
+    }
+
+    #[test]
+    fn the_softmax_exponential_stays_within_two_ulp_of_libm() {
+        let mut worst = 0f32;
+        for i in 0..=870_000 {
+            let x = -(i as f32) / 10_000.0;
+            let (ours, libm) = (exp_non_positive(x), x.exp());
+            worst = worst.max((ours - libm).abs() / libm);
+        }
+        assert!(worst <= 2.0 * f32::EPSILON, "worst relative error {worst}");
+        assert_eq!(exp_non_positive(0.0), 1.0);
+        assert!(exp_non_positive(-1000.0) > 0.0 && exp_non_positive(-1000.0) < 2e-38);
+    }
+
+    #[test]
+    fn very_negative_logits_still_give_probabilities_that_sum_to_one() {
+        let scorer = Scorer::new(&ModelFile {
+            // The maximum, -88.6, leaves the padding lanes at +88.6, where e^x overflows f32.
+            intercept: vec![-89.0, -89.0, -88.6],
+            ..tiny_model()
+        })
+        .unwrap();
+        let probs = scorer.probabilities(
+            &MovementInput {
+                description: "TED",
+                amount: -1.0,
+                mcc: None,
+                kind: None,
+            },
+            &mut Workspace::default(),
+        );
+        assert!(probs.iter().all(|p| p.is_finite()), "{probs:?}");
+        assert!((probs.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{probs:?}");
+        assert!(probs[2] > probs[0] && probs[0] == probs[1], "{probs:?}");
     }
 
     #[test]

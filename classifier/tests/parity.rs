@@ -60,14 +60,19 @@ fn the_sparse_scorer_predicts_exactly_what_linfa_predicts() {
                 "row {i} ({:?}): scorer and linfa disagree",
                 t.description
             );
+            // Both sums: feature by feature (training's) and word by word through the
+            // workspace's word memory (serving's).
             scorer.logits_of(&features[i], &mut logits);
             softmax_in_place(&mut logits);
-            for (k, &prob) in logits.iter().enumerate() {
-                assert!(
-                    (prob - linfa_probs[[i, k]]).abs() < 1e-4,
-                    "row {i} label {k}: {prob} vs {}",
-                    linfa_probs[[i, k]]
-                );
+            let served = scorer.probabilities(&t.input(), &mut ws);
+            for (k, (&prob, &served)) in logits.iter().zip(&served).enumerate() {
+                for p in [prob, served] {
+                    assert!(
+                        (p - linfa_probs[[i, k]]).abs() < 1e-4,
+                        "row {i} label {k}: {p} vs {}",
+                        linfa_probs[[i, k]]
+                    );
+                }
             }
         }
     }

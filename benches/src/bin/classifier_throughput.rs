@@ -1,8 +1,14 @@
 //! Single-core throughput of normalise + featurise + predict, the classifier's hot path.
 //!
-//! `classifier_throughput MODEL CSV [SECONDS]` reads movements from CSV (the benchmark rows
-//! that `classifier_vs_sklearn.sh` prepares), predicts them one after another on this thread
-//! for at least SECONDS (default 3), and prints rows per second and nanoseconds per row as JSON.
+//! `classifier_throughput MODEL CSV [SECONDS] [ROWS_PER_WORKSPACE]` reads movements from CSV
+//! (the benchmark rows that `classifier_vs_sklearn.sh` prepares), predicts them one after
+//! another on this thread for at least SECONDS (default 3), and prints rows per second and
+//! nanoseconds per row as JSON.
+//!
+//! A workspace remembers the words it has scored. By default one workspace serves every row,
+//! as in one long classification stream; ROWS_PER_WORKSPACE starts a fresh one every so many
+//! rows, as core-api does for each analysis and each batch, so the memory starts cold each
+//! time.
 
 use std::hint::black_box;
 use std::path::Path;
@@ -20,6 +26,12 @@ fn main() -> Result<()> {
         _ => anyhow::bail!("usage: classifier_throughput MODEL CSV [SECONDS]"),
     };
     let min_seconds: f64 = args.get(3).map(|s| s.parse()).transpose()?.unwrap_or(3.0);
+    let per_workspace: usize = args
+        .get(4)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(usize::MAX);
+    anyhow::ensure!(per_workspace > 0, "ROWS_PER_WORKSPACE must be at least 1");
     let scorer = Scorer::load(Path::new(model))?;
     let rows = TransactionReader::from_path(Path::new(data), ReadOptions::default())?
         .read_all()
@@ -60,8 +72,13 @@ fn main() -> Result<()> {
     let mut predicted = 0u64;
     let started = Instant::now();
     while started.elapsed().as_secs_f64() < min_seconds {
-        for m in &inputs {
-            black_box(scorer.predict_with(black_box(m), &mut ws));
+        for chunk in inputs.chunks(per_workspace) {
+            if per_workspace != usize::MAX {
+                ws = Workspace::default();
+            }
+            for m in chunk {
+                black_box(scorer.predict_with(black_box(m), &mut ws));
+            }
         }
         predicted += inputs.len() as u64;
     }
@@ -70,6 +87,7 @@ fn main() -> Result<()> {
         "{}",
         serde_json::json!({
             "rows": inputs.len(),
+            "rows_per_workspace": (per_workspace != usize::MAX).then_some(per_workspace),
             "mean_description_bytes": mean_len,
             "predicted": predicted,
             "seconds": seconds,
