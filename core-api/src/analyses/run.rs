@@ -357,6 +357,10 @@ async fn movements(
     let mut all = Vec::new();
     let mut pages = 0u32;
     let mut stored = 0u64;
+    // One workspace for the whole history, not one per page: it remembers the words it has
+    // scored, and a person's statement repeats the same shops and transfer lines page after
+    // page. It ends with the analysis, so no one else's words are kept in it.
+    let mut ws = Workspace::default();
     loop {
         let params = RequestParams {
             from: Some(window.from.to_string()),
@@ -380,7 +384,6 @@ async fn movements(
                 state.max_transactions
             ));
         }
-        let mut ws = Workspace::default();
         let mut rows = Vec::with_capacity(page.movimentacao_financeira.len());
         for m in &page.movimentacao_financeira {
             let mcc = m
