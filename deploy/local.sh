@@ -60,6 +60,7 @@ sed -e "s#http://127.0.0.1:8091#http://127.0.0.1:$sim_port#" -e '/token_env/d' \
 # the core API (its caller secret; callbacks to 127.0.0.1 only).
 export KEY_PREFIX="local-$$"
 export INTEGRATIONS_SECRET="local-integrations-secret-0123456789"
+export QUEUE_KEY="local-queue-key-$$-0123456789abcdef-0123456789"
 int_ports=()
 for i in 1 2; do
   p=$(free_port); int_ports+=("$p")

@@ -202,15 +202,31 @@ async fn connect_partners(
                 config.redis_url = settings.redis_url.clone();
                 config.key_prefix = settings.key_prefix.clone();
                 // Outcomes are delivered to this process's waiting runs, so its retry queue is its
-                // own; permits are shared with every instance.
+                // own and lives no longer than the process: a random prefix, a random key to seal
+                // its CPFs with, removed when the worker stops (after a crash, every key of it
+                // expires after the dead-letter TTL); permits are shared with every instance.
                 config.queue_prefix = Some(format!(
                     "{}:inst:{}",
                     settings.key_prefix,
                     uuid::Uuid::new_v4().simple()
                 ));
+                config.queue_key = Some(integrations::config::Secret::new(format!(
+                    "{}{}",
+                    uuid::Uuid::new_v4().simple(),
+                    uuid::Uuid::new_v4().simple()
+                )));
             }
             let gateway = integrations::gateway::Gateway::build(config).await?;
-            let worker = tokio::spawn(gateway.clone().run_worker(shutdown_rx.clone()));
+            let worker = tokio::spawn({
+                let gateway = gateway.clone();
+                let shutdown_rx = shutdown_rx.clone();
+                async move {
+                    gateway.clone().run_worker(shutdown_rx).await;
+                    if let Err(e) = gateway.discard_queue().await {
+                        tracing::warn!(error = %e, "Could not remove this instance's retry queue; it expires on its own.");
+                    }
+                }
+            });
             (Partners::InProcess(gateway), Some(worker))
         }
     };

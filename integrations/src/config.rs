@@ -169,6 +169,21 @@ pub struct Config {
     /// its job in the queue for ever.
     #[serde(default = "default_max_deliveries")]
     pub max_deliveries: u32,
+    /// How long a queued partner request may wait, in seconds, counted from when it was
+    /// first queued (or replayed): then it is dropped, CPF and all. By then the analysis that
+    /// asked for it has long given up.
+    #[serde(default = "default_job_ttl_secs")]
+    pub job_ttl_secs: u64,
+    /// How long a dead letter is kept for an operator to read or replay, in seconds; then it
+    /// is dropped. Every Redis key of the queue also expires this long after its last write,
+    /// so a queue nobody serves any more disappears on its own.
+    #[serde(default = "default_dead_letter_ttl_secs")]
+    pub dead_letter_ttl_secs: u64,
+    /// The secret the Redis queue seals CPFs with (at least 32 characters), from the
+    /// environment variable `QUEUE_KEY`; needed when the queue is on Redis. Every instance
+    /// sharing a queue needs the same one, and a job sealed under another key is dropped.
+    #[serde(skip)]
+    pub queue_key: Option<Secret>,
     /// Who may call `integrations serve` (which refuses to start without one).
     #[serde(default)]
     pub callers: Vec<CallerConfig>,
@@ -190,6 +205,12 @@ fn default_header_read_ms() -> u64 {
 fn default_max_deliveries() -> u32 {
     // With the delivery backoff (0.5 s doubling to 30 s), about three minutes of trying.
     10
+}
+fn default_job_ttl_secs() -> u64 {
+    24 * 3600
+}
+fn default_dead_letter_ttl_secs() -> u64 {
+    7 * 24 * 3600
 }
 fn default_max_connections() -> usize {
     // Its callers are a few core API instances: far fewer connections than file descriptors.
@@ -222,6 +243,12 @@ impl Config {
         }
         if let Some(prefix) = env("KEY_PREFIX").filter(|p| !p.is_empty()) {
             self.key_prefix = prefix;
+        }
+        if let Some(key) = env("QUEUE_KEY").filter(|k| !k.is_empty()) {
+            let key = Secret::new(key);
+            crate::queue::CpfSeal::from_secret(&key)
+                .map_err(|why| IntegrationError::Config(format!("QUEUE_KEY: {why}")))?;
+            self.queue_key = Some(key);
         }
         for (i, c) in self.callers.iter_mut().enumerate() {
             let secret = env(&c.secret_env).unwrap_or_default();
@@ -279,6 +306,12 @@ impl Config {
         }
         if self.lease_ms < 100 {
             return err("lease_ms".into(), "must be at least 100");
+        }
+        if self.job_ttl_secs == 0 {
+            return err("job_ttl_secs".into(), "must be at least 1");
+        }
+        if self.dead_letter_ttl_secs == 0 {
+            return err("dead_letter_ttl_secs".into(), "must be at least 1");
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
             return err("key_prefix".into(), "must be a non-empty word");
@@ -362,6 +395,9 @@ impl Config {
             header_read_ms: default_header_read_ms(),
             max_connections: default_max_connections(),
             max_deliveries: default_max_deliveries(),
+            job_ttl_secs: default_job_ttl_secs(),
+            dead_letter_ttl_secs: default_dead_letter_ttl_secs(),
+            queue_key: None,
             callers: Vec::new(),
             partners: vec![
                 partner("consumer-sim", Kind::Consumer),
@@ -477,5 +513,24 @@ mod tests {
         assert!(bad(GOOD, &[("PARTNER_BUREAU_A_TIMEOUT_MS", "soon")])
             .contains("PARTNER_BUREAU_A_TIMEOUT_MS"));
         assert!(bad(&format!("{GOOD}\n{}", GOOD.trim()), &[]).contains("`bureau-a` is used twice"));
+        let short_key = bad(GOOD, &[("QUEUE_KEY", "too-short-for-a-key")]);
+        assert!(
+            short_key.contains("QUEUE_KEY") && short_key.contains("32 characters"),
+            "{short_key}"
+        );
+        assert!(!short_key.contains("too-short"), "the secret is not echoed");
+        assert!(bad(&format!("job_ttl_secs = 0\n{GOOD}"), &[]).contains("job_ttl_secs"));
+    }
+
+    #[test]
+    fn the_queue_key_and_ttls_come_from_the_environment_and_the_file() {
+        let key = "q".repeat(32);
+        let c = Config::from_toml(
+            &format!("dead_letter_ttl_secs = 60\n{GOOD}"),
+            env(&[("QUEUE_KEY", &key)]),
+        )
+        .unwrap();
+        assert_eq!(c.queue_key, Some(Secret::new(key)));
+        assert_eq!((c.job_ttl_secs, c.dead_letter_ttl_secs), (86_400, 60));
     }
 }

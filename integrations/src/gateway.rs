@@ -13,7 +13,9 @@ use crate::config::Config;
 use crate::cpf::Cpf;
 use crate::error::IntegrationError;
 use crate::partner::{Attempt, DeferReason, Partner, PartnerStatus, RequestParams};
-use crate::queue::{backoff, Job, Leased, LocalQueue, Outcome, Queue, RedisQueue, RetryQueue};
+use crate::queue::{
+    backoff, CpfSeal, Job, Leased, LocalQueue, Outcome, Queue, QueueTtl, RedisQueue, RetryQueue,
+};
 use crate::semaphore::{LocalSemaphore, RedisSemaphore, Semaphore};
 
 /// A request for one partner's data.
@@ -38,6 +40,19 @@ pub enum Submitted {
         retry_in: Duration,
         receiver: Option<oneshot::Receiver<Outcome>>,
     },
+}
+
+/// The seal for CPFs in a Redis queue: a Redis queue without a key is refused, since it would
+/// keep CPFs in clear.
+fn queue_seal(config: &Config) -> Result<CpfSeal, IntegrationError> {
+    let key = config.queue_key.as_ref().ok_or_else(|| {
+        IntegrationError::Config(
+            "QUEUE_KEY: needed with a Redis queue, whose jobs keep a CPF: set it to a random \
+             secret of at least 32 characters, the same on every instance"
+                .into(),
+        )
+    })?;
+    CpfSeal::from_secret(key).map_err(|why| IntegrationError::Config(format!("QUEUE_KEY: {why}")))
 }
 
 /// The queue's and partners' state, for `GET /v1/partners`.
@@ -68,6 +83,11 @@ impl Gateway {
                         url,
                         config.queue_prefix.as_deref().unwrap_or(&config.key_prefix),
                         config.max_queue,
+                        queue_seal(&config)?,
+                        QueueTtl {
+                            job: Duration::from_secs(config.job_ttl_secs),
+                            dead_letter: Duration::from_secs(config.dead_letter_ttl_secs),
+                        },
                     )
                     .await?,
                 ),
@@ -113,6 +133,15 @@ impl Gateway {
 
     pub fn partner(&self, name: &str) -> Option<&Partner> {
         self.partners.get(name)
+    }
+
+    /// Removes the retry queue with everything in it, when only this process could deliver
+    /// its outcomes and it is stopping (nothing to do for an in-process queue).
+    pub async fn discard_queue(&self) -> Result<(), IntegrationError> {
+        match &self.queue {
+            Queue::Redis(q) => q.discard().await,
+            Queue::Local(_) => Ok(()),
+        }
     }
 
     pub fn queue(&self) -> &Queue {

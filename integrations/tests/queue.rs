@@ -2,26 +2,73 @@
 
 use std::time::Duration;
 
+use integrations::config::Secret;
 use integrations::partner::RequestParams;
-use integrations::queue::{Job, LocalQueue, RedisQueue, RetryQueue};
+use integrations::queue::{CpfSeal, Job, LocalQueue, QueueTtl, RedisQueue, RetryQueue};
+use redis::AsyncCommands;
 
 mod common;
 use common::{redis_url, KeyPrefix};
 
+const CPF: &str = "52998224725";
+
+fn seal(secret: &str) -> CpfSeal {
+    CpfSeal::from_secret(&Secret::new(secret.repeat(32))).unwrap()
+}
+
+const DAY: QueueTtl = QueueTtl {
+    job: Duration::from_secs(86_400),
+    dead_letter: Duration::from_secs(7 * 86_400),
+};
+
 /// A queue under a prefix of its own, and the prefix, whose keys go when it is dropped.
 async fn redis() -> (RedisQueue, KeyPrefix) {
     let prefix = KeyPrefix::new("q");
-    let q = RedisQueue::connect(&redis_url(), &prefix, 1000)
-        .await
-        .expect("a Redis server");
+    let q = redis_at(&prefix, seal("k"), DAY).await;
     (q, prefix)
+}
+
+async fn redis_at(prefix: &str, seal: CpfSeal, ttl: QueueTtl) -> RedisQueue {
+    RedisQueue::connect(&redis_url(), prefix, 1000, seal, ttl)
+        .await
+        .expect("a Redis server")
+}
+
+/// Every key under `prefix`, with everything it holds as text and its time to live in ms.
+async fn dump(prefix: &str) -> Vec<(String, Vec<String>, i64)> {
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = conn.keys(format!("{prefix}:*")).await.unwrap();
+    let mut out = Vec::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let held: Vec<String> = match kind.as_str() {
+            "hash" => {
+                let h: Vec<(String, String)> = conn.hgetall(&key).await.unwrap();
+                h.into_iter().flat_map(|(k, v)| [k, v]).collect()
+            }
+            "zset" => conn.zrange(&key, 0, -1).await.unwrap(),
+            "list" => conn.lrange(&key, 0, -1).await.unwrap(),
+            other => vec![format!("a {other}")],
+        };
+        let ttl: i64 = conn.pttl(&key).await.unwrap();
+        out.push((key, held, ttl));
+    }
+    out
 }
 
 fn job(request: &str) -> Job {
     Job::new(
         request.into(),
         "p".into(),
-        "52998224725".into(),
+        CPF.into(),
         RequestParams::default(),
         None,
     )
@@ -105,4 +152,110 @@ async fn a_full_queue_refuses_with_a_clear_error() {
     q.enqueue(&job("a"), Duration::ZERO).await.unwrap();
     let err = q.enqueue(&job("b"), Duration::ZERO).await.unwrap_err();
     assert_eq!(err.to_string(), "the retry queue is full (1 jobs)");
+}
+
+#[tokio::test]
+async fn on_redis_no_key_holds_a_cpf_in_clear_and_every_key_expires() {
+    let (q, prefix) = redis().await;
+    let lease = Duration::from_secs(30);
+    q.enqueue(&job("waiting"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    q.enqueue(&job("buried"), Duration::ZERO).await.unwrap();
+    let leased = q.lease(1, lease).await.unwrap();
+    assert_eq!(leased[0].job.cpf, CPF, "a leased job has its CPF back");
+    assert!(q.bury(&leased[0], &leased[0].job).await.unwrap());
+    q.enqueue(&job("rescheduled"), Duration::ZERO)
+        .await
+        .unwrap();
+    let leased = q.lease(1, lease).await.unwrap();
+    assert!(q
+        .reschedule(&leased[0], &leased[0].job, Duration::from_secs(60))
+        .await
+        .unwrap());
+
+    let keys = dump(&prefix).await;
+    assert!(keys.len() >= 6, "{keys:?}");
+    for (key, held, ttl) in &keys {
+        for text in held {
+            assert!(!text.contains(CPF), "{key} holds the CPF in clear: {text}");
+        }
+        assert!(*ttl > 0, "{key} has no expiry ({ttl})");
+    }
+    // What was sealed opens: the dead letter replays with its CPF.
+    assert_eq!(q.replay(None).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn on_redis_old_jobs_and_dead_letters_are_dropped_after_their_ttl() {
+    let prefix = KeyPrefix::new("q");
+    let ttl = QueueTtl {
+        job: Duration::from_secs(1),
+        dead_letter: Duration::from_secs(1),
+    };
+    let q = redis_at(&prefix, seal("k"), ttl).await;
+    q.enqueue(&job("buried"), Duration::ZERO).await.unwrap();
+    let leased = q.lease(1, Duration::from_secs(30)).await.unwrap();
+    assert!(q.bury(&leased[0], &leased[0].job).await.unwrap());
+    q.enqueue(&job("waiting"), Duration::from_secs(60))
+        .await
+        .unwrap();
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.due, stats.dead), (1, 1));
+
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(q
+        .lease(10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_empty());
+    let stats = q.stats().await.unwrap();
+    assert_eq!(
+        (stats.due, stats.leased, stats.dead),
+        (0, 0, 0),
+        "{stats:?}"
+    );
+    assert!(q.dead_letters(10).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_job_sealed_under_another_key_is_dropped_never_leased() {
+    let prefix = KeyPrefix::new("q");
+    let ours = redis_at(&prefix, seal("k"), DAY).await;
+    let other = redis_at(&prefix, seal("x"), DAY).await;
+    ours.enqueue(&job("a"), Duration::ZERO).await.unwrap();
+    assert!(other
+        .lease(10, Duration::from_secs(30))
+        .await
+        .unwrap()
+        .is_empty());
+    let stats = ours.stats().await.unwrap();
+    assert_eq!((stats.due, stats.leased), (0, 0), "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_discarded_queue_leaves_no_key_behind() {
+    let (q, prefix) = redis().await;
+    q.enqueue(&job("a"), Duration::ZERO).await.unwrap();
+    let leased = q.lease(1, Duration::from_secs(30)).await.unwrap();
+    q.bury(&leased[0], &leased[0].job).await.unwrap();
+    assert!(!dump(&prefix).await.is_empty());
+    q.discard().await.unwrap();
+    assert_eq!(dump(&prefix).await, Vec::new());
+}
+
+#[tokio::test]
+async fn a_redis_queue_without_a_key_is_refused_at_start() {
+    let prefix = KeyPrefix::new("q");
+    let mut config = integrations::Config::embedded("http://127.0.0.1:9");
+    config.redis_url = Some(redis_url());
+    config.key_prefix = prefix.to_string();
+    let err = integrations::gateway::Gateway::build(config.clone())
+        .await
+        .err()
+        .expect("no QUEUE_KEY, no gateway")
+        .to_string();
+    assert!(err.contains("QUEUE_KEY"), "{err}");
+    config.queue_key = Some(Secret::new("k".repeat(32)));
+    assert!(integrations::gateway::Gateway::build(config).await.is_ok());
 }

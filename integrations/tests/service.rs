@@ -50,6 +50,7 @@ impl ServiceProcess {
             .env("REDIS_URL", redis_url())
             .env("KEY_PREFIX", prefix)
             .env("TEST_CALLER_SECRET", CALLER_SECRET)
+            .env("QUEUE_KEY", "test-queue-key-0123456789abcdef-0123456789")
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),

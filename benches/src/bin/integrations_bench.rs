@@ -14,17 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use integrations::config::{BreakerConfig, PartnerConfig, RetryConfig};
+use integrations::config::{BreakerConfig, PartnerConfig, RetryConfig, Secret};
 use integrations::partner::{Attempt, Partner, RequestParams};
-use integrations::queue::{Job, RedisQueue, RetryQueue};
+use integrations::queue::{CpfSeal, Job, QueueTtl, RedisQueue, RetryQueue};
 use integrations::semaphore::{new_holder, PermitStore, RedisSemaphore, Semaphore};
 use integrations::simulator::{self, SimulatorSettings};
 use integrations::{Cpf, Kind};
 
 const SECONDS: f64 = 3.0;
 
-async fn semaphore_pairs(url: &str) -> Result<f64> {
-    let store = RedisSemaphore::connect(url, &format!("bench-sem-{}", new_holder())).await?;
+async fn semaphore_pairs(url: &str, prefix: &str) -> Result<f64> {
+    let store = RedisSemaphore::connect(url, &format!("{prefix}-sem")).await?;
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -48,9 +48,17 @@ async fn semaphore_pairs(url: &str) -> Result<f64> {
     Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn queue_jobs(url: &str) -> Result<(u64, f64)> {
+async fn queue_jobs(url: &str, prefix: &str) -> Result<(u64, f64)> {
     const JOBS: u64 = 50_000;
-    let queue = RedisQueue::connect(url, &format!("bench-q-{}", new_holder()), JOBS * 2).await?;
+    // Jobs are sealed as in production (one XChaCha20-Poly1305 seal per write, one open per
+    // lease), so the figure includes it.
+    let seal = CpfSeal::from_secret(&Secret::new("bench-queue-key-0123456789abcdef-0123"))
+        .map_err(anyhow::Error::msg)?;
+    let ttl = QueueTtl {
+        job: Duration::from_secs(86_400),
+        dead_letter: Duration::from_secs(86_400),
+    };
+    let queue = RedisQueue::connect(url, &format!("{prefix}-q"), JOBS * 2, seal, ttl).await?;
     let started = Instant::now();
     let mut enqueuers = Vec::new();
     for w in 0..32 {
@@ -96,14 +104,16 @@ async fn queue_jobs(url: &str) -> Result<(u64, f64)> {
     for t in enqueuers.into_iter().chain(workers) {
         t.await?;
     }
-    Ok((JOBS, JOBS as f64 / started.elapsed().as_secs_f64()))
+    let rate = JOBS as f64 / started.elapsed().as_secs_f64();
+    queue.discard().await?;
+    Ok((JOBS, rate))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn overhead(url: &str) -> Result<serde_json::Value> {
+async fn overhead(url: &str, prefix: &str) -> Result<serde_json::Value> {
     const CALLS: usize = 3000;
     let settings = SimulatorSettings {
         latency_ms: 0,
@@ -113,9 +123,7 @@ async fn overhead(url: &str) -> Result<serde_json::Value> {
     let (addr, _h) =
         simulator::serve("127.0.0.1:0".parse()?, settings, std::future::pending()).await?;
     let http = reqwest::Client::new();
-    let semaphore = Semaphore::Redis(
-        RedisSemaphore::connect(url, &format!("bench-ovh-{}", new_holder())).await?,
-    );
+    let semaphore = Semaphore::Redis(RedisSemaphore::connect(url, &format!("{prefix}-ovh")).await?);
     let config = PartnerConfig {
         name: "bench".into(),
         kind: Kind::Consumer,
@@ -167,9 +175,24 @@ async fn main() -> Result<()> {
         .nth(1)
         .or_else(|| std::env::var("REDIS_URL").ok())
         .unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let pairs = semaphore_pairs(&url).await?;
-    let (jobs, jobs_per_s) = queue_jobs(&url).await?;
-    let overhead = overhead(&url).await?;
+    // Every key this run makes starts with `prefix`, and goes at the end.
+    let prefix = format!("bench-{}", new_holder());
+    let pairs = semaphore_pairs(&url, &prefix).await?;
+    let (jobs, jobs_per_s) = queue_jobs(&url, &prefix).await?;
+    let overhead = overhead(&url, &prefix).await?;
+    let mut conn = redis::Client::open(url.as_str())?
+        .get_multiplexed_async_connection()
+        .await?;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}-*"))
+        .query_async(&mut conn)
+        .await?;
+    if !keys.is_empty() {
+        redis::cmd("DEL")
+            .arg(keys)
+            .query_async::<i64>(&mut conn)
+            .await?;
+    }
     println!(
         "{}",
         serde_json::json!({

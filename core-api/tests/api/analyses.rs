@@ -326,3 +326,58 @@ async fn with_elasticsearch_down_the_analysis_reports_the_storage_failure_and_re
         .await;
     assert_eq!(snapshot["status"], "failed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_an_instances_own_queue_seals_cpfs_expires_and_goes_when_it_stops() {
+    use redis::AsyncCommands;
+    let prefix = KeyPrefix::new("core");
+    let app = spawn_app_with(|s| {
+        s.redis_url = Some(redis_url());
+        s.key_prefix = prefix.to_string();
+        // Every bureau call is refused with 429, so every request waits in the retry queue.
+        s.simulator.rate_limit_rate = 1.0;
+        s.simulator.retry_after_s = 30;
+    })
+    .await;
+    app.started().await;
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let pattern = format!("{}:inst:*", &*prefix);
+    let mut keys: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        keys = redis.keys(&pattern).await.unwrap();
+        if keys.iter().any(|k| k.ends_with(":q:jobs")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let jobs = keys
+        .iter()
+        .find(|k| k.ends_with(":q:jobs"))
+        .expect("a queued job");
+    let stored: Vec<(String, String)> = redis.hgetall(jobs).await.unwrap();
+    assert!(!stored.is_empty());
+    for (_, job) in &stored {
+        assert!(!job.contains("52998224725"), "a CPF in clear: {job}");
+        assert!(job.contains("cpf_sealed"), "{job}");
+    }
+    for key in &keys {
+        let ttl: i64 = redis.pttl(key).await.unwrap();
+        assert!(ttl > 0, "{key} has no expiry");
+    }
+
+    // Only this instance could deliver those jobs' outcomes: its queue goes when it stops.
+    app.shutdown.send(true).unwrap();
+    let mut left = keys;
+    for _ in 0..400 {
+        left = redis.keys(&pattern).await.unwrap();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -11,6 +11,7 @@
 
 mod local;
 mod redis;
+mod seal;
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,7 +19,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use self::local::LocalQueue;
-pub use self::redis::RedisQueue;
+pub use self::redis::{QueueTtl, RedisQueue};
+pub use self::seal::CpfSeal;
 use crate::error::IntegrationError;
 use crate::partner::RequestParams;
 

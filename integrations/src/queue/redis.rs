@@ -3,18 +3,33 @@
 //!
 //! Keys under `{prefix}:q:`: `jobs` (hash id → job JSON), `due` (sorted by due time), `leased`
 //! (sorted by lease expiry), `owner` (hash id → lease token), `age` (sorted by first enqueue),
-//! `dead` (hash id → job JSON) with `dead:order`, and `wake`, a list workers block on.
+//! `dead` (hash id → job JSON) with `dead:order` (sorted by burial), and `wake`, a list workers
+//! block on.
+//!
+//! Nothing here is kept for ever, since a job holds a person's CPF (sealed: see [`CpfSeal`]).
+//! Every lease first drops the jobs queued longer than the job TTL and the dead letters buried
+//! longer than the dead-letter TTL (a hundred of each at a time), and every write sets each key
+//! it touches to expire after the longer of the two, so a queue no process serves any more
+//! (an instance that crashed) goes away on its own.
 
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Script};
 
-use super::{now_ms, DeadLetter, Job, Leased, QueueStats, RetryQueue};
+use super::{now_ms, CpfSeal, DeadLetter, Job, Leased, QueueStats, RetryQueue};
 use crate::error::IntegrationError;
 use crate::redis_wake::NOW_MS;
 
-/// KEYS jobs, due, wake, age; ARGV id, json, delay_ms, max_depth, enqueued_at.
+/// Sets every key a script names to expire after `ttl` milliseconds; scripts that write call
+/// it with their last argument.
+const KEEP: &str = r"
+local function keep(ttl)
+  for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, ttl) end
+end
+";
+
+/// KEYS jobs, due, wake, age; ARGV id, json, delay_ms, max_depth, enqueued_at, key ttl.
 const ENQUEUE: &str = r"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
 if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return -1 end
@@ -23,11 +38,26 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
 redis.call('ZADD', KEYS[4], tonumber(ARGV[5]), ARGV[1])
 redis.call('LPUSH', KEYS[3], '1')
 redis.call('LTRIM', KEYS[3], 0, 63)
+keep(ARGV[6])
 return 1
 ";
 
-/// KEYS jobs, due, leased, owner; ARGV max, lease_ms, token prefix.
+/// KEYS jobs, due, leased, owner, age, dead, dead order; ARGV max, lease_ms, token prefix,
+/// job ttl, dead-letter ttl, key ttl (milliseconds).
 const LEASE: &str = r"
+local old = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - tonumber(ARGV[4]), 'LIMIT', 0, 100)
+for _, id in ipairs(old) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('HDEL', KEYS[4], id)
+  redis.call('ZREM', KEYS[5], id)
+end
+local buried = redis.call('ZRANGEBYSCORE', KEYS[7], '-inf', now - tonumber(ARGV[5]), 'LIMIT', 0, 100)
+for _, id in ipairs(buried) do
+  redis.call('HDEL', KEYS[6], id)
+  redis.call('ZREM', KEYS[7], id)
+end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now)
 for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[3], id)
@@ -48,6 +78,7 @@ for i, id in ipairs(ids) do
     table.insert(out, token)
   end
 end
+if #out > 0 then keep(ARGV[6]) end
 return out
 ";
 
@@ -61,7 +92,7 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
 ";
 
-/// KEYS jobs, due, leased, owner, wake; ARGV id, token, json, delay_ms.
+/// KEYS jobs, due, leased, owner, wake; ARGV id, token, json, delay_ms, key ttl.
 const RESCHEDULE: &str = r"
 if redis.call('HGET', KEYS[4], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[4], ARGV[1])
@@ -70,10 +101,11 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
 redis.call('LPUSH', KEYS[5], '1')
 redis.call('LTRIM', KEYS[5], 0, 63)
+keep(ARGV[5])
 return 1
 ";
 
-/// KEYS jobs, leased, owner, age, dead, dead order; ARGV id, token, json.
+/// KEYS jobs, leased, owner, age, dead, dead order; ARGV id, token, json, key ttl.
 const BURY: &str = r"
 if redis.call('HGET', KEYS[3], ARGV[1]) ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[3], ARGV[1])
@@ -82,14 +114,15 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HSET', KEYS[5], ARGV[1], ARGV[3])
 redis.call('ZADD', KEYS[6], now, ARGV[1])
+keep(ARGV[4])
 return 1
 ";
 
 /// KEYS jobs, due, age, dead, dead order, wake; ARGV ids to replay (their new JSON follows
-/// each id).
+/// each id), then the key ttl.
 const REPLAY: &str = r"
 local n = 0
-for i = 1, #ARGV, 2 do
+for i = 1, #ARGV - 1, 2 do
   local id = ARGV[i]
   if redis.call('HDEL', KEYS[4], id) == 1 then
     redis.call('ZREM', KEYS[5], id)
@@ -102,6 +135,7 @@ end
 if n > 0 then
   redis.call('LPUSH', KEYS[6], '1')
   redis.call('LTRIM', KEYS[6], 0, 63)
+  keep(ARGV[#ARGV])
 end
 return n
 ";
@@ -115,6 +149,22 @@ struct Scripts {
     replay: Script,
 }
 
+/// How long jobs and dead letters are kept (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueTtl {
+    /// From a job's first enqueue (or replay) to its removal.
+    pub job: Duration,
+    /// From a job's burial to the removal of its dead letter.
+    pub dead_letter: Duration,
+}
+
+impl QueueTtl {
+    /// Every key expires this long after its last write.
+    fn key_ms(&self) -> u64 {
+        millis(self.job.max(self.dead_letter))
+    }
+}
+
 /// The queue shared by every process that uses the same Redis and key prefix.
 #[derive(Clone)]
 pub struct RedisQueue(std::sync::Arc<Inner>);
@@ -124,23 +174,41 @@ struct Inner {
     conn: ConnectionManager,
     prefix: String,
     max_depth: u64,
+    seal: CpfSeal,
+    ttl: QueueTtl,
     scripts: Scripts,
 }
+
+/// The names of every key of a queue, for removing it whole.
+const KEY_NAMES: [&str; 8] = [
+    "jobs",
+    "due",
+    "leased",
+    "owner",
+    "age",
+    "dead",
+    "dead:order",
+    "wake",
+];
 
 impl RedisQueue {
     pub async fn connect(
         url: &str,
         prefix: &str,
         max_depth: u64,
+        seal: CpfSeal,
+        ttl: QueueTtl,
     ) -> Result<Self, IntegrationError> {
         let client = Client::open(url)?;
         let conn = ConnectionManager::new(client.clone()).await?;
-        let with_now = |body: &str| Script::new(&format!("{NOW_MS}{body}"));
+        let with_now = |body: &str| Script::new(&format!("{NOW_MS}{KEEP}{body}"));
         Ok(RedisQueue(std::sync::Arc::new(Inner {
             client,
             conn,
             prefix: prefix.to_string(),
             max_depth,
+            seal,
+            ttl,
             scripts: Scripts {
                 enqueue: with_now(ENQUEUE),
                 lease: with_now(LEASE),
@@ -160,6 +228,67 @@ impl RedisQueue {
         self.0.conn.clone()
     }
 
+    /// Removes the whole queue, dead letters included: for a queue whose jobs only this
+    /// process could deliver, when it stops.
+    pub async fn discard(&self) -> Result<(), IntegrationError> {
+        let keys: Vec<String> = KEY_NAMES.iter().map(|n| self.key(n)).collect();
+        let _: i64 = self.conn().del(keys).await?;
+        Ok(())
+    }
+
+    /// The JSON a job is stored as: the job with its CPF sealed (`cpf_sealed`), never in clear.
+    fn stored(&self, job: &Job) -> String {
+        let mut value = serde_json::to_value(job).expect("jobs serialise");
+        if let Some(fields) = value.as_object_mut() {
+            fields.remove("cpf");
+            fields.insert(
+                "cpf_sealed".into(),
+                self.0.seal.seal(&job.id, &job.cpf).into(),
+            );
+        }
+        value.to_string()
+    }
+
+    /// A stored job with its CPF opened; an error names the job (never its CPF) when it cannot
+    /// be read or its CPF does not open under this queue's key.
+    fn parse(&self, id: &str, raw: &str) -> Result<Job, IntegrationError> {
+        let corrupt = |why: &str| IntegrationError::CorruptJob(format!("{id}: {why}"));
+        let mut value: serde_json::Value =
+            serde_json::from_str(raw).map_err(|_| corrupt("not JSON"))?;
+        let fields = value
+            .as_object_mut()
+            .ok_or_else(|| corrupt("not an object"))?;
+        let sealed = fields
+            .remove("cpf_sealed")
+            .and_then(|v| v.as_str().map(str::to_string))
+            .ok_or_else(|| corrupt("no sealed CPF"))?;
+        let cpf = self
+            .0
+            .seal
+            .open(id, &sealed)
+            .ok_or_else(|| corrupt("its CPF does not open with this QUEUE_KEY"))?;
+        fields.insert("cpf".into(), cpf.into());
+        // serde's message may quote a field's value: it is not passed on.
+        serde_json::from_value(value).map_err(|_| corrupt("its fields do not make a job"))
+    }
+
+    /// Removes the job `id` leased with `token`; `false` when the lease was lost.
+    async fn remove(&self, id: &str, token: &str) -> Result<bool, IntegrationError> {
+        let r: i64 = self
+            .0
+            .scripts
+            .finish
+            .key(self.key("jobs"))
+            .key(self.key("leased"))
+            .key(self.key("owner"))
+            .key(self.key("age"))
+            .arg(id)
+            .arg(token)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(r == 1)
+    }
+
     /// Whether Redis answers, for readiness.
     pub async fn ping(&self) -> bool {
         let mut conn = self.conn();
@@ -168,10 +297,6 @@ impl RedisQueue {
             .await
             .is_ok()
     }
-}
-
-fn json(job: &Job) -> String {
-    serde_json::to_string(job).expect("jobs serialise")
 }
 
 fn millis(d: Duration) -> u64 {
@@ -189,10 +314,11 @@ impl RetryQueue for RedisQueue {
             .key(self.key("wake"))
             .key(self.key("age"))
             .arg(&job.id)
-            .arg(json(job))
+            .arg(self.stored(job))
             .arg(millis(delay))
             .arg(self.0.max_depth)
             .arg(job.enqueued_at_ms)
+            .arg(self.0.ttl.key_ms())
             .invoke_async(&mut self.conn())
             .await?;
         match r {
@@ -210,37 +336,35 @@ impl RetryQueue for RedisQueue {
             .key(self.key("due"))
             .key(self.key("leased"))
             .key(self.key("owner"))
+            .key(self.key("age"))
+            .key(self.key("dead"))
+            .key(self.key("dead:order"))
             .arg(max)
             .arg(millis(lease))
             .arg(crate::semaphore::new_holder())
+            .arg(millis(self.0.ttl.job))
+            .arg(millis(self.0.ttl.dead_letter))
+            .arg(self.0.ttl.key_ms())
             .invoke_async(&mut self.conn())
             .await?;
-        flat.chunks_exact(3)
-            .map(|c| {
-                let job: Job = serde_json::from_str(&c[1])
-                    .map_err(|e| IntegrationError::CorruptJob(format!("{}: {e}", c[0])))?;
-                Ok(Leased {
-                    job,
-                    token: c[2].clone(),
-                })
-            })
-            .collect()
+        let mut leased = Vec::with_capacity(flat.len() / 3);
+        for c in flat.chunks_exact(3) {
+            let token = c[2].clone();
+            match self.parse(&c[0], &c[1]) {
+                Ok(job) => leased.push(Leased { job, token }),
+                Err(e) => {
+                    // A job nobody can read would come back after every lease for ever:
+                    // it is removed, and said so (by id only).
+                    tracing::error!(error = %e, "Unreadable queued job dropped.");
+                    self.remove(&c[0], &token).await?;
+                }
+            }
+        }
+        Ok(leased)
     }
 
     async fn finish(&self, leased: &Leased) -> Result<bool, IntegrationError> {
-        let r: i64 = self
-            .0
-            .scripts
-            .finish
-            .key(self.key("jobs"))
-            .key(self.key("leased"))
-            .key(self.key("owner"))
-            .key(self.key("age"))
-            .arg(&leased.job.id)
-            .arg(&leased.token)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(r == 1)
+        self.remove(&leased.job.id, &leased.token).await
     }
 
     async fn reschedule(
@@ -260,8 +384,9 @@ impl RetryQueue for RedisQueue {
             .key(self.key("wake"))
             .arg(&leased.job.id)
             .arg(&leased.token)
-            .arg(json(job))
+            .arg(self.stored(job))
             .arg(millis(delay))
+            .arg(self.0.ttl.key_ms())
             .invoke_async(&mut self.conn())
             .await?;
         Ok(r == 1)
@@ -280,7 +405,8 @@ impl RetryQueue for RedisQueue {
             .key(self.key("dead:order"))
             .arg(&leased.job.id)
             .arg(&leased.token)
-            .arg(json(job))
+            .arg(self.stored(job))
+            .arg(self.0.ttl.key_ms())
             .invoke_async(&mut self.conn())
             .await?;
         Ok(r == 1)
@@ -306,15 +432,28 @@ impl RetryQueue for RedisQueue {
             .key(self.key("dead"))
             .key(self.key("dead:order"))
             .key(self.key("wake"));
+        let mut any = false;
         for (id, raw) in entries {
-            let mut job: Job = serde_json::from_str(&raw)
-                .map_err(|e| IntegrationError::CorruptJob(format!("{id}: {e}")))?;
+            let mut job = match self.parse(&id, &raw) {
+                Ok(job) => job,
+                Err(e) => {
+                    // Left where it is (it expires with the dead letters): an operator may
+                    // still want to see that it existed.
+                    tracing::error!(error = %e, "Unreadable dead letter not replayed.");
+                    continue;
+                }
+            };
             job.attempts = 0;
             job.outcome = None;
             job.failed_deliveries = 0;
             job.enqueued_at_ms = now_ms();
-            script.arg(id).arg(json(&job));
+            script.arg(&id).arg(self.stored(&job));
+            any = true;
         }
+        if !any {
+            return Ok(0);
+        }
+        script.arg(self.0.ttl.key_ms());
         let n: u64 = script.invoke_async(&mut conn).await?;
         Ok(n)
     }
@@ -328,9 +467,16 @@ impl RetryQueue for RedisQueue {
         for id in ids {
             let raw: Option<String> = conn.hget(self.key("dead"), &id).await?;
             if let Some(raw) = raw {
-                let job: Job = serde_json::from_str(&raw)
-                    .map_err(|e| IntegrationError::CorruptJob(format!("{id}: {e}")))?;
-                out.push(DeadLetter::from(&job));
+                match self.parse(&id, &raw) {
+                    Ok(job) => out.push(DeadLetter::from(&job)),
+                    Err(e) => out.push(DeadLetter {
+                        id: id.clone(),
+                        request_id: String::new(),
+                        partner: String::new(),
+                        attempts: 0,
+                        last_error: Some(e.to_string()),
+                    }),
+                }
             }
         }
         Ok(out)
