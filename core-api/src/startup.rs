@@ -18,8 +18,9 @@ use crate::snapshots::Analyses;
 use crate::state::AppState;
 use crate::store::{ElasticSettings, ElasticStore, SqliteStore, Store};
 
-/// Open connections at most; past it the service stops accepting until one closes. Sized for
-/// an instance of SSE followers (each holds one); a deployment may want it configurable.
+/// Open connections at most; past it a new connection is answered 503 and closed. Sized for
+/// an instance of SSE followers (each holds one); lowered at start to fit the file limit (see
+/// `integrations::front::serve`); a deployment may want it configurable.
 pub const MAX_CONNECTIONS: usize = 50_000;
 
 /// A built service, listening, not yet serving.

@@ -160,8 +160,9 @@ pub struct Config {
     /// sit idle between requests, in milliseconds; then it is closed.
     #[serde(default = "default_header_read_ms")]
     pub header_read_ms: u64,
-    /// `integrations serve`: connections served at once; over it the service stops
-    /// accepting until one closes.
+    /// `integrations serve`: connections served at once; a connection over it is answered
+    /// 503 (`Retry-After: 1`) and closed. Lowered at start, if need be, to leave a tenth of
+    /// the process's file limit (raised to its hard limit first) for everything else.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// Deliveries of an outcome to its callback URL before the job goes to the dead letters

@@ -441,6 +441,49 @@ async fn a_connection_that_trickles_its_request_head_or_sits_idle_is_closed() {
     trickling_and_idle_connections_are_closed(addr).await;
 }
 
+#[tokio::test]
+async fn over_its_connection_cap_the_service_answers_503_at_once_instead_of_stalling() {
+    let sim = simulator(SimulatorSettings::default()).await;
+    let config = config_file_with(sim, 2, 5000, "max_connections = 2");
+    let prefix = KeyPrefix::new("svc");
+    let service = ServiceProcess::start(&config, &prefix).await;
+    let addr = service.url.trim_start_matches("http://").to_string();
+    // Two connections that say nothing hold both places (for up to header_read_ms, 10 s).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let quiet: Vec<tokio::net::TcpStream> = vec![
+        tokio::net::TcpStream::connect(&addr).await.unwrap(),
+        tokio::net::TcpStream::connect(&addr).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = tokio::time::timeout(
+        Duration::from_secs(3),
+        reqwest::get(format!("{}/healthz", service.url)),
+    )
+    .await
+    .expect("a full service answers at once, not after a place frees up")
+    .unwrap();
+    assert_eq!(third.status(), 503);
+    assert_eq!(third.headers()["retry-after"], "1");
+    assert_eq!(third.headers()["content-type"], "application/problem+json");
+    let body: serde_json::Value = third.json().await.unwrap();
+    assert_eq!(body["status"], 503);
+
+    drop(quiet);
+    let mut status = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        status = reqwest::get(format!("{}/healthz", service.url))
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        if status == 200 {
+            break;
+        }
+    }
+    assert_eq!(status, 200, "places free again once connections close");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_callback_that_keeps_failing_or_redirects_gets_a_few_tries_then_its_job_is_a_dead_letter()
 {
