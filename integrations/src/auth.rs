@@ -45,9 +45,35 @@ pub fn callback_allowed(hosts: &[String], url: &reqwest::Url) -> bool {
     })
 }
 
+/// The token of an `Authorization: Bearer <token>` header value. The scheme is matched
+/// without regard to case, as HTTP says (`bearer`, `BEARER`), and spaces around the token
+/// are dropped; `None` for another scheme or an empty token.
+pub fn bearer(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim_start().split_once([' ', '\t'])?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_read_in_any_case_and_nothing_else_is_a_token() {
+        for header in ["Bearer tok", "bearer tok", "BEARER  tok ", "Bearer\ttok"] {
+            assert_eq!(bearer(header), Some("tok"), "{header:?}");
+        }
+        for header in [
+            "Basic dG9rOg==",
+            "Bearer",
+            "Bearer   ",
+            "Bearertok",
+            "",
+            "tok",
+        ] {
+            assert_eq!(bearer(header), None, "{header:?}");
+        }
+    }
 
     fn caller_config(name: &str, secret: &str) -> CallerConfig {
         CallerConfig {

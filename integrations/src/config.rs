@@ -328,6 +328,16 @@ impl Config {
                     "must name at least one host its callbacks may go to",
                 );
             }
+            for (j, host) in c.callback_hosts.iter().enumerate() {
+                if !is_host_and_port(host) {
+                    return err(
+                        format!("callers[{i}].callback_hosts[{j}]"),
+                        &format!(
+                            "`{host}` is not a host or host:port (no scheme, path or user)"
+                        ),
+                    );
+                }
+            }
         }
         let mut names = HashSet::new();
         for (i, p) in self.partners.iter().enumerate() {
@@ -410,6 +420,18 @@ impl Config {
 
     pub fn partner(&self, name: &str) -> Option<&PartnerConfig> {
         self.partners.iter().find(|p| p.name == name)
+    }
+}
+
+/// Whether `entry` is `host` or `host:port` and nothing more: a scheme, a path, a user or a
+/// stray character would make it match nothing (or not what was meant).
+fn is_host_and_port(entry: &str) -> bool {
+    if entry.is_empty() || entry.contains(['/', '@', '?', '#', ' ', '\\']) {
+        return false;
+    }
+    match reqwest::Url::parse(&format!("http://{entry}/")) {
+        Ok(url) => url.host_str().is_some() && url.path() == "/",
+        Err(_) => false,
     }
 }
 
@@ -514,6 +536,19 @@ mod tests {
         assert!(bad(GOOD, &[("PARTNER_BUREAU_A_TIMEOUT_MS", "soon")])
             .contains("PARTNER_BUREAU_A_TIMEOUT_MS"));
         assert!(bad(&format!("{GOOD}\n{}", GOOD.trim()), &[]).contains("`bureau-a` is used twice"));
+        for host in [
+            "https://core-api",
+            "core-api/x",
+            "user@core-api",
+            "core api",
+            "core-api:port",
+        ] {
+            let text = format!(
+                "[[callers]]\nname = \"c\"\nsecret_env = \"S\"\ncallback_hosts = [\"ok\", \"{host}\"]\n{GOOD}"
+            );
+            let e = bad(&text, &[("S", "a-secret-of-16-or-more")]);
+            assert!(e.contains("callers[0].callback_hosts[1]"), "{host}: {e}");
+        }
         let short_key = bad(GOOD, &[("QUEUE_KEY", "too-short-for-a-key")]);
         assert!(
             short_key.contains("QUEUE_KEY") && short_key.contains("32 characters"),

@@ -86,12 +86,20 @@ impl IntoResponse for ApiError {
         if let Some(f) = field {
             body["field"] = f.into();
         }
-        (
+        let mut response = (
             status,
             [("content-type", "application/problem+json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            // What to send instead, as HTTP asks of a 401.
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -142,10 +150,10 @@ async fn authenticate(
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(crate::auth::bearer)
         .ok_or(ApiError::Unauthenticated)?;
-    let caller = crate::auth::caller(&gw.config().callers, presented.trim())
-        .ok_or(ApiError::Unauthenticated)?;
+    let caller =
+        crate::auth::caller(&gw.config().callers, presented).ok_or(ApiError::Unauthenticated)?;
     request.extensions_mut().insert(Caller {
         callback_hosts: caller.callback_hosts.clone().into(),
     });

@@ -620,11 +620,20 @@ async fn every_route_but_health_needs_a_callers_secret_and_callbacks_go_only_to_
             let r = answer.await.unwrap();
             assert_eq!(r.status(), 401, "{name}: {}", r.url());
             assert_eq!(r.headers()["content-type"], "application/problem+json");
+            assert_eq!(r.headers()["www-authenticate"], "Bearer");
         }
     }
     for open in ["/healthz", "/readyz"] {
         assert_eq!(anonymous.get(url(open)).send().await.unwrap().status(), 200);
     }
+    // The scheme is case-insensitive, as HTTP says.
+    let r = anonymous
+        .get(url("/v1/partners"))
+        .header("authorization", format!("bearer {CALLER_SECRET}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     // The caller's outcomes go only to its own hosts.
     let mut elsewhere = request.clone();
     elsewhere["callback_url"] = "http://169.254.169.254/latest".into();

@@ -17,6 +17,17 @@ async fn keys_tenants_and_scopes_are_enforced() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["content-type"], "application/problem+json");
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    // The scheme is case-insensitive, as HTTP says.
+    let r = app
+        .http
+        .post(format!("{}/v1/analyses", app.url))
+        .header("authorization", format!("BEARER {ACME}"))
+        .json(&json!({"cpf": "529.982.247-25"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
     assert_eq!(
         app.start("not-a-key-0123456789", json!({"cpf": "529.982.247-25"}))
             .await
