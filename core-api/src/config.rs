@@ -16,6 +16,8 @@
 //! | `EVENTS_TOKEN_KEY` | key of the `events_url` tokens; shared by instances on one Redis | generated per run |
 //! | `ANALYSIS_DEADLINE_SECS` | an analysis that takes longer fails | `120` |
 //! | `RATE_PER_KEY` | requests per second per API key | `50` |
+//! | `STREAM_OPENS_PER_SEC` | event streams a tenant may open per second (bursts of ten times as many) | `1000` |
+//! | `MAX_STREAMS_PER_TENANT` | event streams a tenant may have open on one instance | `20000` |
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -72,6 +74,11 @@ pub struct Settings {
     /// idle between two requests (`HEADER_READ_TIMEOUT_SECS`, 10); then it is closed.
     pub header_read_timeout_secs: u64,
     pub rate_per_key: u32,
+    /// Event streams a tenant may open per second, with bursts of ten times as many (a
+    /// lender's dashboards reconnecting after a deploy), whether with a key or a token.
+    pub stream_opens_per_sec: u32,
+    /// Event streams a tenant may have open at once on one instance.
+    pub max_streams_per_tenant: usize,
     /// Redis key prefix, so deployments and tests can share a Redis.
     pub key_prefix: String,
     /// Elasticsearch for the transactions instead of the embedded SQLite store.
@@ -106,6 +113,8 @@ impl Default for Settings {
             final_retry_secs: 60,
             header_read_timeout_secs: 10,
             rate_per_key: 50,
+            stream_opens_per_sec: 1_000,
+            max_streams_per_tenant: 20_000,
             key_prefix: "credit".into(),
             elasticsearch_url: None,
             elasticsearch_user: None,
@@ -198,6 +207,18 @@ impl Settings {
                 .parse()
                 .map_err(|_| ConfigError(format!("RATE_PER_KEY: `{v}` is not a whole number")))?;
         }
+        if let Some(v) = env("STREAM_OPENS_PER_SEC") {
+            s.stream_opens_per_sec = v.parse().map_err(|_| {
+                ConfigError(format!("STREAM_OPENS_PER_SEC: `{v}` is not a whole number"))
+            })?;
+        }
+        if let Some(v) = env("MAX_STREAMS_PER_TENANT") {
+            s.max_streams_per_tenant = v.parse().map_err(|_| {
+                ConfigError(format!(
+                    "MAX_STREAMS_PER_TENANT: `{v}` is not a whole number"
+                ))
+            })?;
+        }
         if let Some(v) = env("KEY_PREFIX").filter(|v| !v.is_empty()) {
             s.key_prefix = v;
         }
@@ -238,6 +259,11 @@ impl Settings {
         {
             return Err(ConfigError(
                 "ELASTICSEARCH_INDEX: lower-case letters, digits, `-` and `_` only".into(),
+            ));
+        }
+        if s.stream_opens_per_sec == 0 || s.max_streams_per_tenant == 0 {
+            return Err(ConfigError(
+                "stream_opens_per_sec and max_streams_per_tenant: must be at least 1".into(),
             ));
         }
         if s.rate_per_key == 0 {

@@ -65,6 +65,14 @@ impl Application {
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound")));
         let (partners, worker) = connect_partners(&settings, &public_url, &shutdown_rx).await?;
         let (events, analyses) = open_event_log(&settings, &shutdown_rx).await?;
+        let event_streams = OpenPerCaller::new(settings.max_streams_per_tenant);
+        let stream_opens = {
+            let rate = std::num::NonZeroU32::new(settings.stream_opens_per_sec)
+                .unwrap_or(std::num::NonZeroU32::MIN);
+            // Bursts of ten seconds' worth: dashboards reconnecting together after a deploy.
+            let burst = rate.saturating_mul(std::num::NonZeroU32::new(10).expect("10"));
+            governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
+        };
         let state = Arc::new(AppState {
             settings,
             auth,
@@ -81,6 +89,8 @@ impl Application {
             batch_streams: OpenPerCaller::new(
                 crate::http::routes::classify_stream::STREAMS_PER_KEY,
             ),
+            event_streams,
+            stream_opens,
         });
         Ok(Application {
             listener,

@@ -29,6 +29,11 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Classification streams open per API key.
     pub batch_streams: Arc<OpenPerCaller>,
+    /// Event streams open per tenant (capped by `max_streams_per_tenant`).
+    pub event_streams: Arc<OpenPerCaller>,
+    /// Event stream opens per tenant (`stream_opens_per_sec`): a token skips the key's rate
+    /// limit, so opens are counted by tenant too.
+    pub stream_opens: governor::DefaultKeyedRateLimiter<String>,
 }
 
 impl AppState {

@@ -55,6 +55,8 @@ pub struct Live {
     stop: Option<watch::Receiver<bool>>,
     /// Counted as a live analysis client while the stream lives.
     _connected: Option<Connected>,
+    /// The tenant's open-stream slot, given back when the stream ends.
+    _slot: Option<crate::limits::Slot>,
 }
 
 impl Live {
@@ -84,11 +86,16 @@ impl LiveHandle {
 /// An analysis's SSE response relaying `rx`, ending with a closing frame when `stop` turns
 /// true: through hyper when the response is served as usual, or by [`write_live`] when the
 /// lean front claims it through the [`LiveHandle`] extension.
-pub fn live_response(rx: mpsc::Receiver<Bytes>, stop: watch::Receiver<bool>) -> Response {
+pub fn live_response(
+    rx: mpsc::Receiver<Bytes>,
+    stop: watch::Receiver<bool>,
+    slot: crate::limits::Slot,
+) -> Response {
     sse_response(Live {
         rx,
         stop: Some(stop),
         _connected: Some(Connected::new()),
+        _slot: Some(slot),
     })
 }
 
@@ -99,6 +106,7 @@ pub fn batch_response(rx: mpsc::Receiver<Bytes>) -> Response {
         rx,
         stop: None,
         _connected: None,
+        _slot: None,
     })
 }
 

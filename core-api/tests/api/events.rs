@@ -278,3 +278,74 @@ async fn a_running_analysis_stream_ends_saying_why_when_the_service_shuts_down()
     );
     assert!(data.contains("the service is shutting down"), "{data}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_gets_its_cap_of_open_event_streams_even_with_tokens() {
+    let app = spawn_app_with(|s| {
+        s.max_streams_per_tenant = 2;
+        // Every bureau call is refused for a while, so the analysis keeps running.
+        s.simulator.rate_limit_rate = 1.0;
+        s.simulator.retry_after_s = 30;
+    })
+    .await;
+    let started = app.started().await;
+    let url = format!("{}{}", app.url, started["events_url"].as_str().unwrap());
+    // Tokens skip the key's rate limit; the cap is the tenant's all the same.
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let first = fresh().get(&url).send().await.unwrap();
+    let second = fresh().get(&url).send().await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = fresh().get(&url).send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.headers()["retry-after"], "1");
+    let problem: Value = third.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("2 event streams open"),
+        "{problem}"
+    );
+    // Another tenant is not held back by this one.
+    let other = app.started_by(BETA).await;
+    let url = format!("{}{}", app.url, other["events_url"].as_str().unwrap());
+    assert_eq!(fresh().get(&url).send().await.unwrap().status(), 200);
+    drop((first, second));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_opening_event_streams_too_fast_is_told_to_wait() {
+    // One a second, in bursts of ten.
+    let app = spawn_app_with(|s| s.stream_opens_per_sec = 1).await;
+    let path = |i: usize| format!("{}/v1/analyses/nothing-{i}/events", app.url);
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let r = app
+            .http
+            .get(path(i))
+            .bearer_auth(ACME)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    assert_eq!(&statuses[..10], &[404; 10], "{statuses:?}");
+    assert_eq!(statuses[11], 429, "{statuses:?}");
+    // Another tenant opens as usual.
+    let r = app
+        .http
+        .get(path(99))
+        .bearer_auth(BETA)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}

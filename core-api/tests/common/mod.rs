@@ -105,7 +105,12 @@ impl TestApp {
     }
 
     pub async fn started(&self) -> Value {
-        let r = self.start(ACME, json!({"cpf": "529.982.247-25"})).await;
+        self.started_by(ACME).await
+    }
+
+    /// An analysis started with `key` (so for its tenant), as the 202 answered it.
+    pub async fn started_by(&self, key: &str) -> Value {
+        let r = self.start(key, json!({"cpf": "529.982.247-25"})).await;
         assert_eq!(r.status(), 202);
         r.json().await.unwrap()
     }

@@ -52,6 +52,13 @@ pub async fn events(
             .ok_or(ApiError::Unauthenticated)?,
         (None, key) => state.auth.authorize(key, Scope::AnalysesRead)?.tenant,
     };
+    if state.stream_opens.check_key(&tenant).is_err() {
+        return Err(ApiError::Rejected(
+            StatusCode::TOO_MANY_REQUESTS,
+            "this tenant is opening event streams faster than allowed; try again in a second"
+                .into(),
+        ));
+    }
     // Another tenant's analysis does not exist for this one.
     let snapshot = state
         .analyses
@@ -80,8 +87,17 @@ pub async fn events(
         let within = crate::analyses::ending_within(&state);
         state.events.follow_ended(&id, last, within).await
     };
+    let slot = state.event_streams.open(&tenant).ok_or_else(|| {
+        ApiError::Rejected(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this tenant already has {} event streams open here; close some first",
+                state.event_streams.max()
+            ),
+        )
+    })?;
     let rx = rx
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or(ApiError::NotFound("analysis"))?;
-    Ok(live_response(rx, state.shutdown.clone()))
+    Ok(live_response(rx, state.shutdown.clone(), slot))
 }
