@@ -332,9 +332,7 @@ impl Config {
                 if !is_host_and_port(host) {
                     return err(
                         format!("callers[{i}].callback_hosts[{j}]"),
-                        &format!(
-                            "`{host}` is not a host or host:port (no scheme, path or user)"
-                        ),
+                        &format!("`{host}` is not a host or host:port (no scheme, path or user)"),
                     );
                 }
             }
