@@ -31,6 +31,9 @@ pub struct Application {
     /// The development key generated when none was configured (printed at start).
     pub dev_key: Option<String>,
     worker: Option<tokio::task::JoinHandle<()>>,
+    /// The in-process integrations whose Redis queue is this instance's alone, removed once
+    /// the worker and every connection have stopped.
+    own_queue: Option<Arc<integrations::gateway::Gateway>>,
 }
 
 impl Application {
@@ -63,7 +66,8 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound")));
-        let (partners, worker) = connect_partners(&settings, &public_url, &shutdown_rx).await?;
+        let (partners, worker, own_queue) =
+            connect_partners(&settings, &public_url, &shutdown_rx).await?;
         let (events, analyses) = open_event_log(&settings, &shutdown_rx).await?;
         let event_streams = OpenPerCaller::new(settings.max_streams_per_tenant);
         let stream_opens = {
@@ -98,6 +102,7 @@ impl Application {
             shutdown: shutdown_tx,
             dev_key,
             worker,
+            own_queue,
         })
     }
 
@@ -138,6 +143,12 @@ impl Application {
         .await;
         if let Some(worker) = self.worker {
             let _ = worker.await;
+        }
+        // After the drain: a run still finishing could otherwise queue into it again.
+        if let Some(gateway) = self.own_queue {
+            if let Err(e) = gateway.discard_queue().await {
+                tracing::warn!(error = %e, "Could not remove this instance's retry queue; it expires on its own.");
+            }
         }
         Ok(())
     }
@@ -184,15 +195,19 @@ async fn connect_partners(
     settings: &Settings,
     public_url: &str,
     shutdown_rx: &watch::Receiver<bool>,
-) -> anyhow::Result<(Partners, Option<tokio::task::JoinHandle<()>>)> {
-    let (partners, worker) = match &settings.integrations_url {
+) -> anyhow::Result<(
+    Partners,
+    Option<tokio::task::JoinHandle<()>>,
+    Option<Arc<integrations::gateway::Gateway>>,
+)> {
+    let (partners, worker, own_queue) = match &settings.integrations_url {
         Some(url) => {
             let secret = settings.integrations_secret.as_ref().context(
                 "INTEGRATIONS_SECRET: needed with INTEGRATIONS_URL (this instance's secret as \
                  one of the integrations service's callers)",
             )?;
             let remote = partners::Remote::connect(url, public_url, secret).await?;
-            (Partners::Remote(remote), None)
+            (Partners::Remote(remote), None, None)
         }
         None => {
             let mut config = match &settings.partners_config {
@@ -214,8 +229,9 @@ async fn connect_partners(
                 config.key_prefix = settings.key_prefix.clone();
                 // Outcomes are delivered to this process's waiting runs, so its retry queue is its
                 // own and lives no longer than the process: a random prefix, a random key to seal
-                // its CPFs with, removed when the worker stops (after a crash, every key of it
-                // expires after the dead-letter TTL); permits are shared with every instance.
+                // its jobs with, removed when the instance stops (after a crash, every key of it
+                // expires after the longer of the queue's TTLs); permits are shared with every
+                // instance.
                 config.queue_prefix = Some(format!(
                     "{}:inst:{}",
                     settings.key_prefix,
@@ -228,20 +244,12 @@ async fn connect_partners(
                 )));
             }
             let gateway = integrations::gateway::Gateway::build(config).await?;
-            let worker = tokio::spawn({
-                let gateway = gateway.clone();
-                let shutdown_rx = shutdown_rx.clone();
-                async move {
-                    gateway.clone().run_worker(shutdown_rx).await;
-                    if let Err(e) = gateway.discard_queue().await {
-                        tracing::warn!(error = %e, "Could not remove this instance's retry queue; it expires on its own.");
-                    }
-                }
-            });
-            (Partners::InProcess(gateway), Some(worker))
+            let worker = tokio::spawn(gateway.clone().run_worker(shutdown_rx.clone()));
+            let own_queue = settings.redis_url.is_some().then(|| gateway.clone());
+            (Partners::InProcess(gateway), Some(worker), own_queue)
         }
     };
-    Ok((partners, worker))
+    Ok((partners, worker, own_queue))
 }
 
 /// The event log and the snapshots: on Redis when `REDIS_URL` is set, else in memory, with

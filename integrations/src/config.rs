@@ -170,8 +170,9 @@ pub struct Config {
     /// its job in the queue for ever.
     #[serde(default = "default_max_deliveries")]
     pub max_deliveries: u32,
-    /// How long a queued partner request may wait, in seconds, counted from when it was
-    /// first queued (or replayed): then it is dropped, CPF and all. By then the analysis that
+    /// How long a queued partner request may wait in a Redis queue, in seconds, counted from
+    /// when it was first queued (or replayed): then it is dropped, CPF and all (the in-process
+    /// queue lives no longer than its process and is bounded by `max_queue`). By then the analysis that
     /// asked for it has long given up.
     #[serde(default = "default_job_ttl_secs")]
     pub job_ttl_secs: u64,
@@ -180,7 +181,7 @@ pub struct Config {
     /// so a queue nobody serves any more disappears on its own.
     #[serde(default = "default_dead_letter_ttl_secs")]
     pub dead_letter_ttl_secs: u64,
-    /// The secret the Redis queue seals CPFs with (at least 32 characters), from the
+    /// The secret the Redis queue seals jobs with (at least 32 characters), from the
     /// environment variable `QUEUE_KEY`; needed when the queue is on Redis. Every instance
     /// sharing a queue needs the same one, and a job sealed under another key is dropped.
     #[serde(skip)]
@@ -247,7 +248,7 @@ impl Config {
         }
         if let Some(key) = env("QUEUE_KEY").filter(|k| !k.is_empty()) {
             let key = Secret::new(key);
-            crate::queue::CpfSeal::from_secret(&key)
+            crate::queue::JobSeal::from_secret(&key)
                 .map_err(|why| IntegrationError::Config(format!("QUEUE_KEY: {why}")))?;
             self.queue_key = Some(key);
         }
@@ -427,8 +428,17 @@ fn is_host_and_port(entry: &str) -> bool {
     if entry.is_empty() || entry.contains(['/', '@', '?', '#', ' ', '\\']) {
         return false;
     }
+    // Split as `auth::callback_allowed` splits it, and require the URL parser to read the
+    // same host back: `127.1`, `host:` or a name it would rewrite could never match.
+    let host = match entry.rsplit_once(':') {
+        Some((h, p)) if !h.is_empty() && !h.ends_with(':') && p.parse::<u16>().is_ok() => h,
+        Some((h, _)) if !h.contains(':') => return false,
+        _ => entry,
+    };
     match reqwest::Url::parse(&format!("http://{entry}/")) {
-        Ok(url) => url.host_str().is_some() && url.path() == "/",
+        Ok(url) => {
+            url.path() == "/" && url.host_str().is_some_and(|h| h.eq_ignore_ascii_case(host))
+        }
         Err(_) => false,
     }
 }
@@ -540,6 +550,8 @@ mod tests {
             "user@core-api",
             "core api",
             "core-api:port",
+            "core-api:",
+            "127.1",
         ] {
             let text = format!(
                 "[[callers]]\nname = \"c\"\nsecret_env = \"S\"\ncallback_hosts = [\"ok\", \"{host}\"]\n{GOOD}"

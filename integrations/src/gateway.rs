@@ -14,7 +14,7 @@ use crate::cpf::Cpf;
 use crate::error::IntegrationError;
 use crate::partner::{Attempt, DeferReason, Partner, PartnerStatus, RequestParams};
 use crate::queue::{
-    backoff, CpfSeal, Job, Leased, LocalQueue, Outcome, Queue, QueueTtl, RedisQueue, RetryQueue,
+    backoff, Job, JobSeal, Leased, LocalQueue, Outcome, Queue, QueueTtl, RedisQueue, RetryQueue,
 };
 use crate::semaphore::{LocalSemaphore, RedisSemaphore, Semaphore};
 
@@ -42,9 +42,9 @@ pub enum Submitted {
     },
 }
 
-/// The seal for CPFs in a Redis queue: a Redis queue without a key is refused, since it would
+/// The seal for jobs in a Redis queue: a Redis queue without a key is refused, since it would
 /// keep CPFs in clear.
-fn queue_seal(config: &Config) -> Result<CpfSeal, IntegrationError> {
+fn queue_seal(config: &Config) -> Result<JobSeal, IntegrationError> {
     let key = config.queue_key.as_ref().ok_or_else(|| {
         IntegrationError::Config(
             "QUEUE_KEY: needed with a Redis queue, whose jobs keep a CPF: set it to a random \
@@ -52,7 +52,7 @@ fn queue_seal(config: &Config) -> Result<CpfSeal, IntegrationError> {
                 .into(),
         )
     })?;
-    CpfSeal::from_secret(key).map_err(|why| IntegrationError::Config(format!("QUEUE_KEY: {why}")))
+    JobSeal::from_secret(key).map_err(|why| IntegrationError::Config(format!("QUEUE_KEY: {why}")))
 }
 
 /// The queue's and partners' state, for `GET /v1/partners`.

@@ -4,16 +4,17 @@ use std::time::Duration;
 
 use integrations::config::Secret;
 use integrations::partner::RequestParams;
-use integrations::queue::{CpfSeal, Job, LocalQueue, QueueTtl, RedisQueue, RetryQueue};
+use integrations::queue::{Job, JobSeal, LocalQueue, Outcome, QueueTtl, RedisQueue, RetryQueue};
 use redis::AsyncCommands;
 
 mod common;
 use common::{redis_url, KeyPrefix};
 
 const CPF: &str = "52998224725";
+const NAME: &str = "MARIA DA SILVA";
 
-fn seal(secret: &str) -> CpfSeal {
-    CpfSeal::from_secret(&Secret::new(secret.repeat(32))).unwrap()
+fn seal(secret: &str) -> JobSeal {
+    JobSeal::from_secret(&Secret::new(secret.repeat(32))).unwrap()
 }
 
 const DAY: QueueTtl = QueueTtl {
@@ -28,7 +29,7 @@ async fn redis() -> (RedisQueue, KeyPrefix) {
     (q, prefix)
 }
 
-async fn redis_at(prefix: &str, seal: CpfSeal, ttl: QueueTtl) -> RedisQueue {
+async fn redis_at(prefix: &str, seal: JobSeal, ttl: QueueTtl) -> RedisQueue {
     RedisQueue::connect(&redis_url(), prefix, 1000, seal, ttl)
         .await
         .expect("a Redis server")
@@ -162,15 +163,34 @@ async fn on_redis_no_key_holds_a_cpf_in_clear_and_every_key_expires() {
         .await
         .unwrap();
     q.enqueue(&job("buried"), Duration::ZERO).await.unwrap();
+    // Answered jobs hold the person's bureau record until it is delivered.
+    let answered = |mut j: Job| {
+        j.outcome = Some(Outcome {
+            request_id: j.request_id.clone(),
+            partner: j.partner.clone(),
+            status: "ok".into(),
+            data: Some(serde_json::json!({"cpf": CPF, "nome": NAME})),
+            error: None,
+            attempts: 1,
+        });
+        j
+    };
     let leased = q.lease(1, lease).await.unwrap();
     assert_eq!(leased[0].job.cpf, CPF, "a leased job has its CPF back");
-    assert!(q.bury(&leased[0], &leased[0].job).await.unwrap());
+    assert!(q
+        .bury(&leased[0], &answered(leased[0].job.clone()))
+        .await
+        .unwrap());
     q.enqueue(&job("rescheduled"), Duration::ZERO)
         .await
         .unwrap();
     let leased = q.lease(1, lease).await.unwrap();
     assert!(q
-        .reschedule(&leased[0], &leased[0].job, Duration::from_secs(60))
+        .reschedule(
+            &leased[0],
+            &answered(leased[0].job.clone()),
+            Duration::from_secs(60)
+        )
         .await
         .unwrap());
 
@@ -179,6 +199,7 @@ async fn on_redis_no_key_holds_a_cpf_in_clear_and_every_key_expires() {
     for (key, held, ttl) in &keys {
         for text in held {
             assert!(!text.contains(CPF), "{key} holds the CPF in clear: {text}");
+            assert!(!text.contains(NAME), "{key} holds a name in clear: {text}");
         }
         assert!(*ttl > 0, "{key} has no expiry ({ttl})");
     }
@@ -219,7 +240,7 @@ async fn on_redis_old_jobs_and_dead_letters_are_dropped_after_their_ttl() {
 }
 
 #[tokio::test]
-async fn a_job_sealed_under_another_key_is_dropped_never_leased() {
+async fn a_job_sealed_under_another_key_is_never_leased_and_waits_in_the_dead_letters() {
     let prefix = KeyPrefix::new("q");
     let ours = redis_at(&prefix, seal("k"), DAY).await;
     let other = redis_at(&prefix, seal("x"), DAY).await;
@@ -230,7 +251,19 @@ async fn a_job_sealed_under_another_key_is_dropped_never_leased() {
         .unwrap()
         .is_empty());
     let stats = ours.stats().await.unwrap();
-    assert_eq!((stats.due, stats.leased), (0, 0), "{stats:?}");
+    assert_eq!(
+        (stats.due, stats.leased, stats.dead),
+        (0, 0, 1),
+        "{stats:?}"
+    );
+    // An instance with the right key can still replay it.
+    assert_eq!(ours.replay(None).await.unwrap(), 1);
+    assert_eq!(
+        ours.lease(10, Duration::from_secs(30)).await.unwrap()[0]
+            .job
+            .cpf,
+        CPF
+    );
 }
 
 #[tokio::test]

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use integrations::config::{BreakerConfig, PartnerConfig, RetryConfig, Secret};
 use integrations::partner::{Attempt, Partner, RequestParams};
-use integrations::queue::{CpfSeal, Job, QueueTtl, RedisQueue, RetryQueue};
+use integrations::queue::{Job, JobSeal, QueueTtl, RedisQueue, RetryQueue};
 use integrations::semaphore::{new_holder, PermitStore, RedisSemaphore, Semaphore};
 use integrations::simulator::{self, SimulatorSettings};
 use integrations::{Cpf, Kind};
@@ -52,7 +52,7 @@ async fn queue_jobs(url: &str, prefix: &str) -> Result<(u64, f64)> {
     const JOBS: u64 = 50_000;
     // Jobs are sealed as in production (one XChaCha20-Poly1305 seal per write, one open per
     // lease), so the figure includes it.
-    let seal = CpfSeal::from_secret(&Secret::new("bench-queue-key-0123456789abcdef-0123"))
+    let seal = JobSeal::from_secret(&Secret::new("bench-queue-key-0123456789abcdef-0123"))
         .map_err(anyhow::Error::msg)?;
     let ttl = QueueTtl {
         job: Duration::from_secs(86_400),

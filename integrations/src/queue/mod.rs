@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::local::LocalQueue;
 pub use self::redis::{QueueTtl, RedisQueue};
-pub use self::seal::CpfSeal;
+pub use self::seal::JobSeal;
 use crate::error::IntegrationError;
 use crate::partner::RequestParams;
 

@@ -1,12 +1,13 @@
 //! The retry queue on Redis: every state change is one Lua script, so a job is always in
 //! exactly one of due, leased or dead, whatever process dies when.
 //!
-//! Keys under `{prefix}:q:`: `jobs` (hash id → job JSON), `due` (sorted by due time), `leased`
-//! (sorted by lease expiry), `owner` (hash id → lease token), `age` (sorted by first enqueue),
-//! `dead` (hash id → job JSON) with `dead:order` (sorted by burial), and `wake`, a list workers
-//! block on.
+//! Keys under `{prefix}:q:`: `jobs` (hash id → sealed job), `due` (sorted by due time),
+//! `leased` (sorted by lease expiry), `owner` (hash id → lease token), `age` (sorted by first
+//! enqueue), `dead` (hash id → sealed job) with `dead:order` (sorted by burial), and `wake`, a
+//! list workers block on. A job is stored only sealed (see [`JobSeal`]): it holds a person's
+//! CPF, and once answered their bureau record.
 //!
-//! Nothing here is kept for ever, since a job holds a person's CPF (sealed: see [`CpfSeal`]).
+//! Nothing here is kept for ever either.
 //! Every lease first drops the jobs queued longer than the job TTL and the dead letters buried
 //! longer than the dead-letter TTL (a hundred of each at a time), and every write sets each key
 //! it touches to expire after the longer of the two, so a queue no process serves any more
@@ -17,7 +18,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Client, Script};
 
-use super::{now_ms, CpfSeal, DeadLetter, Job, Leased, QueueStats, RetryQueue};
+use super::{now_ms, DeadLetter, Job, JobSeal, Leased, QueueStats, RetryQueue};
 use crate::error::IntegrationError;
 use crate::redis_wake::NOW_MS;
 
@@ -174,7 +175,7 @@ struct Inner {
     conn: ConnectionManager,
     prefix: String,
     max_depth: u64,
-    seal: CpfSeal,
+    seal: JobSeal,
     ttl: QueueTtl,
     scripts: Scripts,
 }
@@ -196,7 +197,7 @@ impl RedisQueue {
         url: &str,
         prefix: &str,
         max_depth: u64,
-        seal: CpfSeal,
+        seal: JobSeal,
         ttl: QueueTtl,
     ) -> Result<Self, IntegrationError> {
         let client = Client::open(url)?;
@@ -236,40 +237,23 @@ impl RedisQueue {
         Ok(())
     }
 
-    /// The JSON a job is stored as: the job with its CPF sealed (`cpf_sealed`), never in clear.
+    /// What a job is stored as: the whole job sealed (see [`JobSeal`]), never in clear.
     fn stored(&self, job: &Job) -> String {
-        let mut value = serde_json::to_value(job).expect("jobs serialise");
-        if let Some(fields) = value.as_object_mut() {
-            fields.remove("cpf");
-            fields.insert(
-                "cpf_sealed".into(),
-                self.0.seal.seal(&job.id, &job.cpf).into(),
-            );
-        }
-        value.to_string()
+        let json = serde_json::to_string(job).expect("jobs serialise");
+        self.0.seal.seal(&job.id, &json)
     }
 
-    /// A stored job with its CPF opened; an error names the job (never its CPF) when it cannot
-    /// be read or its CPF does not open under this queue's key.
+    /// A stored job opened; an error names the job (never what it holds) when it does not
+    /// open under this queue's key or is not a job.
     fn parse(&self, id: &str, raw: &str) -> Result<Job, IntegrationError> {
         let corrupt = |why: &str| IntegrationError::CorruptJob(format!("{id}: {why}"));
-        let mut value: serde_json::Value =
-            serde_json::from_str(raw).map_err(|_| corrupt("not JSON"))?;
-        let fields = value
-            .as_object_mut()
-            .ok_or_else(|| corrupt("not an object"))?;
-        let sealed = fields
-            .remove("cpf_sealed")
-            .and_then(|v| v.as_str().map(str::to_string))
-            .ok_or_else(|| corrupt("no sealed CPF"))?;
-        let cpf = self
+        let json = self
             .0
             .seal
-            .open(id, &sealed)
-            .ok_or_else(|| corrupt("its CPF does not open with this QUEUE_KEY"))?;
-        fields.insert("cpf".into(), cpf.into());
+            .open(id, raw)
+            .ok_or_else(|| corrupt("it does not open with this QUEUE_KEY"))?;
         // serde's message may quote a field's value: it is not passed on.
-        serde_json::from_value(value).map_err(|_| corrupt("its fields do not make a job"))
+        serde_json::from_str(&json).map_err(|_| corrupt("what it holds is not a job"))
     }
 
     /// Removes the job `id` leased with `token`; `false` when the lease was lost.
@@ -284,6 +268,33 @@ impl RedisQueue {
             .key(self.key("age"))
             .arg(id)
             .arg(token)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(r == 1)
+    }
+
+    /// Moves the job `id` leased with `token` to the dead letters as `stored`; `false` when
+    /// the lease was lost.
+    async fn bury_stored(
+        &self,
+        id: &str,
+        token: &str,
+        stored: &str,
+    ) -> Result<bool, IntegrationError> {
+        let r: i64 = self
+            .0
+            .scripts
+            .bury
+            .key(self.key("jobs"))
+            .key(self.key("leased"))
+            .key(self.key("owner"))
+            .key(self.key("age"))
+            .key(self.key("dead"))
+            .key(self.key("dead:order"))
+            .arg(id)
+            .arg(token)
+            .arg(stored)
+            .arg(self.0.ttl.key_ms())
             .invoke_async(&mut self.conn())
             .await?;
         Ok(r == 1)
@@ -353,10 +364,11 @@ impl RetryQueue for RedisQueue {
             match self.parse(&c[0], &c[1]) {
                 Ok(job) => leased.push(Leased { job, token }),
                 Err(e) => {
-                    // A job nobody can read would come back after every lease for ever:
-                    // it is removed, and said so (by id only).
-                    tracing::error!(error = %e, "Unreadable queued job dropped.");
-                    self.remove(&c[0], &token).await?;
+                    // A job this instance cannot open would come back after every lease for
+                    // ever: it goes to the dead letters as it is (sealed), where an instance
+                    // with the right key can replay it, until the dead-letter TTL.
+                    tracing::error!(error = %e, "Unreadable queued job moved to the dead letters.");
+                    self.bury_stored(&c[0], &token, &c[1]).await?;
                 }
             }
         }
@@ -393,25 +405,9 @@ impl RetryQueue for RedisQueue {
     }
 
     async fn bury(&self, leased: &Leased, job: &Job) -> Result<bool, IntegrationError> {
-        let r: i64 = self
-            .0
-            .scripts
-            .bury
-            .key(self.key("jobs"))
-            .key(self.key("leased"))
-            .key(self.key("owner"))
-            .key(self.key("age"))
-            .key(self.key("dead"))
-            .key(self.key("dead:order"))
-            .arg(&leased.job.id)
-            .arg(&leased.token)
-            .arg(self.stored(job))
-            .arg(self.0.ttl.key_ms())
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(r == 1)
+        self.bury_stored(&leased.job.id, &leased.token, &self.stored(job))
+            .await
     }
-
     async fn replay(&self, id: Option<&str>) -> Result<u64, IntegrationError> {
         let mut conn = self.conn();
         let entries: Vec<(String, String)> = match id {

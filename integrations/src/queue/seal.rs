@@ -1,12 +1,13 @@
-//! Sealing the CPF that a queued job must keep to make its call.
+//! Sealing queued jobs, which hold personal data.
 //!
-//! A job waits in Redis for minutes or hours, and a person's CPF is personal data, so the
-//! Redis queue never stores it in clear: the job's JSON carries `cpf_sealed`, the digits
-//! encrypted with XChaCha20-Poly1305 under a key from configuration, with the job's id as
-//! associated data (a sealed CPF copied into another job does not open there). The 24-byte
-//! nonce is drawn at random for every seal, which is safe at any volume this queue will see
-//! and needs no coordination between processes. A job whose CPF does not open (another key,
-//! or tampering) is unreadable, never sent to a partner.
+//! A job waits in Redis for minutes or days and holds a person's CPF, and once its partner has
+//! answered, the person's bureau record (name, address, debts) until the outcome is delivered.
+//! So the Redis queue stores no job in clear: only its id next to the whole job encrypted with
+//! XChaCha20-Poly1305 under a key from configuration, with the job's id as associated data (a
+//! sealed job copied under another id does not open there). The 24-byte nonce is drawn at
+//! random for every seal, which is safe at any volume this queue will see and needs no
+//! coordination between processes. A job that does not open (another key, or tampering) is
+//! unreadable: never sent to a partner.
 
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
@@ -23,17 +24,17 @@ pub const MIN_SECRET_CHARS: usize = 32;
 /// Length of the random nonce that starts every sealed value.
 const NONCE_LEN: usize = 24;
 
-/// The key that seals CPFs in the queue. Printing it shows nothing of the key.
+/// The key that seals jobs in the queue. Printing it shows nothing of the key.
 #[derive(Clone)]
-pub struct CpfSeal(XChaCha20Poly1305);
+pub struct JobSeal(XChaCha20Poly1305);
 
-impl std::fmt::Debug for CpfSeal {
+impl std::fmt::Debug for JobSeal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("CpfSeal([redacted])")
+        f.write_str("JobSeal([redacted])")
     }
 }
 
-impl CpfSeal {
+impl JobSeal {
     /// The seal for a configured secret (`QUEUE_KEY`): the key is HMAC-SHA-256 of a fixed label
     /// under the secret, so the secret can be any long random string and the same secret
     /// used for something else elsewhere still yields an unrelated key.
@@ -45,32 +46,32 @@ impl CpfSeal {
         }
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose().as_bytes())
             .map_err(|_| "the secret cannot key HMAC".to_string())?;
-        mac.update(b"credit-analysis retry queue: CPF seal v1");
+        mac.update(b"credit-analysis retry queue: job seal v1");
         let key = mac.finalize().into_bytes();
-        Ok(CpfSeal(XChaCha20Poly1305::new(Key::from_slice(&key))))
+        Ok(JobSeal(XChaCha20Poly1305::new(Key::from_slice(&key))))
     }
 
-    /// `cpf` sealed for the job `job_id`, as unpadded base64 of nonce and ciphertext.
-    pub fn seal(&self, job_id: &str, cpf: &str) -> String {
+    /// `clear` sealed for the job `job_id`, as unpadded base64 of nonce and ciphertext.
+    pub fn seal(&self, job_id: &str, clear: &str) -> String {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
         let sealed = self
             .0
             .encrypt(
                 &nonce,
                 Payload {
-                    msg: cpf.as_bytes(),
+                    msg: clear.as_bytes(),
                     aad: job_id.as_bytes(),
                 },
             )
             // Encryption fails only for messages longer than the cipher allows (256 GiB).
-            .expect("a CPF is short enough to encrypt");
+            .expect("a job is short enough to encrypt");
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
         STANDARD_NO_PAD.encode(out)
     }
 
-    /// The CPF sealed for `job_id`, or `None` when `sealed` was not made by this key for this
+    /// What was sealed for `job_id`, or `None` when `sealed` was not made by this key for this
     /// job (or was altered since).
     pub fn open(&self, job_id: &str, sealed: &str) -> Option<String> {
         let bytes = STANDARD_NO_PAD.decode(sealed).ok()?;
@@ -96,8 +97,8 @@ impl CpfSeal {
 mod tests {
     use super::*;
 
-    fn seal() -> CpfSeal {
-        CpfSeal::from_secret(&Secret::new("k".repeat(MIN_SECRET_CHARS))).unwrap()
+    fn seal() -> JobSeal {
+        JobSeal::from_secret(&Secret::new("k".repeat(MIN_SECRET_CHARS))).unwrap()
     }
 
     #[test]
@@ -109,7 +110,7 @@ mod tests {
             Some("52998224725")
         );
         assert_eq!(seal().open("req-2:acme:0", &sealed), None);
-        let other = CpfSeal::from_secret(&Secret::new("x".repeat(40))).unwrap();
+        let other = JobSeal::from_secret(&Secret::new("x".repeat(40))).unwrap();
         assert_eq!(other.open("req-1:acme:0", &sealed), None);
     }
 
@@ -134,8 +135,8 @@ mod tests {
 
     #[test]
     fn a_short_secret_is_refused_and_the_seal_never_prints_its_key() {
-        let err = CpfSeal::from_secret(&Secret::new("short")).unwrap_err();
+        let err = JobSeal::from_secret(&Secret::new("short")).unwrap_err();
         assert!(err.contains("32 characters"), "{err}");
-        assert_eq!(format!("{:?}", seal()), "CpfSeal([redacted])");
+        assert_eq!(format!("{:?}", seal()), "JobSeal([redacted])");
     }
 }

@@ -59,6 +59,17 @@ pub async fn events(
                 .into(),
         ));
     }
+    // Taken before any work is done for the stream (a replay, a reader), and held as long
+    // as it lives.
+    let slot = state.event_streams.open(&tenant).ok_or_else(|| {
+        ApiError::Rejected(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this tenant already has {} event streams open here; close some first",
+                state.event_streams.max()
+            ),
+        )
+    })?;
     // Another tenant's analysis does not exist for this one.
     let snapshot = state
         .analyses
@@ -87,15 +98,6 @@ pub async fn events(
         let within = crate::analyses::ending_within(&state);
         state.events.follow_ended(&id, last, within).await
     };
-    let slot = state.event_streams.open(&tenant).ok_or_else(|| {
-        ApiError::Rejected(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "this tenant already has {} event streams open here; close some first",
-                state.event_streams.max()
-            ),
-        )
-    })?;
     let rx = rx
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or(ApiError::NotFound("analysis"))?;
