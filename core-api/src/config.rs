@@ -183,41 +183,35 @@ impl Settings {
         if let Some(v) = env("INTEGRATIONS_SECRET").filter(|v| !v.is_empty()) {
             s.integrations_secret = Some(Secret::new(v));
         }
-        if let Some(v) = env("ANALYSIS_DEADLINE_SECS") {
-            s.analysis_deadline_secs = v.parse().map_err(|_| {
-                ConfigError(format!(
-                    "ANALYSIS_DEADLINE_SECS: `{v}` is not a whole number"
-                ))
-            })?;
+        // Whole-number settings: a value that does not parse (or fit) stops the start, naming it.
+        fn whole<T: std::str::FromStr>(
+            env: &impl Fn(&str) -> Option<String>,
+            name: &str,
+        ) -> Result<Option<T>, ConfigError> {
+            env(name)
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| ConfigError(format!("{name}: `{v}` is not a whole number")))
+                })
+                .transpose()
         }
-        if let Some(v) = env("FINAL_RETRY_SECS") {
-            s.final_retry_secs = v.parse().map_err(|_| {
-                ConfigError(format!("FINAL_RETRY_SECS: `{v}` is not a whole number"))
-            })?;
+        if let Some(v) = whole(&env, "ANALYSIS_DEADLINE_SECS")? {
+            s.analysis_deadline_secs = v;
         }
-        if let Some(v) = env("HEADER_READ_TIMEOUT_SECS") {
-            s.header_read_timeout_secs = v.parse().map_err(|_| {
-                ConfigError(format!(
-                    "HEADER_READ_TIMEOUT_SECS: `{v}` is not a whole number"
-                ))
-            })?;
+        if let Some(v) = whole(&env, "FINAL_RETRY_SECS")? {
+            s.final_retry_secs = v;
         }
-        if let Some(v) = env("RATE_PER_KEY") {
-            s.rate_per_key = v
-                .parse()
-                .map_err(|_| ConfigError(format!("RATE_PER_KEY: `{v}` is not a whole number")))?;
+        if let Some(v) = whole(&env, "HEADER_READ_TIMEOUT_SECS")? {
+            s.header_read_timeout_secs = v;
         }
-        if let Some(v) = env("STREAM_OPENS_PER_SEC") {
-            s.stream_opens_per_sec = v.parse().map_err(|_| {
-                ConfigError(format!("STREAM_OPENS_PER_SEC: `{v}` is not a whole number"))
-            })?;
+        if let Some(v) = whole(&env, "RATE_PER_KEY")? {
+            s.rate_per_key = v;
         }
-        if let Some(v) = env("MAX_STREAMS_PER_TENANT") {
-            s.max_streams_per_tenant = v.parse().map_err(|_| {
-                ConfigError(format!(
-                    "MAX_STREAMS_PER_TENANT: `{v}` is not a whole number"
-                ))
-            })?;
+        if let Some(v) = whole(&env, "STREAM_OPENS_PER_SEC")? {
+            s.stream_opens_per_sec = v;
+        }
+        if let Some(v) = whole(&env, "MAX_STREAMS_PER_TENANT")? {
+            s.max_streams_per_tenant = v;
         }
         if let Some(v) = env("KEY_PREFIX").filter(|v| !v.is_empty()) {
             s.key_prefix = v;
