@@ -256,23 +256,6 @@ impl RedisQueue {
         serde_json::from_str(&json).map_err(|_| corrupt("what it holds is not a job"))
     }
 
-    /// Removes the job `id` leased with `token`; `false` when the lease was lost.
-    async fn remove(&self, id: &str, token: &str) -> Result<bool, IntegrationError> {
-        let r: i64 = self
-            .0
-            .scripts
-            .finish
-            .key(self.key("jobs"))
-            .key(self.key("leased"))
-            .key(self.key("owner"))
-            .key(self.key("age"))
-            .arg(id)
-            .arg(token)
-            .invoke_async(&mut self.conn())
-            .await?;
-        Ok(r == 1)
-    }
-
     /// Moves the job `id` leased with `token` to the dead letters as `stored`; `false` when
     /// the lease was lost.
     async fn bury_stored(
@@ -376,7 +359,19 @@ impl RetryQueue for RedisQueue {
     }
 
     async fn finish(&self, leased: &Leased) -> Result<bool, IntegrationError> {
-        self.remove(&leased.job.id, &leased.token).await
+        let r: i64 = self
+            .0
+            .scripts
+            .finish
+            .key(self.key("jobs"))
+            .key(self.key("leased"))
+            .key(self.key("owner"))
+            .key(self.key("age"))
+            .arg(&leased.job.id)
+            .arg(&leased.token)
+            .invoke_async(&mut self.conn())
+            .await?;
+        Ok(r == 1)
     }
 
     async fn reschedule(
