@@ -64,6 +64,13 @@ fi
 
 echo "== cargo test"
 cargo test --workspace --release
+
+# The property tests of the parsers (CPF, dates, tokens, cursors, query strings, the lean
+# HTTP head reader, JSON arrays, CSV rows) again with 16 times their usual cases: a short
+# fuzz run that costs seconds. The over-HTTP properties keep their fixed counts.
+echo "== property tests, 4096 cases each"
+PROPTEST_CASES=4096 cargo test --release --quiet -p integrations -p core-api --lib
+PROPTEST_CASES=4096 cargo test --release --quiet -p classifier --test properties
 echo "== browser screenshots (test artefacts): $(ls target/browser-screenshots/*.png | tr '\n' ' ')"
 
 echo "== deploy/local.sh: the distributed shape as local processes"

@@ -246,6 +246,37 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// A token changed anywhere (a byte replaced, cut short, lengthened) or made up opens
+        /// nothing, and no text makes the check panic; API keys likewise.
+        #[test]
+        fn a_changed_or_made_up_token_opens_nothing(
+            at in 0usize..200,
+            byte in 0x20u8..0x7f,
+            cut: bool,
+            made_up in "\\PC{0,80}|[A-Za-z0-9_-]{1,60}\\.[A-Za-z0-9_-]{43}",
+        ) {
+            let a = auth();
+            let token = a.events_token("an_1", "acme");
+            let mut changed = token.clone().into_bytes();
+            let at = at % changed.len();
+            if cut {
+                changed.truncate(at);
+            } else if changed[at] == byte {
+                changed.insert(at, byte);
+            } else {
+                changed[at] = byte;
+            }
+            let changed = String::from_utf8(changed).unwrap();
+            proptest::prop_assert_eq!(a.check_events_token(&changed, "an_1"), None, "{}", changed);
+            proptest::prop_assert_eq!(a.check_events_token(&made_up, "an_1"), None);
+            proptest::prop_assert_eq!(
+                a.authorize(Some(&made_up), Scope::AnalysesRead),
+                Err(Denied::Unauthenticated)
+            );
+        }
+    }
+
     #[test]
     fn an_events_token_opens_only_its_analysis() {
         let a = auth();

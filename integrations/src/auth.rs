@@ -58,6 +58,20 @@ pub fn bearer(authorization: &str) -> Option<&str> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Any header: no panic, and a token is never empty, never padded, always part of
+        /// the header, and only read after a Bearer scheme.
+        #[test]
+        fn a_token_is_read_only_from_a_bearer_header(header in "\\PC{0,40}|[Bb][Ee][Aa][Rr][Ee][Rr][ \t]{0,3}[ -~]{0,20}") {
+            if let Some(token) = bearer(&header) {
+                proptest::prop_assert!(!token.is_empty());
+                proptest::prop_assert_eq!(token, token.trim());
+                proptest::prop_assert!(header.contains(token));
+                proptest::prop_assert!(header.trim_start()[..6].eq_ignore_ascii_case("bearer"));
+            }
+        }
+    }
+
     #[test]
     fn the_bearer_scheme_is_read_in_any_case_and_nothing_else_is_a_token() {
         for header in ["Bearer tok", "bearer tok", "BEARER  tok ", "Bearer\ttok"] {

@@ -136,6 +136,47 @@ mod tests {
         assert_eq!(format!("{cpf:?}"), "Cpf(***.982.247-**)");
     }
 
+    proptest::proptest! {
+        /// Any text: no panic, and a CPF comes out exactly when the text is 11 digits (with
+        /// any dots, dashes and spaces) whose check digits match and are not all alike.
+        #[test]
+        fn any_text_is_a_cpf_exactly_when_its_digits_are_one(input in "[0-9 .-]{0,20}|\\PC{0,20}") {
+            let digits: Vec<u8> = input.bytes().filter(u8::is_ascii_digit).map(|b| b - b'0').collect();
+            let only_allowed = input.chars().all(|c| c.is_ascii_digit() || ".- ".contains(c));
+            let valid = only_allowed
+                && digits.len() == 11
+                && digits.iter().any(|&d| d != digits[0])
+                && check_digit(&digits[..9]) == digits[9]
+                && check_digit(&digits[..10]) == digits[10];
+            match Cpf::parse(&input) {
+                Ok(cpf) => {
+                    proptest::prop_assert!(valid, "{:?} parsed", input);
+                    let clear: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
+                    proptest::prop_assert_eq!(cpf.digits(), clear.clone());
+                    // The printed forms never hold the whole number.
+                    let printed = format!("{cpf} {cpf:?}");
+                    proptest::prop_assert!(!printed.contains(&clear));
+                }
+                Err(e) => {
+                    proptest::prop_assert!(!valid, "{:?} refused: {}", input, e);
+                    // The reason never repeats the input.
+                    if digits.len() >= 3 {
+                        let clear: String = digits.iter().map(|d| char::from(b'0' + d)).collect();
+                        proptest::prop_assert!(!e.to_string().contains(&clear));
+                    }
+                }
+            }
+        }
+
+        /// Every valid CPF parses however it is punctuated, to the same CPF.
+        #[test]
+        fn a_valid_cpf_parses_with_any_punctuation(base in 0u32..1_000_000_000, seps in proptest::collection::vec("[ .-]{0,2}", 11)) {
+            let cpf = Cpf::from_base(base);
+            let text: String = cpf.digits().chars().zip(&seps).map(|(d, s)| format!("{s}{d}")).collect();
+            proptest::prop_assert_eq!(Cpf::parse(&text), Ok(cpf));
+        }
+    }
+
     #[test]
     fn every_base_gives_a_valid_cpf() {
         for base in [0, 1, 123_456_789, 999_999_999, 111_111_111] {

@@ -68,9 +68,14 @@ async fn connection(
 async fn sse_request_head(stream: &TcpStream) -> Option<usize> {
     let mut buf = vec![0u8; PEEK];
     let n = stream.peek(&mut buf).await.ok()?;
+    sse_head_len(&buf[..n])
+}
+
+/// What [`sse_request_head`] decides, from the bytes it peeked.
+fn sse_head_len(buf: &[u8]) -> Option<usize> {
     let mut headers = [httparse::EMPTY_HEADER; 48];
     let mut request = httparse::Request::new(&mut headers);
-    let httparse::Status::Complete(len) = request.parse(&buf[..n]).ok()? else {
+    let httparse::Status::Complete(len) = request.parse(buf).ok()? else {
         return None;
     };
     let path = request.path?.split('?').next()?;
@@ -206,5 +211,60 @@ mod tests {
         assert_eq!(r.uri().query(), Some("token=t"));
         assert_eq!(r.headers()["last-event-id"], "3");
         assert!(to_request(b"GET /\xff HTTP/1.1\r\n\r\n").is_none());
+    }
+
+    /// Request heads as clients get them wrong: the events path with any query, headers of
+    /// any bytes, bodies announced or not, bare `\n`s, cut anywhere.
+    fn head() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let line = prop_oneof![
+            Just(b"Host: x".to_vec()),
+            Just(b"Content-Length: 5".to_vec()),
+            Just(b"Transfer-Encoding: chunked".to_vec()),
+            Just(b"Upgrade: websocket".to_vec()),
+            "Last-Event-ID: [ -~]{0,24}".prop_map(String::into_bytes),
+            prop::collection::vec(any::<u8>(), 0..40),
+        ];
+        (
+            "(GET|POST|get|GET ) /v1/analyses/[ -~]{0,30}/events(\\?[ -~]{0,30})? HTTP/1\\.[01]"
+                .prop_map(String::into_bytes),
+            prop::collection::vec(line, 0..6),
+            prop_oneof![Just(&b"\r\n"[..]), Just(&b"\n"[..])],
+            0usize..400,
+        )
+            .prop_map(|(start, lines, eol, cut)| {
+                let mut head = start;
+                for l in lines {
+                    head.extend_from_slice(eol);
+                    head.extend_from_slice(&l);
+                }
+                head.extend_from_slice(eol);
+                head.extend_from_slice(eol);
+                head.truncate(cut.max(1));
+                head
+            })
+    }
+
+    proptest::proptest! {
+        /// Any peeked bytes: no panic, and a head taken for the lean path is a whole,
+        /// bodiless `GET` of an events stream that `to_request` turns into a `GET` (or
+        /// refuses), never more than was peeked.
+        #[test]
+        fn any_bytes_are_left_to_hyper_or_read_as_a_bodiless_events_get(
+            bytes in proptest::prop_oneof![head(), proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)],
+        ) {
+            if let Some(len) = sse_head_len(&bytes) {
+                proptest::prop_assert!(len <= bytes.len());
+                let head = String::from_utf8_lossy(&bytes[..len]).to_ascii_lowercase();
+                proptest::prop_assert!(bytes.starts_with(b"GET /v1/analyses/"));
+                for refused in ["content-length:", "transfer-encoding:", "upgrade:"] {
+                    proptest::prop_assert!(!head.contains(&format!("\n{refused}")), "{}", head);
+                }
+                if let Some(request) = to_request(&bytes[..len]) {
+                    proptest::prop_assert_eq!(request.method(), http::Method::GET);
+                }
+            }
+            let _ = to_request(&bytes);
+        }
     }
 }

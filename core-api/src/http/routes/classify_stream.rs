@@ -557,4 +557,84 @@ mod tests {
         // to refuse.
         assert_eq!(split("[}, 1]", 1), Ok((vec!["}".into(), "1".into()], true)));
     }
+
+    /// Any JSON value, nested a few levels, with strings that hold the splitter's own
+    /// punctuation and escapes.
+    fn json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            (-1e9..1e9f64).prop_map(Value::from),
+            "[\\[\\]{},:\"\\\\ a-z]{0,12}|\\PC{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z\\]\\[,\"]{0,6}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// [`split`] on bytes that need not be UTF-8.
+    fn split_bytes(body: &[u8], step: usize) -> Result<(Vec<Vec<u8>>, bool), &'static str> {
+        let mut split = ArraySplitter::default();
+        let (mut buf, mut found) = (Vec::new(), Vec::new());
+        for piece in body.chunks(step.max(1)) {
+            buf.extend_from_slice(piece);
+            while let Some(e) = split.next(&buf)? {
+                found.push(buf[e].to_vec());
+            }
+            let n = split.release();
+            buf.drain(..n);
+            assert!(split.pending() <= buf.len());
+        }
+        Ok((found, split.finished()))
+    }
+
+    proptest::proptest! {
+        /// Any array, written compactly or pretty, in pieces of any size: the splitter finds
+        /// exactly its elements, each of which parses back to what was written.
+        #[test]
+        fn any_json_array_is_split_into_exactly_its_elements(
+            elements in proptest::collection::vec(json(), 0..8),
+            pretty: bool,
+            step in 1usize..64,
+        ) {
+            let array = serde_json::Value::Array(elements.clone());
+            let body = if pretty {
+                serde_json::to_vec_pretty(&array).unwrap()
+            } else {
+                serde_json::to_vec(&array).unwrap()
+            };
+            let (found, ended) = split_bytes(&body, step).unwrap();
+            proptest::prop_assert!(ended);
+            let parsed: Vec<serde_json::Value> = found
+                .iter()
+                .map(|e| serde_json::from_slice(e).unwrap())
+                .collect();
+            // Each element as it reads back on its own (a float may read back a hair off).
+            let alone: Vec<serde_json::Value> = elements
+                .iter()
+                .map(|e| serde_json::from_slice(&serde_json::to_vec(e).unwrap()).unwrap())
+                .collect();
+            proptest::prop_assert_eq!(parsed, alone);
+        }
+
+        /// Any bytes in pieces of any size: no panic, and whatever is found lies within the
+        /// body, in order.
+        #[test]
+        fn any_bytes_are_split_or_refused_without_panicking(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+            step in 1usize..40,
+        ) {
+            if let Ok((found, _)) = split_bytes(&body, step) {
+                let total: usize = found.iter().map(Vec::len).sum();
+                proptest::prop_assert!(total <= body.len());
+            }
+        }
+    }
 }

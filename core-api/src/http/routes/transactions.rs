@@ -232,6 +232,7 @@ pub async fn categories(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         pairs
@@ -290,5 +291,71 @@ mod tests {
         assert_eq!(q.min_cents, Some(-500));
         assert_eq!(q.limit, 5);
         assert_eq!(q.text.as_deref(), Some("bet \"OR\" *"));
+    }
+
+    const NAMES: [&str; 8] = [
+        "label",
+        "from",
+        "to",
+        "min_amount_cents",
+        "max_amount_cents",
+        "q",
+        "limit",
+        "cursor",
+    ];
+
+    proptest::proptest! {
+        /// Any query parameters: no panic; either a query that keeps the API's bounds, or a
+        /// 422 that names a known parameter (or lists them, for an unknown one).
+        #[test]
+        fn any_query_is_a_bounded_query_or_names_the_parameter_at_fault(
+            pairs in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![
+                        proptest::sample::select(NAMES.to_vec()).prop_map(String::from),
+                        "[a-z_]{1,10}",
+                    ],
+                    proptest::prop_oneof![
+                        "-?[0-9]{1,20}",
+                        "[+-]?[0-9]{1,6}-[0-9]{1,2}-[0-9]{1,2}",
+                        "[A-Za-z_]{0,40}",
+                        "\\PC{0,240}",
+                        "[A-Za-z0-9_-]{0,40}",
+                    ],
+                ),
+                0..6,
+            ),
+        ) {
+            let params: HashMap<String, String> = pairs.into_iter().collect();
+            match parse_query("a", &params) {
+                Ok(q) => {
+                    prop_assert!((1..=MAX_LIMIT).contains(&q.limit));
+                    prop_assert!(q.text.as_ref().is_none_or(|t| t.len() <= 200));
+                    if let (Some(f), Some(t)) = (&q.from, &q.to) {
+                        prop_assert!(f <= t);
+                    }
+                    if let (Some(min), Some(max)) = (q.min_cents, q.max_cents) {
+                        prop_assert!(min <= max);
+                    }
+                }
+                Err(ApiError::Invalid { field, .. }) => prop_assert!(NAMES.contains(&field)),
+                Err(ApiError::Rejected(status, _)) => {
+                    prop_assert_eq!(status, axum::http::StatusCode::UNPROCESSABLE_ENTITY)
+                }
+                Err(other) => prop_assert!(false, "{:?}", other),
+            }
+        }
+
+        /// A cursor this API made reads back to its place; anything else is no place.
+        #[test]
+        fn cursors_read_back_and_anything_else_is_refused(
+            date in "(19[7-9][0-9]|20[0-9][0-9])-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])",
+            movement_id in "\\PC{0,40}",
+            other in "\\PC{0,60}",
+        ) {
+            let p = Position { date, movement_id };
+            proptest::prop_assert_eq!(Position::from_cursor(&p.cursor()), Some(p));
+            let _ = Position::from_cursor(&other);
+        }
     }
 }
