@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -103,6 +103,43 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Makes a 4xx that something other than an `ApiError` answered (an extractor refusing a
+/// malformed path or query string, a route that does not exist) a problem document with the
+/// same status and reason, so that clients parse one error format. Its other headers
+/// (`Allow`) stay. core-api's router uses it too.
+pub async fn problems_only(response: Response) -> Response {
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == "application/problem+json");
+    if !status.is_client_error() || is_problem {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    // These reasons are a line of text; a longer body is not one of them.
+    let detail = axum::body::to_bytes(body, 2048)
+        .await
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| match status {
+            StatusCode::NOT_FOUND => "no such route".to_string(),
+            StatusCode::METHOD_NOT_ALLOWED => "this route does not take that method".to_string(),
+            _ => "the request was refused".to_string(),
+        });
+    let mut problem = ApiError::Rejected(status, detail).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem
+                .headers_mut()
+                .entry(name)
+                .or_insert_with(|| value.clone());
+        }
+    }
+    problem
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RequestBody {
@@ -131,6 +168,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::map_response(problems_only))
         .with_state(gateway)
 }
 

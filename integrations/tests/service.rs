@@ -654,3 +654,112 @@ async fn every_route_but_health_needs_a_callers_secret_and_callbacks_go_only_to_
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Any JSON value, a few levels deep.
+fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        "\\PC{0,30}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,12}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Property (proptest, over real HTTP): whatever a caller sends (a partner request of odd
+/// fields, any JSON, a query string, a path), the service answers a success or a 4xx problem
+/// document, never a 5xx or a dropped connection, and keeps answering its health check.
+#[test]
+fn any_request_is_taken_or_refused_with_a_problem() {
+    use proptest::prelude::*;
+    use proptest::test_runner::TestCaseError;
+    use serde_json::{json, Value};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sim = rt.block_on(simulator(SimulatorSettings::default()));
+    let config = config_file(sim, 2, 5000);
+    let prefix = KeyPrefix::new("props");
+    let service = rt.block_on(ServiceProcess::start(&config, &prefix));
+    let http = caller();
+    let field = |good: Value| {
+        prop_oneof![
+            3 => Just(good),
+            1 => "\\PC{0,20}".prop_map(Value::String),
+            1 => any_json(),
+        ]
+    };
+    let partner_request = (
+        field(json!("r1")),
+        field(json!("bureau")),
+        field(json!("529.982.247-25")),
+        field(json!("http://127.0.0.1:1/cb")),
+        prop::option::of(field(json!({"from": "2026-01-01", "limit": 10}))),
+        prop::option::of(("[a-z_]{1,8}", any_json())),
+    )
+        .prop_map(|(id, partner, cpf, callback, params, extra)| {
+            let mut body = json!({
+                "request_id": id, "partner": partner, "cpf": cpf, "callback_url": callback,
+            });
+            if let Some(p) = params {
+                body["params"] = p;
+            }
+            if let Some((k, v)) = extra {
+                body[k] = v;
+            }
+            body
+        });
+    let request = prop_oneof![
+        4 => partner_request.prop_map(|b| ("POST", "/v1/partner-requests".to_string(), b.to_string())),
+        1 => any_json().prop_map(|b| ("POST", "/v1/partner-requests".to_string(), b.to_string())),
+        1 => "[ -~&&[^#]]{0,30}".prop_map(|q| ("POST", format!("/v1/dead-letters/replay?{q}"), String::new())),
+        1 => "[ -~&&[^#]]{0,30}".prop_map(|q| ("GET", format!("/v1/dead-letters?{q}"), String::new())),
+        1 => "[ -~&&[^#?]]{0,30}".prop_map(|p| ("GET", format!("/v1/{p}"), String::new())),
+    ];
+    common::check(128, request, |(method, path, body)| {
+        rt.block_on(async {
+            let url = format!("{}{path}", service.url);
+            let req = match method {
+                "POST" => http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body),
+                _ => http.get(url),
+            };
+            let r = req
+                .send()
+                .await
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let status = r.status();
+            prop_assert!(
+                status.is_success() || status.is_client_error(),
+                "answered {}",
+                status
+            );
+            if status.is_client_error() {
+                let kind = r.headers()["content-type"]
+                    .to_str()
+                    .unwrap_or_default()
+                    .to_string();
+                prop_assert_eq!(kind, "application/problem+json", "for {}", status);
+                let problem: Value = r
+                    .json()
+                    .await
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                prop_assert_eq!(problem["status"].as_u64(), Some(u64::from(status.as_u16())));
+            }
+            let health = http.get(format!("{}/healthz", service.url)).send().await;
+            prop_assert!(
+                health.is_ok_and(|h| h.status() == 200),
+                "/healthz stopped answering"
+            );
+            Ok(())
+        })
+    });
+}

@@ -45,6 +45,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(ops::metrics))
         .merge(web::router())
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Every 4xx a problem document, also axum's own (unknown routes, bad paths).
+        .layer(axum::middleware::map_response(
+            integrations::service::problems_only,
+        ))
         .layer(axum::middleware::from_fn(crate::metrics::count_requests))
         .with_state(state)
 }

@@ -96,3 +96,24 @@ pub async fn trickling_and_idle_connections_are_closed(addr: &str) {
     let answer = until_closed(&mut idle, "idle").await;
     assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
 }
+
+/// Runs `property` on `cases` values of `strategy` (proptest), without writing regression
+/// files; the first failing case, shrunk, fails the test. For properties whose every case is
+/// a real request, so their count is fixed rather than taken from `PROPTEST_CASES`.
+#[allow(dead_code)] // only the over-HTTP properties use it
+pub fn check<S: proptest::strategy::Strategy>(
+    cases: u32,
+    strategy: S,
+    property: impl Fn(S::Value) -> Result<(), proptest::test_runner::TestCaseError>,
+) where
+    S::Value: std::fmt::Debug,
+{
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases,
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    });
+    if let Err(e) = runner.run(&strategy, property) {
+        panic!("{e}");
+    }
+}
