@@ -216,6 +216,8 @@ async fn connect_partners(
                     let (addr, _) = integrations::simulator::serve(
                         "127.0.0.1:0".parse().expect("address"),
                         settings.simulator.clone(),
+                        // Nobody changes the embedded simulator while it runs: no admin.
+                        None,
                         crate::shutdown::stopped(shutdown_rx),
                     )
                     .await

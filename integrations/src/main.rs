@@ -41,6 +41,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
         /// Settings as JSON (see `SimulatorSettings`), e.g. '{"latency_ms": 50, "capacity": 4}'.
+        /// The admin routes (`PUT /admin/settings`, `POST /stats/reset`) need the token in
+        /// the `SIMULATOR_ADMIN_TOKEN` environment variable; without it they are off.
         #[arg(long)]
         settings: Option<String>,
     },
@@ -74,10 +76,17 @@ async fn main() -> Result<()> {
                 Some(json) => serde_json::from_str(&json).context("--settings")?,
                 None => SimulatorSettings::default(),
             };
-            let (addr, handle) =
-                simulator::serve(SocketAddr::new(host, port), settings, shutdown_signal())
-                    .await
-                    .context("binding the listener")?;
+            let admin = std::env::var("SIMULATOR_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty());
+            let (addr, handle) = simulator::serve(
+                SocketAddr::new(host, port),
+                settings,
+                admin.as_deref(),
+                shutdown_signal(),
+            )
+            .await
+            .context("binding the listener")?;
             tracing::info!(addr = %addr, "Bureau simulator listening.");
             handle.await??;
         }

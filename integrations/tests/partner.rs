@@ -11,6 +11,9 @@ use integrations::semaphore::{LocalSemaphore, PermitStore, Semaphore};
 use integrations::simulator::{self, SimulatorSettings, SimulatorStats};
 use integrations::{Cpf, Kind};
 
+/// The admin token the tests' simulators are started with.
+const SIM_ADMIN: &str = "sim-admin-token-0123";
+
 struct Sim {
     addr: SocketAddr,
     http: reqwest::Client,
@@ -21,6 +24,7 @@ impl Sim {
         let (addr, _handle) = simulator::serve(
             "127.0.0.1:0".parse().unwrap(),
             settings,
+            Some(SIM_ADMIN),
             std::future::pending(),
         )
         .await
@@ -39,6 +43,7 @@ impl Sim {
         let r = self
             .http
             .put(format!("{}/admin/settings", self.url()))
+            .bearer_auth(SIM_ADMIN)
             .json(&patch)
             .send()
             .await
@@ -88,6 +93,61 @@ fn quiet() -> SimulatorSettings {
         latency_ms: 1,
         latency_jitter_ms: 0,
         ..SimulatorSettings::default()
+    }
+}
+
+#[tokio::test]
+async fn the_simulators_admin_routes_need_its_admin_token_and_are_off_without_one() {
+    let sim = Sim::start(SimulatorSettings {
+        token: Some("bureau-token".into()),
+        ..SimulatorSettings::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let admin = [
+        ("PUT", "/admin/settings"),
+        ("GET", "/admin/settings"),
+        ("POST", "/stats/reset"),
+    ];
+    let send = |method: &str, path: &str, token: Option<&str>, base: String| {
+        let mut req = http
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .json(&serde_json::json!({"error_rate": 1.0}));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    for (method, path) in admin {
+        for token in [None, Some("guess"), Some("bureau-token")] {
+            let r = send(method, path, token, sim.url()).await.unwrap();
+            assert_eq!(r.status(), 401, "{method} {path} with {token:?}");
+            let body = r.text().await.unwrap();
+            assert!(!body.contains("bureau-token"), "{body}");
+        }
+    }
+    // Nothing changed; with the admin token, the settings are read and changed.
+    let r = send("GET", "/admin/settings", Some(SIM_ADMIN), sim.url())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<SimulatorSettings>().await.unwrap().error_rate, 0.0);
+    sim.set(serde_json::json!({"error_rate": 0.5})).await;
+
+    // Started without an admin token (as `cargo run` embeds it), the routes are off.
+    let (off, _handle) = simulator::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        SimulatorSettings::default(),
+        None,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    for (method, path) in admin {
+        let r = send(method, path, Some(SIM_ADMIN), format!("http://{off}"))
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{method} {path}");
     }
 }
 

@@ -119,6 +119,7 @@ async fn simulator(settings: SimulatorSettings) -> SocketAddr {
     simulator::serve(
         "127.0.0.1:0".parse().unwrap(),
         settings,
+        None,
         std::future::pending(),
     )
     .await

@@ -120,8 +120,13 @@ async fn overhead(url: &str, prefix: &str) -> Result<serde_json::Value> {
         latency_jitter_ms: 0,
         ..SimulatorSettings::default()
     };
-    let (addr, _h) =
-        simulator::serve("127.0.0.1:0".parse()?, settings, std::future::pending()).await?;
+    let (addr, _h) = simulator::serve(
+        "127.0.0.1:0".parse()?,
+        settings,
+        None,
+        std::future::pending(),
+    )
+    .await?;
     let http = reqwest::Client::new();
     let semaphore = Semaphore::Redis(RedisSemaphore::connect(url, &format!("{prefix}-ovh")).await?);
     let config = PartnerConfig {

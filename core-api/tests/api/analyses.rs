@@ -211,6 +211,7 @@ async fn with_a_separate_integrations_service_queued_partner_calls_come_back_by_
             retry_after_s: 1,
             ..SimulatorSettings::default()
         },
+        Some("sim-admin-token"),
         std::future::pending(),
     )
     .await
@@ -244,6 +245,7 @@ async fn with_a_separate_integrations_service_queued_partner_calls_come_back_by_
         tokio::time::sleep(Duration::from_millis(700)).await;
         reqwest::Client::new()
             .put(format!("http://{sim}/admin/settings"))
+            .bearer_auth("sim-admin-token")
             .json(&json!({ "rate_limit_rate": 0.0 }))
             .send()
             .await

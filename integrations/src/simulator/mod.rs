@@ -8,7 +8,9 @@
 //! which is how the tests prove the distributed semaphore holds.
 //!
 //! Settings can be changed while it runs with `PUT /admin/settings`, so a test can make a
-//! partner fail and then recover.
+//! partner fail and then recover. The admin routes (`GET`/`PUT /admin/settings`, which hold
+//! the bureaus' token, and `POST /stats/reset`) need the admin token the simulator was started
+//! with (`Authorization: Bearer <token>`); started without one, they are off (403).
 
 pub mod data;
 
@@ -145,6 +147,8 @@ impl Counters {
 struct Sim {
     settings: Arc<RwLock<SimulatorSettings>>,
     counters: Arc<Counters>,
+    /// The SHA-256 of the admin token; `None`: the admin routes are off.
+    admin: Option<[u8; 32]>,
 }
 
 /// Counts a request in flight for as long as it lives, even when the caller hangs up and the
@@ -165,32 +169,70 @@ impl Drop for InFlight {
     }
 }
 
-/// The simulator's routes.
-pub fn router(settings: SimulatorSettings) -> Router {
+/// The simulator's routes; the admin routes need `admin_token` (off without one).
+pub fn router(settings: SimulatorSettings, admin_token: Option<&str>) -> Router {
     let sim = Sim {
         settings: Arc::new(RwLock::new(settings)),
         counters: Arc::default(),
+        admin: admin_token.map(crate::auth::secret_hash),
     };
+    let admin = Router::new()
+        .route("/stats/reset", axum::routing::post(reset))
+        .route("/admin/settings", put(update_settings).get(read_settings))
+        .route_layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            admin_only,
+        ));
     Router::new()
         .route("/v1/consumers/{cpf}", get(consumer))
         .route("/v1/ratings/{cpf}", get(rating))
         .route("/v1/movements/{cpf}", get(movements))
         .route("/stats", get(stats))
-        .route("/stats/reset", axum::routing::post(reset))
-        .route("/admin/settings", put(update_settings).get(read_settings))
+        .merge(admin)
         .with_state(sim)
 }
 
+/// Lets a request through to an admin route only with the admin token.
+async fn admin_only(
+    State(sim): State<Sim>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(expected) = &sim.admin else {
+        return problem(
+            StatusCode::FORBIDDEN,
+            "the admin routes are off: start the simulator with an admin token",
+        );
+    };
+    let presented = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer);
+    match presented {
+        Some(token)
+            if crate::auth::constant_time_eq(&crate::auth::secret_hash(token), expected) =>
+        {
+            next.run(request).await
+        }
+        _ => problem(
+            StatusCode::UNAUTHORIZED,
+            "the admin routes need `Authorization: Bearer <admin token>`",
+        ),
+    }
+}
+
 /// Binds `addr` and serves until `shutdown` completes; returns the bound address first through
-/// `ready` so callers can use port 0.
+/// `ready` so callers can use port 0. The admin routes need `admin_token` (off without one).
 pub async fn serve(
     addr: SocketAddr,
     settings: SimulatorSettings,
+    admin_token: Option<&str>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let app = router(settings);
+    let app = router(settings, admin_token);
     let handle = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
