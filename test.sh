@@ -33,10 +33,11 @@ fi
 echo "== tests use Redis at $REDIS_URL"
 
 OSMEM_VERSION=0.1.6
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import osmem_server" 2>/dev/null; then
-  echo "== installing osmem-server $OSMEM_VERSION (in-memory OpenSearch-compatible server) in .venv"
+CHECK_JSONSCHEMA_VERSION=0.39.0
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import osmem_server, check_jsonschema" 2>/dev/null; then
+  echo "== installing osmem-server $OSMEM_VERSION (in-memory OpenSearch-compatible server) and check-jsonschema $CHECK_JSONSCHEMA_VERSION in .venv"
   python3 -m venv .venv
-  .venv/bin/pip install -q "osmem-server==$OSMEM_VERSION"
+  .venv/bin/pip install -q "osmem-server==$OSMEM_VERSION" "check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
 fi
 OSMEM_SERVER_BIN=$(.venv/bin/python -c "import osmem_server; print(osmem_server.resolve_binary())")
 export OSMEM_SERVER_BIN REQUIRE_OSMEM=1
@@ -49,6 +50,10 @@ if ! command -v chromedriver >/dev/null || [ ! -x /usr/bin/chromium ]; then
 fi
 export REQUIRE_BROWSER=1
 echo "== browser tests: $(chromium --version 2>/dev/null), $(chromedriver --version | cut -d' ' -f1-2)"
+
+echo "== deploy/compose.yaml: the Compose specification, and its networks as designed"
+.venv/bin/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose.yaml
+.venv/bin/python deploy/check_compose.py
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
