@@ -233,6 +233,20 @@ async fn blank_ndjson_lines_count_toward_the_row_limit() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_still_sending_when_its_batch_fails_reads_the_final_event() {
+    let app = spawn_app().await;
+    // 8 MiB of blank lines, two at once, a few times: each batch fails at 1,000,001 lines
+    // while its client still has megabytes to send. A service that ended the response on
+    // unread bytes had its connections reset, and clients lost the final event (most runs).
+    for _ in 0..4 {
+        let blank = || "\n".repeat(8 * 1024 * 1024);
+        let (a, b) = tokio::join!(failed_batch(&app, blank()), failed_batch(&app, blank()));
+        assert_eq!(a["reason"], "more than 1000000 rows");
+        assert_eq!(b["reason"], "more than 1000000 rows");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_json_array_is_classified_as_it_arrives_element_by_element() {
     let app = spawn_app().await;
     let (tx, body) = open_body();

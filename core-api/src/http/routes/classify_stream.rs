@@ -43,6 +43,9 @@ const YIELD_EVERY: u64 = 256;
 /// How long a body may send nothing before the batch ends: a client that stalls its upload
 /// does not hold its stream's place for ever.
 const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long the rest of a body the batch stopped reading is read and dropped, so that the
+/// client receives the final event before the connection closes (see [`drain`]).
+const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 /// Classification streams one API key may have open at once.
 pub const STREAMS_PER_KEY: usize = 4;
 
@@ -206,13 +209,30 @@ async fn next_chunk(
     }
 }
 
-async fn ndjson(mut b: Batcher, body: Body) {
-    let mut stream = body.into_data_stream();
+/// Reads what is left of a body and drops it, for at most [`DRAIN_FOR`] and [`MAX_BYTES`],
+/// and not past a shutdown.
+async fn drain(stream: &mut axum::body::BodyDataStream, stop: watch::Receiver<bool>) {
+    let read_and_drop = async {
+        let mut bytes = 0;
+        while let Some(Ok(chunk)) = stream.next().await {
+            bytes += chunk.len();
+            if bytes > MAX_BYTES {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(DRAIN_FOR, read_and_drop) => {}
+        _ = crate::shutdown::stopped(&stop) => {}
+    }
+}
+
+async fn ndjson(mut b: Batcher, stream: &mut axum::body::BodyDataStream) {
     let mut buf: Vec<u8> = Vec::new();
     let (mut line_no, mut bytes) = (0u64, 0usize);
     loop {
         let at = format!("line {}", line_no + 1);
-        let chunk = match next_chunk(b, &mut stream, &mut bytes, at).await {
+        let chunk = match next_chunk(b, stream, &mut bytes, at).await {
             Ok((batcher, chunk)) => {
                 b = batcher;
                 chunk
@@ -375,14 +395,13 @@ impl ArraySplitter {
     }
 }
 
-async fn json_array(mut b: Batcher, body: Body) {
-    let mut stream = body.into_data_stream();
+async fn json_array(mut b: Batcher, stream: &mut axum::body::BodyDataStream) {
     let mut buf: Vec<u8> = Vec::new();
     let mut split = ArraySplitter::default();
     let (mut index, mut bytes) = (0u64, 0usize);
     loop {
         let at = format!("index {index}");
-        let chunk = match next_chunk(b, &mut stream, &mut bytes, at).await {
+        let chunk = match next_chunk(b, stream, &mut bytes, at).await {
             Ok((batcher, chunk)) => {
                 b = batcher;
                 chunk
@@ -487,11 +506,19 @@ pub async fn classify_stream(
         stopped_at: None,
     };
     tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let (stop, keep_open) = (batcher.stop.clone(), batcher.tx.clone());
         if ndjson_body {
-            ndjson(batcher, body).await
+            ndjson(batcher, &mut stream).await
         } else {
-            json_array(batcher, body).await
+            json_array(batcher, &mut stream).await
         }
+        // The final event is sent. A body the batch stopped reading early is read to its end
+        // (and dropped) before the response ends: a connection closed with bytes unread is
+        // reset by the kernel, and a client still sending would lose the final event it has
+        // not read yet.
+        drain(&mut stream, stop).await;
+        drop(keep_open);
     });
     // The same writer as the analysis stream (a retry hint, keep-alives), ended by the batch.
     Ok(batch_response(rx))
