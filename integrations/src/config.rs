@@ -170,10 +170,12 @@ pub struct Config {
     /// its job in the queue for ever.
     #[serde(default = "default_max_deliveries")]
     pub max_deliveries: u32,
-    /// How long a queued partner request may wait in a Redis queue, in seconds, counted from
-    /// when it was first queued (or replayed): then it is dropped, CPF and all (the in-process
-    /// queue lives no longer than its process and is bounded by `max_queue`). By then the analysis that
-    /// asked for it has long given up.
+    /// How long a queued partner request may wait for an answer, in seconds, counted from
+    /// when it was first queued (or replayed). The next worker to take it after that ends it
+    /// as failed (`expired: ...`), tells its caller (callback or in-process waiter) and leaves
+    /// it in the dead letters; a Redis queue also drops, CPF and all, whatever is still there
+    /// an hour later (a job no worker took). By then the analysis that asked for it has long
+    /// given up.
     #[serde(default = "default_job_ttl_secs")]
     pub job_ttl_secs: u64,
     /// How long a dead letter is kept for an operator to read or replay, in seconds; then it

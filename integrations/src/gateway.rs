@@ -14,9 +14,13 @@ use crate::cpf::Cpf;
 use crate::error::IntegrationError;
 use crate::partner::{Attempt, DeferReason, Partner, PartnerStatus, RequestParams};
 use crate::queue::{
-    backoff, Job, JobSeal, Leased, LocalQueue, Outcome, Queue, QueueTtl, RedisQueue, RetryQueue,
+    backoff, now_ms, Job, JobSeal, Leased, LocalQueue, Outcome, Queue, QueueTtl, RedisQueue,
+    RetryQueue,
 };
 use crate::semaphore::{LocalSemaphore, RedisSemaphore, Semaphore};
+
+/// How long after `job_ttl_secs` a Redis queue drops a job nobody ended.
+const SWEEP_GRACE: Duration = Duration::from_secs(3600);
 
 /// A request for one partner's data.
 #[derive(Debug, Clone)]
@@ -85,7 +89,10 @@ impl Gateway {
                         config.max_queue,
                         queue_seal(&config)?,
                         QueueTtl {
-                            job: Duration::from_secs(config.job_ttl_secs),
+                            // A worker ends a job past `job_ttl_secs` itself, telling its
+                            // caller; the queue drops what is left (a job no worker took)
+                            // later, as a backstop.
+                            job: Duration::from_secs(config.job_ttl_secs) + SWEEP_GRACE,
                             dead_letter: Duration::from_secs(config.dead_letter_ttl_secs),
                         },
                     )
@@ -188,10 +195,13 @@ impl Gateway {
         };
         let receiver = if job.callback_url.is_none() {
             let (tx, rx) = oneshot::channel();
-            self.waiting
-                .lock()
-                .expect("waiting lock")
-                .insert(job.id.clone(), tx);
+            let mut waiting = self.waiting.lock().expect("waiting lock");
+            // Callers that gave up (their receiver is gone) leave, whatever became of their
+            // jobs: looked for each time the map doubles, so the cost per request stays flat.
+            if waiting.len() >= 64 && waiting.len().is_power_of_two() {
+                waiting.retain(|_, tx| !tx.is_closed());
+            }
+            waiting.insert(job.id.clone(), tx);
             Some(rx)
         } else {
             None
@@ -277,6 +287,20 @@ impl Gateway {
 
     async fn work(&self, leased: Leased, stop: &watch::Receiver<bool>) {
         let mut job = leased.job.clone();
+        let age = Duration::from_millis(now_ms().saturating_sub(job.enqueued_at_ms));
+        if job.outcome.is_none() && age >= Duration::from_secs(self.config.job_ttl_secs) {
+            // Past its TTL: its caller is told it failed, rather than left waiting on a job
+            // the queue is about to drop.
+            job.last_error = Some(format!(
+                "expired: no answer within job_ttl_secs ({} s) of queueing",
+                self.config.job_ttl_secs
+            ));
+            job.outcome = Some(outcome_of(
+                &job,
+                Err(job.last_error.clone().unwrap_or_default()),
+            ));
+            return self.deliver_and_close(&leased, job, true).await;
+        }
         if job.outcome.is_none() {
             let Some(partner) = self.partners.get(&job.partner) else {
                 job.last_error = Some(format!("unknown partner `{}`", job.partner));

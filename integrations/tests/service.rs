@@ -656,6 +656,43 @@ async fn every_route_but_health_needs_a_callers_secret_and_callbacks_go_only_to_
     assert_eq!(r.status(), 200);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_queued_past_its_ttl_is_ended_as_failed_and_its_caller_told() {
+    // A bureau that never takes a request (429, Retry-After: 1), and jobs that may wait 2 s.
+    let sim = simulator(SimulatorSettings {
+        rate_limit_rate: 1.0,
+        retry_after_s: 1,
+        ..SimulatorSettings::default()
+    })
+    .await;
+    let config = config_file_with(sim, 2, 5000, "job_ttl_secs = 2");
+    let prefix = KeyPrefix::new("svc");
+    let service = ServiceProcess::start(&config, &prefix).await;
+    let receiver = Receiver::start().await;
+    let now = fire(std::slice::from_ref(&service.url), 2, &receiver.url, "ttl").await;
+    assert!(now.is_empty(), "nothing is answered at once: {now:?}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while receiver.got.lock().unwrap().len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = receiver.got.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "every caller is told: {got:?}");
+    for o in &got {
+        assert_eq!(o.status, "failed");
+        assert!(o.error.as_deref().unwrap().starts_with("expired"), "{o:?}");
+    }
+    // Ended, not dropped: an operator sees them and may replay them.
+    let dead: Vec<serde_json::Value> = caller()
+        .get(format!("{}/v1/dead-letters", service.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+}
+
 /// Any JSON value, a few levels deep.
 fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
     use proptest::prelude::*;
