@@ -56,6 +56,17 @@ async fn every_bad_input_gets_a_problem_naming_it() {
         Some("to"),
     )
     .await;
+    // chrono's first day: the default window's start once overflowed and dropped the
+    // connection; implausible years are now refused by name.
+    for (field, date) in [("to", "-262143-01-01"), ("from", "1969-12-31")] {
+        expect(
+            app.start(ACME, json!({"cpf": "529.982.247-25", field: date}))
+                .await,
+            422,
+            Some(field),
+        )
+        .await;
+    }
     expect(
         app.start(ACME, json!({"cpf": "529.982.247-25", "surprise": true}))
             .await,
