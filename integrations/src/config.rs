@@ -322,7 +322,16 @@ impl Config {
         }
         let mut callers = HashSet::new();
         for (i, c) in self.callers.iter().enumerate() {
-            if c.name.is_empty() || !callers.insert(c.name.clone()) {
+            // The name starts its jobs' ids (`{name}/...`): a `/` in it would reach into
+            // another caller's.
+            let word = |ch: char| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_';
+            if c.name.is_empty() || !c.name.chars().all(word) {
+                return err(
+                    format!("callers[{i}].name"),
+                    "must be letters, digits, `-` or `_`",
+                );
+            }
+            if !callers.insert(c.name.clone()) {
                 return err(format!("callers[{i}].name"), "must be a name used once");
             }
             if c.callback_hosts.iter().all(|h| h.trim().is_empty()) {

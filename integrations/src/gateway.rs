@@ -25,6 +25,10 @@ const SWEEP_GRACE: Duration = Duration::from_secs(3600);
 /// A request for one partner's data.
 #[derive(Debug, Clone)]
 pub struct PartnerRequest {
+    /// The caller the request is for: its jobs' ids start with `{caller}/`, so two callers'
+    /// request ids never meet and each sees and replays only its own dead letters. Empty for
+    /// the core API's in-process calls.
+    pub caller: String,
     pub request_id: String,
     pub partner: String,
     pub cpf: Cpf,
@@ -169,6 +173,9 @@ impl Gateway {
             request.params,
             request.callback_url,
         );
+        if !request.caller.is_empty() {
+            job.id = format!("{}/{}", request.caller, job.id);
+        }
         let (reason, retry_in) = match attempt {
             Attempt::Defer { reason, retry_in } => (reason, retry_in),
             Attempt::Failed { error } => {

@@ -175,7 +175,16 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 /// The caller a request authenticated as, for the handlers.
 #[derive(Clone)]
 struct Caller {
+    /// Its jobs' ids start with `{name}/`.
+    name: Arc<str>,
     callback_hosts: Arc<[String]>,
+}
+
+impl Caller {
+    /// The start of its jobs' ids.
+    fn scope(&self) -> String {
+        format!("{}/", self.name)
+    }
 }
 
 /// Lets a request through only with a configured caller's secret.
@@ -193,6 +202,7 @@ async fn authenticate(
     let caller =
         crate::auth::caller(&gw.config().callers, presented).ok_or(ApiError::Unauthenticated)?;
     request.extensions_mut().insert(Caller {
+        name: caller.name.as_str().into(),
         callback_hosts: caller.callback_hosts.clone().into(),
     });
     Ok(next.run(request).await)
@@ -244,6 +254,7 @@ async fn partner_request(
     }
     let submitted = gw
         .submit(PartnerRequest {
+            caller: caller.name.to_string(),
             request_id: body.request_id.clone(),
             partner: body.partner.clone(),
             cpf,
@@ -283,10 +294,14 @@ async fn partners(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> 
     Ok(Json(status).into_response())
 }
 
-async fn dead_letters(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+/// The caller's own dead letters.
+async fn dead_letters(
+    State(gw): State<Arc<Gateway>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+) -> Result<Response, ApiError> {
     let dead = gw
         .queue()
-        .dead_letters(1000)
+        .dead_letters(1000, &caller.scope())
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(dead).into_response())
@@ -297,13 +312,15 @@ struct ReplayQuery {
     id: Option<String>,
 }
 
+/// Replays the caller's own dead letters: one by id, or all.
 async fn replay(
     State(gw): State<Arc<Gateway>>,
+    axum::Extension(caller): axum::Extension<Caller>,
     Query(q): Query<ReplayQuery>,
 ) -> Result<Response, ApiError> {
     let n = gw
         .queue()
-        .replay(q.id.as_deref())
+        .replay(q.id.as_deref(), &caller.scope())
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(serde_json::json!({"replayed": n})).into_response())

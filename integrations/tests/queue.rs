@@ -115,7 +115,7 @@ async fn lifecycle<Q: RetryQueue>(q: Q) {
     let third = q.lease(10, lease).await.unwrap();
     assert_eq!(third[0].job.attempts, 1, "the rescheduled state was kept");
     assert!(q.bury(&third[0], &third[0].job).await.unwrap());
-    let dead = q.dead_letters(10).await.unwrap();
+    let dead = q.dead_letters(10, "").await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(
         dead[0].last_error.as_deref(),
@@ -124,7 +124,7 @@ async fn lifecycle<Q: RetryQueue>(q: Q) {
     let stats = q.stats().await.unwrap();
     assert_eq!((stats.due, stats.leased, stats.dead), (1, 0, 1));
 
-    assert_eq!(q.replay(None).await.unwrap(), 1);
+    assert_eq!(q.replay(None, "").await.unwrap(), 1);
     let replayed = q.lease(10, lease).await.unwrap();
     assert_eq!(replayed.len(), 1);
     assert_eq!(
@@ -204,7 +204,7 @@ async fn on_redis_no_key_holds_a_cpf_in_clear_and_every_key_expires() {
         assert!(*ttl > 0, "{key} has no expiry ({ttl})");
     }
     // What was sealed opens: the dead letter replays with its CPF.
-    assert_eq!(q.replay(None).await.unwrap(), 1);
+    assert_eq!(q.replay(None, "").await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -236,7 +236,7 @@ async fn on_redis_old_jobs_and_dead_letters_are_dropped_after_their_ttl() {
         (0, 0, 0),
         "{stats:?}"
     );
-    assert!(q.dead_letters(10).await.unwrap().is_empty());
+    assert!(q.dead_letters(10, "").await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -257,7 +257,7 @@ async fn a_job_sealed_under_another_key_is_never_leased_and_waits_in_the_dead_le
         "{stats:?}"
     );
     // An instance with the right key can still replay it.
-    assert_eq!(ours.replay(None).await.unwrap(), 1);
+    assert_eq!(ours.replay(None, "").await.unwrap(), 1);
     assert_eq!(
         ours.lease(10, Duration::from_secs(30)).await.unwrap()[0]
             .job

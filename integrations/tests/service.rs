@@ -16,8 +16,10 @@ use integrations::Cpf;
 mod common;
 use common::{free_port, redis_url, trickling_and_idle_connections_are_closed, KeyPrefix};
 
-/// The tests' secret as the service's one caller.
+/// The tests' secret as the service's caller `test`.
 const CALLER_SECRET: &str = "test-caller-secret-0123456789";
+/// The secret of a second caller, `other`, for configurations that name it.
+const OTHER_SECRET: &str = "other-caller-secret-0123456789";
 
 /// An HTTP client that calls as the configured caller.
 fn caller() -> reqwest::Client {
@@ -50,6 +52,7 @@ impl ServiceProcess {
             .env("REDIS_URL", redis_url())
             .env("KEY_PREFIX", prefix)
             .env("TEST_CALLER_SECRET", CALLER_SECRET)
+            .env("OTHER_CALLER_SECRET", OTHER_SECRET)
             .env("QUEUE_KEY", "test-queue-key-0123456789abcdef-0123456789")
             .env(
                 "RUST_LOG",
@@ -691,6 +694,83 @@ async fn a_request_queued_past_its_ttl_is_ended_as_failed_and_its_caller_told() 
         .await
         .unwrap();
     assert_eq!(dead.len(), 2, "{dead:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_request_ids_never_meet_and_each_sees_and_replays_only_its_dead_letters() {
+    // A bureau that never takes a request, and jobs that may wait 2 s: each request ends
+    // as a dead letter.
+    let sim = simulator(SimulatorSettings {
+        rate_limit_rate: 1.0,
+        retry_after_s: 1,
+        ..SimulatorSettings::default()
+    })
+    .await;
+    let other = r#"
+        job_ttl_secs = 2
+
+        [[callers]]
+        name = "other"
+        secret_env = "OTHER_CALLER_SECRET"
+        callback_hosts = ["127.0.0.1"]
+    "#;
+    let config = config_file_with(sim, 2, 5000, other);
+    let prefix = KeyPrefix::new("svc");
+    let service = ServiceProcess::start(&config, &prefix).await;
+    let receiver = Receiver::start().await;
+    let as_caller = |secret: &str| {
+        let http = reqwest::Client::new();
+        let (url, secret) = (service.url.clone(), secret.to_string());
+        move |method: reqwest::Method, path: &str| {
+            http.request(method, format!("{url}{path}"))
+                .bearer_auth(&secret)
+        }
+    };
+    let (test, other) = (as_caller(CALLER_SECRET), as_caller(OTHER_SECRET));
+    // The same request id from both callers: two requests, not one.
+    for (call, base) in [(&test, 300_000), (&other, 300_001)] {
+        let r = call(reqwest::Method::POST, "/v1/partner-requests")
+            .json(&serde_json::json!({
+                "request_id": "same", "partner": "bureau",
+                "cpf": Cpf::from_base(base).digits(), "callback_url": receiver.url,
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while receiver.got.lock().unwrap().len() < 2 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(receiver.got.lock().unwrap().len(), 2, "each caller is told");
+    let dead_of = |call: &dyn Fn(reqwest::Method, &str) -> reqwest::RequestBuilder| {
+        call(reqwest::Method::GET, "/v1/dead-letters").send()
+    };
+    let mine: Vec<serde_json::Value> = dead_of(&test).await.unwrap().json().await.unwrap();
+    let theirs: Vec<serde_json::Value> = dead_of(&other).await.unwrap().json().await.unwrap();
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    assert_eq!(theirs.len(), 1, "{theirs:?}");
+    assert!(mine[0]["id"].as_str().unwrap().starts_with("test/"));
+    let their_id = theirs[0]["id"].as_str().unwrap().to_string();
+    assert!(their_id.starts_with("other/"));
+    let replayed = |r: reqwest::Response| async move {
+        r.json::<serde_json::Value>().await.unwrap()["replayed"].clone()
+    };
+    let path = format!("/v1/dead-letters/replay?id={their_id}");
+    let r = test(reqwest::Method::POST, &path).send().await.unwrap();
+    assert_eq!(
+        replayed(r).await,
+        0,
+        "another caller's dead letter is not replayed"
+    );
+    let r = test(reqwest::Method::POST, "/v1/dead-letters/replay")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed(r).await, 1, "replaying all is replaying one's own");
+    let theirs: Vec<serde_json::Value> = dead_of(&other).await.unwrap().json().await.unwrap();
+    assert_eq!(theirs.len(), 1, "untouched: {theirs:?}");
 }
 
 /// Any JSON value, a few levels deep.

@@ -152,6 +152,7 @@ async fn ask(
     let submitted = state
         .partners
         .submit(PartnerRequest {
+            caller: String::new(),
             request_id,
             partner: partner.clone(),
             cpf: cpf.clone(),

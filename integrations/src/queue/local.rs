@@ -147,12 +147,12 @@ impl RetryQueue for LocalQueue {
         Ok(true)
     }
 
-    async fn replay(&self, id: Option<&str>) -> Result<u64, IntegrationError> {
+    async fn replay(&self, id: Option<&str>, scope: &str) -> Result<u64, IntegrationError> {
         let n = {
             let mut s = self.lock();
             let (replay, keep): (Vec<Job>, Vec<Job>) = std::mem::take(&mut s.dead)
                 .into_iter()
-                .partition(|j| id.is_none_or(|id| j.id == id));
+                .partition(|j| j.id.starts_with(scope) && id.is_none_or(|id| j.id == id));
             s.dead = keep;
             let now = now_ms();
             let n = replay.len() as u64;
@@ -170,11 +170,16 @@ impl RetryQueue for LocalQueue {
         Ok(n)
     }
 
-    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, IntegrationError> {
+    async fn dead_letters(
+        &self,
+        max: usize,
+        scope: &str,
+    ) -> Result<Vec<DeadLetter>, IntegrationError> {
         Ok(self
             .lock()
             .dead
             .iter()
+            .filter(|j| j.id.starts_with(scope))
             .take(max)
             .map(DeadLetter::from)
             .collect())

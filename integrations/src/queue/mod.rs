@@ -165,16 +165,20 @@ pub trait RetryQueue: Send + Sync + 'static {
         job: &Job,
     ) -> impl Future<Output = Result<bool, IntegrationError>> + Send;
 
-    /// Makes dead-lettered jobs due again with a fresh attempt count; all when `id` is none.
-    /// Returns how many were replayed.
+    /// Makes dead-lettered jobs whose id starts with `scope` due again with a fresh attempt
+    /// count: the one with `id`, or all when `id` is none. Returns how many were replayed.
+    /// The service scopes each caller to its own jobs (`{caller}/`); `""` is every job.
     fn replay(
         &self,
         id: Option<&str>,
+        scope: &str,
     ) -> impl Future<Output = Result<u64, IntegrationError>> + Send;
 
+    /// Up to `max` dead letters whose id starts with `scope`, oldest first.
     fn dead_letters(
         &self,
         max: usize,
+        scope: &str,
     ) -> impl Future<Output = Result<Vec<DeadLetter>, IntegrationError>> + Send;
 
     fn stats(&self) -> impl Future<Output = Result<QueueStats, IntegrationError>> + Send;
@@ -220,11 +224,15 @@ impl RetryQueue for Queue {
     async fn bury(&self, leased: &Leased, job: &Job) -> Result<bool, IntegrationError> {
         dispatch!(self, q => q.bury(leased, job).await)
     }
-    async fn replay(&self, id: Option<&str>) -> Result<u64, IntegrationError> {
-        dispatch!(self, q => q.replay(id).await)
+    async fn replay(&self, id: Option<&str>, scope: &str) -> Result<u64, IntegrationError> {
+        dispatch!(self, q => q.replay(id, scope).await)
     }
-    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, IntegrationError> {
-        dispatch!(self, q => q.dead_letters(max).await)
+    async fn dead_letters(
+        &self,
+        max: usize,
+        scope: &str,
+    ) -> Result<Vec<DeadLetter>, IntegrationError> {
+        dispatch!(self, q => q.dead_letters(max, scope).await)
     }
     async fn stats(&self) -> Result<QueueStats, IntegrationError> {
         dispatch!(self, q => q.stats().await)

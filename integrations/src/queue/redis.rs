@@ -403,14 +403,20 @@ impl RetryQueue for RedisQueue {
         self.bury_stored(&leased.job.id, &leased.token, &self.stored(job))
             .await
     }
-    async fn replay(&self, id: Option<&str>) -> Result<u64, IntegrationError> {
+    async fn replay(&self, id: Option<&str>, scope: &str) -> Result<u64, IntegrationError> {
         let mut conn = self.conn();
         let entries: Vec<(String, String)> = match id {
+            Some(id) if !id.starts_with(scope) => Vec::new(),
             Some(id) => {
                 let job: Option<String> = conn.hget(self.key("dead"), id).await?;
                 job.map(|j| vec![(id.to_string(), j)]).unwrap_or_default()
             }
-            None => conn.hgetall(self.key("dead")).await?,
+            None => {
+                let all: Vec<(String, String)> = conn.hgetall(self.key("dead")).await?;
+                all.into_iter()
+                    .filter(|(id, _)| id.starts_with(scope))
+                    .collect()
+            }
         };
         if entries.is_empty() {
             return Ok(0);
@@ -449,12 +455,16 @@ impl RetryQueue for RedisQueue {
         Ok(n)
     }
 
-    async fn dead_letters(&self, max: usize) -> Result<Vec<DeadLetter>, IntegrationError> {
+    async fn dead_letters(
+        &self,
+        max: usize,
+        scope: &str,
+    ) -> Result<Vec<DeadLetter>, IntegrationError> {
         let mut conn = self.conn();
-        let ids: Vec<String> = conn
-            .zrange(self.key("dead:order"), 0, max.saturating_sub(1) as isize)
-            .await?;
-        let mut out = Vec::with_capacity(ids.len());
+        // Every id, oldest first, then the scope's: ids are short, and the dead letters expire.
+        let ids: Vec<String> = conn.zrange(self.key("dead:order"), 0, -1).await?;
+        let ids = ids.into_iter().filter(|id| id.starts_with(scope)).take(max);
+        let mut out = Vec::with_capacity(max.min(1024));
         for id in ids {
             let raw: Option<String> = conn.hget(self.key("dead"), &id).await?;
             if let Some(raw) = raw {
