@@ -112,7 +112,7 @@ pub async fn problems_only(response: Response) -> Response {
     let is_problem = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v == "application/problem+json");
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
     if !status.is_client_error() || is_problem {
         return response;
     }
@@ -121,7 +121,7 @@ pub async fn problems_only(response: Response) -> Response {
     let detail = axum::body::to_bytes(body, 2048)
         .await
         .ok()
-        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .map(|b| without_values(String::from_utf8_lossy(&b).trim()))
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| match status {
             StatusCode::NOT_FOUND => "no such route".to_string(),
@@ -129,15 +129,45 @@ pub async fn problems_only(response: Response) -> Response {
             _ => "the request was refused".to_string(),
         });
     let mut problem = ApiError::Rejected(status, detail).into_response();
-    for (name, value) in &parts.headers {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            problem
-                .headers_mut()
-                .entry(name)
-                .or_insert_with(|| value.clone());
+    for name in parts.headers.keys() {
+        let ours = name == header::CONTENT_TYPE || name == header::CONTENT_LENGTH;
+        if !ours && !problem.headers().contains_key(name) {
+            for value in parts.headers.get_all(name) {
+                problem.headers_mut().append(name, value.clone());
+            }
         }
     }
     problem
+}
+
+/// A serde reason without the value it quotes: `invalid type: integer `52998224725`,
+/// expected a string` becomes `invalid type: integer, expected a string`. A refused value
+/// may be a CPF or a name, and error messages never carry personal data; what was expected,
+/// and where, stay.
+pub fn without_values(reason: &str) -> String {
+    let mut out = reason.to_string();
+    for kind in [
+        "invalid type: ",
+        "invalid value: ",
+        "unknown variant ",
+        "unknown field ",
+    ] {
+        let Some(start) = out.find(kind) else {
+            continue;
+        };
+        let after = start + kind.len();
+        let len = out[after..].find(", expected").unwrap_or(out.len() - after);
+        // What sort of value it was (`integer`, `string`), never the value.
+        let sort = out[after..after + len]
+            .split([' ', '`', '"'])
+            .next()
+            .filter(|w| !w.is_empty())
+            .map(|w| format!(": {w}"))
+            .unwrap_or_default();
+        let head = kind.trim_end_matches([' ', ':']);
+        out = format!("{}{head}{sort}{}", &out[..start], &out[after + len..]);
+    }
+    out
 }
 
 #[derive(Deserialize)]
@@ -213,7 +243,8 @@ async fn partner_request(
     axum::Extension(caller): axum::Extension<Caller>,
     body: Result<Json<RequestBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) = body.map_err(|e| ApiError::Rejected(e.status(), e.body_text()))?;
+    let Json(body) =
+        body.map_err(|e| ApiError::Rejected(e.status(), without_values(&e.body_text())))?;
     let field = |field: &'static str, detail: &str| ApiError::Unprocessable {
         field,
         detail: detail.into(),
@@ -415,5 +446,61 @@ impl Service {
         let _ = self.shutdown.send(true);
         let _ = self.worker.await;
         let _ = self.server.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)] // read by serde only
+    struct Body {
+        cpf: String,
+        kind: Option<Kind>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    enum Kind {
+        A,
+    }
+
+    fn reason(json: &str) -> String {
+        without_values(&serde_json::from_str::<Body>(json).unwrap_err().to_string())
+    }
+
+    #[test]
+    fn a_refused_value_leaves_the_reason_and_the_rest_stays() {
+        assert_eq!(
+            reason(r#"{"cpf": 52998224725}"#),
+            "invalid type: integer, expected a string at line 1 column 19"
+        );
+        assert_eq!(
+            reason(r#"{"cpf": "x", "kind": "52998224725"}"#),
+            "unknown variant, expected `A` at line 1 column 34"
+        );
+        assert!(reason(r#"{"52998224725": 1}"#).starts_with("unknown field, expected"));
+        assert_eq!(without_values("missing field `cpf`"), "missing field `cpf`");
+    }
+
+    proptest::proptest! {
+        /// Whatever value a client sends where a string or a variant was expected, the
+        /// reason does not repeat it.
+        #[test]
+        fn no_refused_value_is_repeated(value in "[0-9]{6,14}|[A-Z ]{6,20}", as_key: bool) {
+            let json = if as_key {
+                format!(r#"{{"{value}": 1}}"#)
+            } else {
+                format!(r#"{{"cpf": "x", "kind": "{value}"}}"#)
+            };
+            let r = reason(&json);
+            proptest::prop_assert!(!r.contains(value.trim()), "{}", r);
+            let number = format!(r#"{{"cpf": {}}}"#, value.trim());
+            if value.bytes().all(|b| b.is_ascii_digit()) {
+                let r = reason(&number);
+                proptest::prop_assert!(!r.contains(&value), "{}", r);
+            }
+        }
     }
 }

@@ -116,5 +116,9 @@ pub fn invalid(field: &'static str, detail: impl Into<String>) -> ApiError {
 
 /// A body axum could not read as JSON: its status (400, 413, 415, 422) and axum's reason.
 pub fn rejected(e: JsonRejection) -> ApiError {
-    ApiError::Rejected(e.status(), e.body_text())
+    // Without the refused value, which may be a CPF.
+    ApiError::Rejected(
+        e.status(),
+        integrations::service::without_values(&e.body_text()),
+    )
 }

@@ -67,6 +67,14 @@ async fn every_bad_input_gets_a_problem_naming_it() {
         )
         .await;
     }
+    // A CPF sent as a number: refused, and not repeated in the reason (serde's own quotes
+    // the value).
+    expect(
+        app.start(ACME, json!({"cpf": 52998224725u64})).await,
+        422,
+        None,
+    )
+    .await;
     expect(
         app.start(ACME, json!({"cpf": "529.982.247-25", "surprise": true}))
             .await,

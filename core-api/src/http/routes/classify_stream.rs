@@ -50,9 +50,6 @@ const DRAIN_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 pub const STREAMS_PER_KEY: usize = 4;
 
 struct Batcher {
-    /// The key's open-stream slot, given back when the batch ends (declared first so it is
-    /// dropped before `tx`: the client sees its stream end only once the slot is free).
-    _slot: crate::limits::Slot,
     tx: mpsc::Sender<Bytes>,
     state: Arc<AppState>,
     ws: classifier::model::Workspace,
@@ -284,7 +281,8 @@ async fn handle_line(b: &mut Batcher, line: &[u8], line_no: u64) -> bool {
     if line.iter().all(u8::is_ascii_whitespace) {
         return true;
     }
-    let parsed = serde_json::from_slice::<ClassifyItem>(line).map_err(|e| format!("{e}"));
+    let parsed = serde_json::from_slice::<ClassifyItem>(line)
+        .map_err(|e| integrations::service::without_values(&e.to_string()));
     b.row(parsed, format!("line {line_no}")).await
 }
 
@@ -425,8 +423,8 @@ async fn json_array(mut b: Batcher, stream: &mut axum::body::BodyDataStream) {
             if element.len() > MAX_ROW_BYTES {
                 return b.too_long(format!("index {index}")).await;
             }
-            let parsed =
-                serde_json::from_slice::<ClassifyItem>(&buf[element]).map_err(|e| e.to_string());
+            let parsed = serde_json::from_slice::<ClassifyItem>(&buf[element])
+                .map_err(|e| integrations::service::without_values(&e.to_string()));
             if !b.row(parsed, format!("index {index}")).await {
                 return b.stop().await;
             }
@@ -496,7 +494,6 @@ pub async fn classify_stream(
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let batcher = Batcher {
         tx,
-        _slot: slot,
         state: state.clone(),
         ws: Default::default(),
         results: Vec::new(),
@@ -518,6 +515,9 @@ pub async fn classify_stream(
         // reset by the kernel, and a client still sending would lose the final event it has
         // not read yet.
         drain(&mut stream, stop).await;
+        // The key's stream slot is held until here, draining included, and given back
+        // before the stream ends: the client sees its stream end only once the slot is free.
+        drop(slot);
         drop(keep_open);
     });
     // The same writer as the analysis stream (a retry hint, keep-alives), ended by the batch.
