@@ -200,6 +200,8 @@ impl Gateway {
                 return Ok(Submitted::Now(outcome_of(&job, final_result(other))));
             }
         };
+        // Due again by the end of its TTL at the latest, as in `reschedule`.
+        let retry_in = retry_in.min(self.ttl_left(&job));
         let receiver = if job.callback_url.is_none() {
             let (tx, rx) = oneshot::channel();
             let mut waiting = self.waiting.lock().expect("waiting lock");
@@ -294,8 +296,7 @@ impl Gateway {
 
     async fn work(&self, leased: Leased, stop: &watch::Receiver<bool>) {
         let mut job = leased.job.clone();
-        let age = Duration::from_millis(now_ms().saturating_sub(job.enqueued_at_ms));
-        if job.outcome.is_none() && age >= Duration::from_secs(self.config.job_ttl_secs) {
+        if job.outcome.is_none() && self.ttl_left(&job).is_zero() {
             // Past its TTL: its caller is told it failed, rather than left waiting on a job
             // the queue is about to drop.
             job.last_error = Some(format!(
@@ -364,7 +365,20 @@ impl Gateway {
         self.deliver_and_close(&leased, job, false).await
     }
 
+    /// How long `job` may still wait for an answer (`job_ttl_secs` from its queueing).
+    fn ttl_left(&self, job: &Job) -> Duration {
+        let age = Duration::from_millis(now_ms().saturating_sub(job.enqueued_at_ms));
+        Duration::from_secs(self.config.job_ttl_secs).saturating_sub(age)
+    }
+
     async fn reschedule(&self, leased: &Leased, job: &Job, delay: Duration) {
+        // A job still waiting for the partner is due again by the end of its TTL at the
+        // latest (a partner's Retry-After may be an hour), so its caller hears on time.
+        let delay = if job.outcome.is_none() {
+            delay.min(self.ttl_left(job))
+        } else {
+            delay
+        };
         match self.queue.reschedule(leased, job, delay).await {
             Ok(true) => {}
             Ok(false) => {

@@ -24,32 +24,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// The response if it is a success; `None` after checking that a 4xx is a problem document
-/// with its status; a failure for anything else.
-async fn success_or_problem(
-    r: reqwest::Response,
-) -> Result<Option<reqwest::Response>, TestCaseError> {
-    let status = r.status();
-    prop_assert!(
-        status.is_success() || status.is_client_error(),
-        "answered {status}"
-    );
-    if status.is_success() {
-        return Ok(Some(r));
-    }
-    let kind = r.headers()["content-type"]
-        .to_str()
-        .unwrap_or_default()
-        .to_string();
-    prop_assert_eq!(kind, "application/problem+json", "for {}", status);
-    let problem: Value = r
-        .json()
-        .await
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    prop_assert_eq!(problem["status"].as_u64(), Some(u64::from(status.as_u16())));
-    Ok(None)
-}
-
 async fn still_healthy(app: &TestApp) -> Result<(), TestCaseError> {
     let r = app.http.get(format!("{}/healthz", app.url)).send().await;
     prop_assert!(

@@ -22,7 +22,9 @@ use serde_json::{json, Value};
 #[path = "../../../integrations/tests/common/mod.rs"]
 mod redis_keys;
 #[allow(unused_imports)] // the browser tests use neither
-pub use redis_keys::{check, redis_url, trickling_and_idle_connections_are_closed, KeyPrefix};
+pub use redis_keys::{
+    check, redis_url, success_or_problem, trickling_and_idle_connections_are_closed, KeyPrefix,
+};
 
 pub const ACME: &str = "acme-key-0123456789";
 pub const BETA: &str = "beta-key-0123456789";

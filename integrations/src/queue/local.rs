@@ -1,6 +1,6 @@
 //! The in-process retry queue of the embedded shape: the same semantics as Redis, in memory.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,8 @@ struct State {
     due: BTreeSet<(u64, String)>,
     /// id → (lease expiry, token).
     leased: HashMap<String, (u64, String)>,
-    dead: Vec<Job>,
+    /// Oldest first, at most `max_depth`: beyond, the oldest goes.
+    dead: VecDeque<Job>,
     next_token: u64,
 }
 
@@ -143,7 +144,12 @@ impl RetryQueue for LocalQueue {
         }
         s.leased.remove(&leased.job.id);
         s.jobs.remove(&leased.job.id);
-        s.dead.push(job.clone());
+        s.dead.push_back(job.clone());
+        // In memory the dead letters have no TTL: bounded like the queue, the oldest
+        // dropped (CPF and all) to make room.
+        while s.dead.len() as u64 > self.max_depth {
+            s.dead.pop_front();
+        }
         Ok(true)
     }
 
@@ -153,7 +159,7 @@ impl RetryQueue for LocalQueue {
             let (replay, keep): (Vec<Job>, Vec<Job>) = std::mem::take(&mut s.dead)
                 .into_iter()
                 .partition(|j| j.id.starts_with(scope) && id.is_none_or(|id| j.id == id));
-            s.dead = keep;
+            s.dead = keep.into();
             let now = now_ms();
             let n = replay.len() as u64;
             for mut job in replay {

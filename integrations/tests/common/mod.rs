@@ -117,3 +117,30 @@ pub fn check<S: proptest::strategy::Strategy>(
         panic!("{e}");
     }
 }
+
+/// The response if it is a success; `None` after checking that a 4xx is a problem document
+/// with its status; a failure for anything else.
+#[allow(dead_code)] // only the over-HTTP properties use it
+pub async fn success_or_problem(
+    r: reqwest::Response,
+) -> Result<Option<reqwest::Response>, proptest::test_runner::TestCaseError> {
+    let status = r.status();
+    proptest::prop_assert!(
+        status.is_success() || status.is_client_error(),
+        "answered {status}"
+    );
+    if status.is_success() {
+        return Ok(Some(r));
+    }
+    let kind = r.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .to_string();
+    proptest::prop_assert_eq!(kind, "application/problem+json", "for {}", status);
+    let problem: serde_json::Value = r
+        .json()
+        .await
+        .map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+    proptest::prop_assert_eq!(problem["status"].as_u64(), Some(u64::from(status.as_u16())));
+    Ok(None)
+}
