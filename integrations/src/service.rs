@@ -488,15 +488,15 @@ mod tests {
         /// Whatever value a client sends where a string or a variant was expected, the
         /// reason does not repeat it.
         #[test]
-        fn no_refused_value_is_repeated(value in "[0-9]{6,14}|[A-Z ]{6,20}", as_key: bool) {
+        fn no_refused_value_is_repeated(value in "[0-9]{6,14}|[A-Z][A-Z ]{4,18}[A-Z]", as_key: bool) {
             let json = if as_key {
                 format!(r#"{{"{value}": 1}}"#)
             } else {
                 format!(r#"{{"cpf": "x", "kind": "{value}"}}"#)
             };
             let r = reason(&json);
-            proptest::prop_assert!(!r.contains(value.trim()), "{}", r);
-            let number = format!(r#"{{"cpf": {}}}"#, value.trim());
+            proptest::prop_assert!(!r.contains(&value), "{}", r);
+            let number = format!(r#"{{"cpf": {value}}}"#);
             if value.bytes().all(|b| b.is_ascii_digit()) {
                 let r = reason(&number);
                 proptest::prop_assert!(!r.contains(&value), "{}", r);
