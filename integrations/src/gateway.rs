@@ -299,32 +299,20 @@ impl Gateway {
         if job.outcome.is_none() && self.ttl_left(&job).is_zero() {
             // Past its TTL: its caller is told it failed, rather than left waiting on a job
             // the queue is about to drop.
-            job.last_error = Some(format!(
+            let error = format!(
                 "expired: no answer within job_ttl_secs ({} s) of queueing",
                 self.config.job_ttl_secs
-            ));
-            job.outcome = Some(outcome_of(
-                &job,
-                Err(job.last_error.clone().unwrap_or_default()),
-            ));
-            return self.deliver_and_close(&leased, job, true).await;
+            );
+            return self.end_as_failed(&leased, job, error).await;
         }
         if job.outcome.is_none() {
             let Some(partner) = self.partners.get(&job.partner) else {
-                job.last_error = Some(format!("unknown partner `{}`", job.partner));
-                job.outcome = Some(outcome_of(
-                    &job,
-                    Err(job.last_error.clone().unwrap_or_default()),
-                ));
-                return self.deliver_and_close(&leased, job, true).await;
+                let error = format!("unknown partner `{}`", job.partner);
+                return self.end_as_failed(&leased, job, error).await;
             };
             let Ok(cpf) = Cpf::parse(&job.cpf) else {
-                job.last_error = Some("the queued CPF is not valid".into());
-                job.outcome = Some(outcome_of(
-                    &job,
-                    Err(job.last_error.clone().unwrap_or_default()),
-                ));
-                return self.deliver_and_close(&leased, job, true).await;
+                let error = "the queued CPF is not valid".to_string();
+                return self.end_as_failed(&leased, job, error).await;
             };
             // Wait for a permit for part of the lease: woken by releases, the job starts as
             // soon as the partner has room, and the lease is not outlived.
@@ -363,6 +351,14 @@ impl Gateway {
             }
         }
         self.deliver_and_close(&leased, job, false).await
+    }
+
+    /// Ends a job that will never be answered: `error` is its last error and its caller's
+    /// failed outcome, and once delivered the job is a dead letter.
+    async fn end_as_failed(&self, leased: &Leased, mut job: Job, error: String) {
+        job.outcome = Some(outcome_of(&job, Err(error.clone())));
+        job.last_error = Some(error);
+        self.deliver_and_close(leased, job, true).await
     }
 
     /// How long `job` may still wait for an answer (`job_ttl_secs` from its queueing).

@@ -528,26 +528,15 @@ pub async fn classify_stream(
 mod tests {
     use super::*;
 
-    /// The elements the splitter finds in `body` fed in pieces of `step` bytes, as text
-    /// without trailing blanks, then whether the array ended, or the error.
+    /// As [`split_bytes`], the elements as text without trailing blanks.
     fn split(body: &str, step: usize) -> Result<(Vec<String>, bool), &'static str> {
-        let mut split = ArraySplitter::default();
-        let (mut buf, mut found) = (Vec::new(), Vec::new());
-        for piece in body.as_bytes().chunks(step) {
-            buf.extend_from_slice(piece);
-            while let Some(e) = split.next(&buf)? {
-                // Blanks after an element stay in it (its parse skips them).
-                found.push(
-                    String::from_utf8(buf[e].to_vec())
-                        .unwrap()
-                        .trim_end()
-                        .to_string(),
-                );
-            }
-            let n = split.release();
-            buf.drain(..n);
-        }
-        Ok((found, split.finished()))
+        let (found, ended) = split_bytes(body.as_bytes(), step)?;
+        // Blanks after an element stay in it (its parse skips them).
+        let found = found
+            .into_iter()
+            .map(|e| String::from_utf8(e).unwrap().trim_end().to_string())
+            .collect();
+        Ok((found, ended))
     }
 
     #[test]
@@ -606,7 +595,8 @@ mod tests {
         })
     }
 
-    /// [`split`] on bytes that need not be UTF-8.
+    /// The elements the splitter finds in `body` (bytes that need not be UTF-8) fed in pieces
+    /// of `step` bytes, then whether the array ended, or the error.
     fn split_bytes(body: &[u8], step: usize) -> Result<(Vec<Vec<u8>>, bool), &'static str> {
         let mut split = ArraySplitter::default();
         let (mut buf, mut found) = (Vec::new(), Vec::new());
