@@ -56,7 +56,8 @@ impl IntoResponse for ApiError {
                 "send a caller's secret as `Authorization: Bearer <secret>`".to_string(),
                 None,
             ),
-            ApiError::Rejected(status, d) => (status, d, None),
+            // A refusal may quote what was refused (serde's reasons do): never the value.
+            ApiError::Rejected(status, d) => (status, without_values(&d), None),
             ApiError::Unprocessable { field, detail } => {
                 (StatusCode::UNPROCESSABLE_ENTITY, detail, Some(field))
             }
@@ -121,7 +122,7 @@ pub async fn problems_only(response: Response) -> Response {
     let detail = axum::body::to_bytes(body, 2048)
         .await
         .ok()
-        .map(|b| without_values(String::from_utf8_lossy(&b).trim()))
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
         .filter(|t| !t.is_empty())
         .unwrap_or_else(|| match status {
             StatusCode::NOT_FOUND => "no such route".to_string(),
@@ -243,8 +244,7 @@ async fn partner_request(
     axum::Extension(caller): axum::Extension<Caller>,
     body: Result<Json<RequestBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    let Json(body) =
-        body.map_err(|e| ApiError::Rejected(e.status(), without_values(&e.body_text())))?;
+    let Json(body) = body.map_err(|e| ApiError::Rejected(e.status(), e.body_text()))?;
     let field = |field: &'static str, detail: &str| ApiError::Unprocessable {
         field,
         detail: detail.into(),

@@ -70,7 +70,10 @@ impl IntoResponse for ApiError {
                 field = Some(f);
                 (StatusCode::UNPROCESSABLE_ENTITY, detail)
             }
-            ApiError::Rejected(status, detail) => (status, detail),
+            // A refusal may quote what was refused (serde's reasons do): never the value.
+            ApiError::Rejected(status, detail) => {
+                (status, integrations::service::without_values(&detail))
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(cause = %cause, "Request failed.");
                 (
@@ -116,9 +119,5 @@ pub fn invalid(field: &'static str, detail: impl Into<String>) -> ApiError {
 
 /// A body axum could not read as JSON: its status (400, 413, 415, 422) and axum's reason.
 pub fn rejected(e: JsonRejection) -> ApiError {
-    // Without the refused value, which may be a CPF.
-    ApiError::Rejected(
-        e.status(),
-        integrations::service::without_values(&e.body_text()),
-    )
+    ApiError::Rejected(e.status(), e.body_text())
 }
