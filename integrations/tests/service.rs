@@ -775,25 +775,6 @@ async fn callers_request_ids_never_meet_and_each_sees_and_replays_only_its_dead_
     assert_eq!(theirs.len(), 1, "untouched: {theirs:?}");
 }
 
-/// Any JSON value, a few levels deep.
-fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
-    use proptest::prelude::*;
-    use serde_json::Value;
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        "\\PC{0,30}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 16, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z_]{1,12}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
 /// Property (proptest, over real HTTP): whatever a caller sends (a partner request of odd
 /// fields, any JSON, a query string, a path), the service answers a success or a 4xx problem
 /// document, never a 5xx or a dropped connection, and keeps answering its health check.
@@ -812,7 +793,7 @@ fn any_request_is_taken_or_refused_with_a_problem() {
         prop_oneof![
             3 => Just(good),
             1 => "\\PC{0,20}".prop_map(Value::String),
-            1 => any_json(),
+            1 => common::any_json(),
         ]
     };
     let partner_request = (
@@ -821,7 +802,7 @@ fn any_request_is_taken_or_refused_with_a_problem() {
         field(json!("529.982.247-25")),
         field(json!("http://127.0.0.1:1/cb")),
         prop::option::of(field(json!({"from": "2026-01-01", "limit": 10}))),
-        prop::option::of(("[a-z_]{1,8}", any_json())),
+        prop::option::of(("[a-z_]{1,8}", common::any_json())),
     )
         .prop_map(|(id, partner, cpf, callback, params, extra)| {
             let mut body = json!({
@@ -837,7 +818,7 @@ fn any_request_is_taken_or_refused_with_a_problem() {
         });
     let request = prop_oneof![
         4 => partner_request.prop_map(|b| ("POST", "/v1/partner-requests".to_string(), b.to_string())),
-        1 => any_json().prop_map(|b| ("POST", "/v1/partner-requests".to_string(), b.to_string())),
+        1 => common::any_json().prop_map(|b| ("POST", "/v1/partner-requests".to_string(), b.to_string())),
         1 => "[ -~&&[^#]]{0,30}".prop_map(|q| ("POST", format!("/v1/dead-letters/replay?{q}"), String::new())),
         1 => "[ -~&&[^#]]{0,30}".prop_map(|q| ("GET", format!("/v1/dead-letters?{q}"), String::new())),
         1 => "[ -~&&[^#?]]{0,30}".prop_map(|p| ("GET", format!("/v1/{p}"), String::new())),

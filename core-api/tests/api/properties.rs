@@ -33,30 +33,12 @@ async fn still_healthy(app: &TestApp) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-/// Any JSON value, a few levels deep.
-fn json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| json!(f)),
-        "\\PC{0,30}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 16, 4, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::btree_map("[a-z]{1,6}", inner, 0..4)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
 /// A date as clients write them, right or wrong.
 fn date() -> impl Strategy<Value = Value> {
     prop_oneof![
         3 => "(19[0-9][0-9]|20[0-9][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9])".prop_map(Value::String),
         1 => "[+-]?[0-9]{1,7}-[0-9]{1,3}-[0-9]{1,3}".prop_map(Value::String),
-        1 => json(),
+        1 => any_json(),
     ]
 }
 
@@ -66,10 +48,10 @@ fn analysis_body() -> impl Strategy<Value = Value> {
     let cpf = prop_oneof![
         3 => Just(json!("529.982.247-25")),
         1 => "[0-9 .-]{0,16}".prop_map(Value::String),
-        1 => json(),
+        1 => any_json(),
     ];
     prop_oneof![
-        4 => (cpf, prop::option::of(date()), prop::option::of(date()), prop::option::of(("[a-z]{1,8}", json())))
+        4 => (cpf, prop::option::of(date()), prop::option::of(date()), prop::option::of(("[a-z]{1,8}", any_json())))
             .prop_map(|(cpf, from, to, extra)| {
                 let mut body = json!({"cpf": cpf});
                 if let Some(f) = from { body["from"] = f; }
@@ -77,7 +59,7 @@ fn analysis_body() -> impl Strategy<Value = Value> {
                 if let Some((k, v)) = extra { body[k] = v; }
                 body
             }),
-        1 => json(),
+        1 => any_json(),
     ]
 }
 
@@ -122,14 +104,14 @@ fn classification_body() -> impl Strategy<Value = (bool, Vec<u8>)> {
     let row = prop_oneof![
         3 => (
             "\\PC{0,40}",
-            prop_oneof![any::<f64>().prop_map(|f| json!(f)), json()],
-            prop::option::of(prop_oneof!["[0-9]{0,6}".prop_map(Value::String), json()]),
+            prop_oneof![any::<f64>().prop_map(|f| json!(f)), any_json()],
+            prop::option::of(prop_oneof!["[0-9]{0,6}".prop_map(Value::String), any_json()]),
             prop::option::of("[a-z]{0,8}"),
         )
             .prop_map(|(d, amount, mcc, kind)| {
                 json!({"id": "r", "description": d, "amount": amount, "mcc": mcc, "type": kind})
             }),
-        1 => json(),
+        1 => any_json(),
     ];
     let line = prop_oneof![
         4 => row.clone().prop_map(|v| v.to_string().into_bytes()),

@@ -23,7 +23,8 @@ use serde_json::{json, Value};
 mod redis_keys;
 #[allow(unused_imports)] // the browser tests use neither
 pub use redis_keys::{
-    check, redis_url, success_or_problem, trickling_and_idle_connections_are_closed, KeyPrefix,
+    any_json, check, redis_url, success_or_problem, trickling_and_idle_connections_are_closed,
+    KeyPrefix,
 };
 
 pub const ACME: &str = "acme-key-0123456789";

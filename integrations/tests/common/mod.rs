@@ -144,3 +144,24 @@ pub async fn success_or_problem(
     proptest::prop_assert_eq!(problem["status"].as_u64(), Some(u64::from(status.as_u16())));
     Ok(None)
 }
+
+/// Any JSON value, a few levels deep, for properties that send arbitrary bodies.
+#[allow(dead_code)] // only the over-HTTP properties use it
+pub fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    use serde_json::Value;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(|f| serde_json::json!(f)),
+        "\\PC{0,30}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,12}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
