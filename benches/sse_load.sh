@@ -60,7 +60,9 @@ if wants one-analysis; then
 fi
 if wants one-analysis-redis; then
   run_once one-analysis-redis 1 CORE_API_CONFIG="$work/one.toml" \
-    REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}" KEY_PREFIX="sse-bench-$$"
+    REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}" KEY_PREFIX="sse-bench-$$" \
+    EVENTS_TOKEN_KEY="sse-bench-events-key-0123456789" CPF_HASH_KEY="sse-bench-hash-key-0123456789" \
+    QUEUE_KEY="sse-bench-queue-key-0123456789abcdef0123"
 fi
 
 if wants many-analyses; then

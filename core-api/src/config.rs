@@ -14,6 +14,7 @@
 //! | `DATA_DIR` | where the embedded transaction store keeps its file | `data` |
 //! | `CPF_HASH_KEY` | key of the keyed CPF hash in the store | generated per run |
 //! | `EVENTS_TOKEN_KEY` | key of the `events_url` tokens; shared by instances on one Redis | generated per run |
+//! | `QUEUE_KEY` | with `REDIS_URL` and partners in process: seals the partner data kept on Redis (queued requests, cached answers); shared by instances | none (needed then) |
 //! | `ANALYSIS_DEADLINE_SECS` | an analysis that takes longer fails | `120` |
 //! | `RATE_PER_KEY` | requests per second per API key | `50` |
 //! | `STREAM_OPENS_PER_SEC` | event streams a tenant may open per second (bursts of ten times as many) | `1000` |
@@ -65,6 +66,12 @@ pub struct Settings {
     /// one of the service's `[[callers]]`); needed with `integrations_url`.
     #[serde(skip)]
     pub integrations_secret: Option<Secret>,
+    /// Seals the partner data this instance keeps on Redis when it calls the partners itself
+    /// (`QUEUE_KEY`, at least 32 characters, the same on every instance): queued requests
+    /// hold a CPF, cached answers a person's record. Needed with `redis_url` unless
+    /// `integrations_url` is set.
+    #[serde(skip)]
+    pub queue_key: Option<Secret>,
     pub analysis_deadline_secs: u64,
     /// How long the end of an analysis (its last snapshot, then its final event) is retried
     /// while Redis fails (`FINAL_RETRY_SECS`, 60). A follower of an analysis that has ended
@@ -109,6 +116,7 @@ impl Default for Settings {
             cpf_hash_key: None,
             events_token_key: None,
             integrations_secret: None,
+            queue_key: None,
             analysis_deadline_secs: 120,
             final_retry_secs: 60,
             header_read_timeout_secs: 10,
@@ -182,6 +190,9 @@ impl Settings {
         }
         if let Some(v) = env("INTEGRATIONS_SECRET").filter(|v| !v.is_empty()) {
             s.integrations_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = env("QUEUE_KEY").filter(|v| !v.is_empty()) {
+            s.queue_key = Some(Secret::new(v));
         }
         // Whole-number settings: a value that does not parse (or fit) stops the start, naming it.
         fn whole<T: std::str::FromStr>(

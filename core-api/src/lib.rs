@@ -15,7 +15,8 @@
 //! 2. [`store`] (transactions: SQLite or Elasticsearch), [`events`] (each analysis's event
 //!    log, in memory or on Redis Streams), [`snapshots`], [`partners`] (integrations in
 //!    process or over HTTP), [`auth`] (keys, tenants, scopes, rate limits, `events_url`
-//!    tokens), [`limits`] (what one caller may hold open at once).
+//!    tokens), [`limits`] (what one caller may hold open at once), [`idempotency`] (the
+//!    `Idempotency-Key`s of analysis starts).
 //! 3. [`state`]: one handle on each of them, shared by handlers and runs.
 //! 4. [`analyses`]: starting an analysis and running it to its end.
 //! 5. [`http`] (router, error type, one module per resource, OpenAPI, the page) and
@@ -28,6 +29,7 @@ pub mod config;
 pub mod domain;
 pub mod events;
 pub mod http;
+pub mod idempotency;
 pub mod limits;
 pub mod metrics;
 pub mod partners;

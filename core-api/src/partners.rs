@@ -141,6 +141,8 @@ impl Remote {
             "cpf": request.cpf.digits(),
             "params": request.params,
             "callback_url": self.callback_url,
+            "fresh": request.fresh,
+            "cache_scope": request.cache_scope,
         });
         let response = self
             .http

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::auth::Auth;
 use crate::config::{ApiKeyConfig, Secret, Settings};
 use crate::events::EventLog;
+use crate::idempotency::Idempotency;
 use crate::limits::OpenPerCaller;
 use crate::partners::{self, Partners};
 use crate::snapshots::Analyses;
@@ -55,6 +56,7 @@ impl Application {
         })?;
         let store = open_store(&settings).await?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        require_shared_keys(&settings)?;
         let cpf_hash_key = settings.cpf_hash_key.clone().unwrap_or_else(|| {
             tracing::warn!("No CPF_HASH_KEY set: CPF hashes in the store change with every start.");
             Secret::new(Auth::generate_key())
@@ -68,7 +70,7 @@ impl Application {
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound")));
         let (partners, worker, own_queue) =
             connect_partners(&settings, &public_url, &shutdown_rx).await?;
-        let (events, analyses) = open_event_log(&settings, &shutdown_rx).await?;
+        let (events, analyses, idempotency) = open_event_log(&settings, &shutdown_rx).await?;
         let event_streams = OpenPerCaller::new(settings.max_streams_per_tenant);
         let stream_opens = {
             let rate = std::num::NonZeroU32::new(settings.stream_opens_per_sec)
@@ -82,6 +84,7 @@ impl Application {
             auth,
             events,
             analyses,
+            idempotency,
             partners,
             scorer: Arc::new(scorer),
             store,
@@ -170,6 +173,32 @@ fn ensure_a_key(settings: &mut Settings) -> Option<String> {
     Some(key)
 }
 
+/// Instances sharing a Redis answer for each other's analyses, so they must share the keys
+/// of what they check for each other: the `events_url` tokens, the keyed CPF hashes (in the
+/// store, and in the fingerprints of idempotent starts) and, when they call the partners
+/// themselves, the key that seals partner data on Redis. Generated per start, as without
+/// Redis, each instance would refuse the others' tokens, answer a retried start on another
+/// instance with a 422 and never open the others' cached answers.
+fn require_shared_keys(settings: &Settings) -> anyhow::Result<()> {
+    if settings.redis_url.is_none() {
+        return Ok(());
+    }
+    if settings.events_token_key.is_none() {
+        anyhow::bail!("EVENTS_TOKEN_KEY: needed with REDIS_URL, the same on every instance");
+    }
+    if settings.cpf_hash_key.is_none() {
+        anyhow::bail!("CPF_HASH_KEY: needed with REDIS_URL, the same on every instance");
+    }
+    if settings.integrations_url.is_none() && settings.queue_key.is_none() {
+        anyhow::bail!(
+            "QUEUE_KEY: needed with REDIS_URL when this instance calls the partners itself (no \
+             INTEGRATIONS_URL): a random secret of at least 32 characters, the same on every \
+             instance"
+        );
+    }
+    Ok(())
+}
+
 /// The transaction store: Elasticsearch when a URL is set, else SQLite in the data folder.
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let store = match &settings.elasticsearch_url {
@@ -230,20 +259,16 @@ async fn connect_partners(
                 config.redis_url = settings.redis_url.clone();
                 config.key_prefix = settings.key_prefix.clone();
                 // Outcomes are delivered to this process's waiting runs, so its retry queue is its
-                // own and lives no longer than the process: a random prefix, a random key to seal
-                // its jobs with, removed when the instance stops (after a crash, every key of it
-                // expires after the longer of the queue's TTLs); permits are shared with every
-                // instance.
+                // own and lives no longer than the process: a random prefix, removed when the
+                // instance stops (after a crash, every key of it expires after the longer of the
+                // queue's TTLs). Permits and cached answers are shared with every instance, so
+                // the key that seals them is too.
                 config.queue_prefix = Some(format!(
                     "{}:inst:{}",
                     settings.key_prefix,
                     uuid::Uuid::new_v4().simple()
                 ));
-                config.queue_key = Some(integrations::config::Secret::new(format!(
-                    "{}{}",
-                    uuid::Uuid::new_v4().simple(),
-                    uuid::Uuid::new_v4().simple()
-                )));
+                config.queue_key = settings.queue_key.clone();
             }
             let gateway = integrations::gateway::Gateway::build(config).await?;
             let worker = tokio::spawn(gateway.clone().run_worker(shutdown_rx.clone()));
@@ -254,23 +279,31 @@ async fn connect_partners(
     Ok((partners, worker, own_queue))
 }
 
-/// The event log and the snapshots: on Redis when `REDIS_URL` is set, else in memory, with
-/// the task that drops finished in-memory logs after their retention.
+/// The event log, the snapshots and the idempotency keys: on Redis when `REDIS_URL` is set,
+/// else in memory, with the task that drops finished in-memory logs after their retention.
 async fn open_event_log(
     settings: &Settings,
     shutdown_rx: &watch::Receiver<bool>,
-) -> anyhow::Result<(EventLog, Analyses)> {
+) -> anyhow::Result<(EventLog, Analyses, Idempotency)> {
     let retention = Duration::from_secs(3600);
-    let (events, analyses) = match &settings.redis_url {
+    let (events, analyses, idempotency) = match &settings.redis_url {
         Some(url) => {
             let events = EventLog::redis(url, &settings.key_prefix, retention)
                 .await
                 .context("connecting the event log to Redis")?;
             let conn =
                 redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
-            (events, Analyses::with_redis(conn, &settings.key_prefix))
+            (
+                events,
+                Analyses::with_redis(conn.clone(), &settings.key_prefix),
+                Idempotency::redis(conn, &settings.key_prefix),
+            )
         }
-        None => (EventLog::memory(retention), Analyses::default()),
+        None => (
+            EventLog::memory(retention),
+            Analyses::default(),
+            Idempotency::memory(),
+        ),
     };
     {
         // Finished analyses' logs, and this instance's copies of their snapshots, are dropped
@@ -291,5 +324,5 @@ async fn open_event_log(
             }
         });
     }
-    Ok((events, analyses))
+    Ok((events, analyses, idempotency))
 }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::auth::Auth;
 use crate::config::{Secret, Settings};
 use crate::events::EventLog;
+use crate::idempotency::Idempotency;
 use crate::limits::OpenPerCaller;
 use crate::partners::Partners;
 use crate::snapshots::Analyses;
@@ -20,6 +21,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub events: EventLog,
     pub analyses: Analyses,
+    /// `Idempotency-Key`s of analysis starts, per tenant.
+    pub idempotency: Idempotency,
     pub partners: Partners,
     pub scorer: Arc<Scorer>,
     pub store: Store,

@@ -129,6 +129,12 @@ pub struct PartnerConfig {
     pub breaker: BreakerConfig,
     #[serde(default)]
     pub retry: RetryConfig,
+    /// How long the partner's answer about a person is kept, in seconds, so the next analysis
+    /// of the same person within that time does not call the partner (a request can ask for a
+    /// fresh answer). 0 keeps nothing. Default: a day for `consumer` and `rating` partners;
+    /// off for `movements`, whose history changes every day and is asked page by page.
+    #[serde(default)]
+    pub cache_ttl_secs: Option<u64>,
     /// The token, read from `token_env` at load time.
     #[serde(skip)]
     pub token: Option<Secret>,
@@ -219,6 +225,17 @@ fn default_dead_letter_ttl_secs() -> u64 {
 fn default_max_connections() -> usize {
     // Its callers are a few core API instances: far fewer connections than file descriptors.
     1_000
+}
+
+impl PartnerConfig {
+    /// How long this partner's answers are cached: `cache_ttl_secs`, or its kind's default.
+    pub fn cache_ttl(&self) -> std::time::Duration {
+        let default = match self.kind {
+            Kind::Consumer | Kind::Rating => 24 * 3600,
+            Kind::Movements => 0,
+        };
+        std::time::Duration::from_secs(self.cache_ttl_secs.unwrap_or(default))
+    }
 }
 
 impl Config {
@@ -405,6 +422,7 @@ impl Config {
             timeout_ms: 5_000,
             breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
+            cache_ttl_secs: None,
             token: None,
         };
         Config {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 
+use crate::cache::{AnswerCache, CacheStats};
 use crate::config::Config;
 use crate::cpf::Cpf;
 use crate::error::IntegrationError;
@@ -35,6 +36,11 @@ pub struct PartnerRequest {
     pub params: RequestParams,
     /// Where to POST the outcome if the request is queued; none delivers in process.
     pub callback_url: Option<String>,
+    /// Ask the partner even when a cached answer would do (the answer is cached anew).
+    pub fresh: bool,
+    /// Whose answers these are: a cached answer is reused only within its scope (the core
+    /// API's tenant), so no lender learns from a cache hit that another looked the person up.
+    pub cache_scope: String,
 }
 
 /// What [`Gateway::submit`] did with a request.
@@ -68,6 +74,7 @@ fn queue_seal(config: &Config) -> Result<JobSeal, IntegrationError> {
 pub struct GatewayStatus {
     pub partners: Vec<PartnerStatus>,
     pub queue: crate::queue::QueueStats,
+    pub cache: CacheStats,
 }
 
 /// Partners, semaphore and queue, as the configuration chose them.
@@ -75,6 +82,8 @@ pub struct Gateway {
     config: Config,
     partners: HashMap<String, Partner>,
     queue: Queue,
+    /// Partners' answers kept for later requests about the same person.
+    cache: AnswerCache,
     http: reqwest::Client,
     /// In-process callers waiting for a queued request's outcome, by job id.
     waiting: Mutex<HashMap<String, oneshot::Sender<Outcome>>>,
@@ -83,7 +92,7 @@ pub struct Gateway {
 impl Gateway {
     /// Connects to Redis when the configuration names it; otherwise everything is in process.
     pub async fn build(config: Config) -> Result<Arc<Self>, IntegrationError> {
-        let (semaphore, queue) = match &config.redis_url {
+        let (semaphore, queue, cache) = match &config.redis_url {
             Some(url) => (
                 Semaphore::Redis(RedisSemaphore::connect(url, &config.key_prefix).await?),
                 Queue::Redis(
@@ -102,10 +111,19 @@ impl Gateway {
                     )
                     .await?,
                 ),
+                // Shared by every instance on the Redis (not under a process's own queue
+                // prefix), sealed with keys made from the queue's.
+                AnswerCache::redis(
+                    url,
+                    &config.key_prefix,
+                    config.queue_key.as_ref().expect("checked by queue_seal"),
+                )
+                .await?,
             ),
             None => (
                 Semaphore::Local(LocalSemaphore::new()),
                 Queue::Local(LocalQueue::new(config.max_queue)),
+                AnswerCache::memory(),
             ),
         };
         let http = reqwest::Client::builder()
@@ -133,6 +151,7 @@ impl Gateway {
             config,
             partners,
             queue,
+            cache,
             http,
             waiting: Mutex::default(),
         }))
@@ -165,6 +184,26 @@ impl Gateway {
             .partners
             .get(&request.partner)
             .ok_or_else(|| IntegrationError::UnknownPartner(request.partner.clone()))?;
+        let digits = request.cpf.digits();
+        if !request.fresh && !partner.config().cache_ttl().is_zero() {
+            let name = self.cache.name(
+                &request.cache_scope,
+                &request.partner,
+                &digits,
+                &request.params,
+            );
+            if let Some((data, cached)) = self.cache.get(&name).await {
+                return Ok(Submitted::Now(Outcome {
+                    request_id: request.request_id,
+                    partner: request.partner,
+                    status: "ok".into(),
+                    data: Some(data),
+                    error: None,
+                    attempts: 0,
+                    cached: Some(cached),
+                }));
+            }
+        }
         let attempt = partner.attempt(&request.cpf, &request.params).await;
         let mut job = Job::new(
             request.request_id,
@@ -176,6 +215,7 @@ impl Gateway {
         if !request.caller.is_empty() {
             job.id = format!("{}/{}", request.caller, job.id);
         }
+        job.cache_scope = request.cache_scope;
         let (reason, retry_in) = match attempt {
             Attempt::Defer { reason, retry_in } => (reason, retry_in),
             Attempt::Failed { error } => {
@@ -197,7 +237,9 @@ impl Gateway {
             }
             other => {
                 job.attempts = 1;
-                return Ok(Submitted::Now(outcome_of(&job, final_result(other))));
+                let outcome = outcome_of(&job, final_result(other));
+                self.remember(&job, &outcome).await;
+                return Ok(Submitted::Now(outcome));
             }
         };
         // Due again by the end of its TTL at the latest, as in `reschedule`.
@@ -235,6 +277,7 @@ impl Gateway {
         Ok(GatewayStatus {
             partners,
             queue: self.queue.stats().await?,
+            cache: self.cache.stats(),
         })
     }
 
@@ -346,7 +389,9 @@ impl Gateway {
                 }
                 other => {
                     job.attempts += 1;
-                    job.outcome = Some(outcome_of(&job, final_result(other)));
+                    let outcome = outcome_of(&job, final_result(other));
+                    self.remember(&job, &outcome).await;
+                    job.outcome = Some(outcome);
                 }
             }
         }
@@ -359,6 +404,20 @@ impl Gateway {
         job.outcome = Some(outcome_of(&job, Err(error.clone())));
         job.last_error = Some(error);
         self.deliver_and_close(leased, job, true).await
+    }
+
+    /// Caches a partner's answer for its partner's `cache_ttl` (failures are not cached).
+    async fn remember(&self, job: &Job, outcome: &Outcome) {
+        let (Some(partner), Some(data)) = (self.partners.get(&job.partner), &outcome.data) else {
+            return;
+        };
+        let ttl = partner.config().cache_ttl();
+        if outcome.status == "ok" && !ttl.is_zero() {
+            let name = self
+                .cache
+                .name(&job.cache_scope, &job.partner, &job.cpf, &job.params);
+            self.cache.put(&name, data, ttl).await;
+        }
     }
 
     /// How long `job` may still wait for an answer (`job_ttl_secs` from its queueing).
@@ -483,5 +542,6 @@ fn outcome_of(job: &Job, result: Result<serde_json::Value, String>) -> Outcome {
         data,
         error,
         attempts: job.attempts,
+        cached: None,
     }
 }

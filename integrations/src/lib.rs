@@ -9,6 +9,7 @@
 //! The modules:
 //!
 //! - [`auth`]: the callers of `integrations serve`, their secrets and callback hosts.
+//! - [`cache`]: partners' answers kept for a while, sealed, so a repeated analysis is free.
 //! - [`config`]: the partner configuration, from TOML and the environment, checked at start.
 //! - [`contract`]: the bureau contract's kinds and the bodies each kind answers.
 //! - [`cpf`]: the CPF as a validated type that prints masked.
@@ -24,6 +25,7 @@
 //! - [`simulator`]: the bundled bureau simulator the embedded shape and the tests call.
 
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod contract;
 pub mod cpf;

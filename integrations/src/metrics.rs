@@ -95,5 +95,21 @@ pub fn prometheus_text(status: &GatewayStatus) -> String {
         "gauge",
         vec![(String::new(), q.oldest_age_ms as f64 / 1000.0)],
     );
+    let c = &status.cache;
+    family(
+        "integrations_cache_lookups_total",
+        "Answer cache look-ups, by result (a hit saves a partner call).",
+        "counter",
+        vec![
+            ("{result=\"hit\"}".into(), c.hits as f64),
+            ("{result=\"miss\"}".into(), c.misses as f64),
+        ],
+    );
+    family(
+        "integrations_cache_stored_total",
+        "Partner answers stored in the cache.",
+        "counter",
+        vec![(String::new(), c.stored as f64)],
+    );
     out
 }

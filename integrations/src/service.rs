@@ -1,8 +1,10 @@
 //! The integrations service of the distributed shape: the gateway over HTTP.
 //!
-//! - `POST /v1/partner-requests` `{"request_id", "partner", "cpf", "params", "callback_url"}`:
-//!   `200` with the outcome when it could be had at once, `202` when queued; every queued
-//!   request ends with exactly one `POST callback_url` of the outcome
+//! - `POST /v1/partner-requests` `{"request_id", "partner", "cpf", "params", "callback_url"}`
+//!   (and optionally `"fresh": true` to skip the answer cache, `"cache_scope"` to keep one
+//!   caller's clients' cached answers apart): `200` with the outcome when it could be had at
+//!   once (from the cache, it says `"cached": {"stored_at", "age_secs"}`), `202` when queued;
+//!   every queued request ends with exactly one `POST callback_url` of the outcome
 //!   `{"request_id", "partner", "status": "ok"|"failed", "data"|"error", "attempts"}`.
 //! - `GET /v1/partners`: breaker state, permits in use, rate, counters, queue depth, dead letters.
 //! - `GET /v1/dead-letters`, `POST /v1/dead-letters/replay[?id=ID]`.
@@ -180,6 +182,13 @@ struct RequestBody {
     #[serde(default)]
     params: RequestParams,
     callback_url: String,
+    /// Ask the partner even if a cached answer would do.
+    #[serde(default)]
+    fresh: bool,
+    /// Whose answers these are, within this caller (the core API sends the tenant): a cached
+    /// answer is reused only for the same caller and scope.
+    #[serde(default)]
+    cache_scope: String,
 }
 
 /// The service's routes over a gateway: health and readiness open, the rest for callers.
@@ -283,6 +292,9 @@ async fn partner_request(
     {
         return Err(field("params.limit", "must be 1 to 1000"));
     }
+    if body.cache_scope.len() > 128 {
+        return Err(field("cache_scope", "must be at most 128 characters"));
+    }
     let submitted = gw
         .submit(PartnerRequest {
             caller: caller.name.to_string(),
@@ -291,6 +303,9 @@ async fn partner_request(
             cpf,
             params: body.params,
             callback_url: Some(body.callback_url),
+            fresh: body.fresh,
+            // One caller's cached answers are never another's.
+            cache_scope: format!("{}/{}", caller.name, body.cache_scope),
         })
         .await
         .map_err(|e| match e {

@@ -74,6 +74,7 @@ fn partner(sim: &Sim, kind: Kind, breaker: BreakerConfig, timeout_ms: u64) -> Pa
         timeout_ms,
         breaker,
         retry: RetryConfig::default(),
+        cache_ttl_secs: None,
         token: None,
     };
     Partner::new(

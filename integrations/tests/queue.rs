@@ -172,6 +172,7 @@ async fn on_redis_no_key_holds_a_cpf_in_clear_and_every_key_expires() {
             data: Some(serde_json::json!({"cpf": CPF, "nome": NAME})),
             error: None,
             attempts: 1,
+            cached: None,
         });
         j
     };

@@ -847,3 +847,79 @@ fn any_request_is_taken_or_refused_with_a_problem() {
         })
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_answer_is_reused_within_its_caller_and_scope_and_fresh_asks_again() {
+    let sim = simulator(SimulatorSettings {
+        latency_ms: 0,
+        ..SimulatorSettings::default()
+    })
+    .await;
+    let other = r#"
+        [[callers]]
+        name = "other"
+        secret_env = "OTHER_CALLER_SECRET"
+        callback_hosts = ["127.0.0.1"]
+    "#;
+    let config = config_file_with(sim, 4, 5000, other);
+    let prefix = KeyPrefix::new("svc");
+    let service = ServiceProcess::start(&config, &prefix).await;
+    let receiver = Receiver::start().await;
+    let cpf = Cpf::from_base(400_000).digits();
+    let ask = |http: reqwest::Client, extra: serde_json::Value| {
+        let mut body = serde_json::json!({
+            "request_id": "c", "partner": "bureau", "cpf": cpf, "callback_url": receiver.url,
+        });
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let url = format!("{}/v1/partner-requests", service.url);
+        async move {
+            let r = http.post(url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    let calls = || async { sim_stats(sim).await.requests };
+    let first = ask(caller(), serde_json::json!({"cache_scope": "acme"})).await;
+    assert!(first.get("cached").is_none(), "{first}");
+    assert_eq!(calls().await, 1);
+    let again = ask(caller(), serde_json::json!({"cache_scope": "acme"})).await;
+    assert!(again["cached"]["age_secs"].is_u64(), "{again}");
+    assert_eq!(again["data"], first["data"]);
+    assert_eq!(calls().await, 1, "answered from the cache");
+    // Another scope of the same caller, another caller, or `fresh`: the partner is asked.
+    // (A pause first, so the fresh answer's time differs from the first's.)
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for (http, extra) in [
+        (caller(), serde_json::json!({"cache_scope": "beta"})),
+        (
+            caller_with(OTHER_SECRET),
+            serde_json::json!({"cache_scope": "acme"}),
+        ),
+        (
+            caller(),
+            serde_json::json!({"cache_scope": "acme", "fresh": true}),
+        ),
+    ] {
+        let r = ask(http, extra.clone()).await;
+        assert!(r.get("cached").is_none(), "{extra}: {r}");
+    }
+    assert_eq!(calls().await, 4);
+    // The fresh answer was cached anew: younger than the first.
+    let last = ask(caller(), serde_json::json!({"cache_scope": "acme"})).await;
+    assert!(last["cached"]["stored_at"].as_str() > again["cached"]["stored_at"].as_str());
+    // A scope is a short label, not a body.
+    let r = caller()
+        .post(format!("{}/v1/partner-requests", service.url))
+        .json(&serde_json::json!({
+            "request_id": "c", "partner": "bureau", "cpf": cpf,
+            "callback_url": receiver.url, "cache_scope": "x".repeat(129),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["field"], "cache_scope");
+}

@@ -139,6 +139,7 @@ async fn overhead(url: &str, prefix: &str) -> Result<serde_json::Value> {
         timeout_ms: 5000,
         breaker: BreakerConfig::default(),
         retry: RetryConfig::default(),
+        cache_ttl_secs: None,
         token: None,
     };
     let partner = Partner::new(config, http.clone(), semaphore, Duration::from_secs(10));

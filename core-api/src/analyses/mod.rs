@@ -8,8 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use integrations::Cpf;
-
 use crate::domain::{AnalysisEvent, Snapshot, Status, Window};
 use crate::events::AppendError;
 use crate::state::AppState;
@@ -26,15 +24,19 @@ pub fn ending_within(state: &AppState) -> Duration {
     2 * final_retry(state) + Duration::from_secs(5)
 }
 
-/// Starts an analysis of `cpf` over `window` for `tenant`: its snapshot, its event log with
-/// `analysis.accepted` as event 1, and its run in the background. Returns its id.
+/// A new analysis id.
+pub fn new_id() -> String {
+    format!("an_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Starts the analysis of `subject` (its id from [`new_id`]) over `window`: its snapshot, its
+/// event log with `analysis.accepted` as event 1, and its run in the background.
 pub async fn start(
     state: &Arc<AppState>,
-    tenant: &str,
-    cpf: Cpf,
+    subject: run::Subject,
     window: Window,
-) -> Result<String, AppendError> {
-    let id = format!("an_{}", uuid::Uuid::new_v4().simple());
+) -> Result<(), AppendError> {
+    let (id, tenant, cpf) = (subject.id.clone(), subject.tenant.as_str(), &subject.cpf);
     state
         .analyses
         .insert(Snapshot {
@@ -68,12 +70,6 @@ pub async fn start(
         .await?;
     tracing::info!(analysis = %id, tenant = %tenant, "Analysis accepted.");
     crate::metrics::ANALYSES_STARTED.fetch_add(1, Ordering::Relaxed);
-    tokio::spawn(run::run(
-        state.clone(),
-        id.clone(),
-        tenant.to_string(),
-        cpf,
-        window,
-    ));
-    Ok(id)
+    tokio::spawn(run::run(state.clone(), subject, window));
+    Ok(())
 }

@@ -16,6 +16,7 @@ use integrations::queue::Outcome;
 use integrations::{Cpf, Kind};
 use sha2::Sha256;
 
+use crate::domain::analysis::Cached;
 use crate::domain::summary::{LabelledAmount, OpenDebt};
 use crate::domain::{AnalysisEvent, PartnerState, PartnerStatus, Status, Summary, Window};
 use crate::state::AppState;
@@ -52,10 +53,22 @@ fn store_failed(id: &str) -> impl Fn(crate::store::StoreError) -> String + '_ {
     }
 }
 
+/// Who an analysis is about and for: what each of its partner requests carries.
+#[derive(Clone)]
+pub struct Subject {
+    /// The analysis id.
+    pub id: String,
+    pub tenant: String,
+    pub cpf: Cpf,
+    /// Ask the partners even where a cached answer would do.
+    pub fresh: bool,
+}
+
 /// Runs an analysis to its end (completed, failed or deadline).
-pub async fn run(state: Arc<AppState>, id: String, tenant: String, cpf: Cpf, window: Window) {
+pub async fn run(state: Arc<AppState>, subject: Subject, window: Window) {
     let deadline = Duration::from_secs(state.settings.analysis_deadline_secs);
-    let work = run_steps(state.clone(), id.clone(), tenant, cpf, window);
+    let id = subject.id.clone();
+    let work = run_steps(state.clone(), subject, window);
     let result = tokio::select! {
         r = tokio::time::timeout(deadline, work) => r.unwrap_or_else(|_| Err(format!("the analysis took longer than its {} s deadline", deadline.as_secs()))),
         _ = state.shutdown_signal() => Err("the service is shutting down".to_string()),
@@ -107,19 +120,19 @@ pub async fn run(state: Arc<AppState>, id: String, tenant: String, cpf: Cpf, win
     }
 }
 
-/// What a partner kind came to.
+/// What a partner kind came to: its data (and whether it came from the cache), or why not.
 enum PartnerResult {
-    Data(serde_json::Value),
+    Data(serde_json::Value, Option<Cached>),
     Missing(String),
 }
 
 async fn ask(
     state: &AppState,
-    id: &str,
+    subject: &Subject,
     kind: Kind,
-    cpf: &Cpf,
     params: RequestParams,
 ) -> Result<PartnerResult, String> {
+    let id = subject.id.as_str();
     let Some(partner) = state.partner_for(kind) else {
         return Ok(PartnerResult::Missing(format!(
             "no {kind} partner is configured"
@@ -155,9 +168,11 @@ async fn ask(
             caller: String::new(),
             request_id,
             partner: partner.clone(),
-            cpf: cpf.clone(),
+            cpf: subject.cpf.clone(),
             params,
             callback_url: None,
+            fresh: subject.fresh,
+            cache_scope: subject.tenant.clone(),
         })
         .await
         .map_err(|e| format!("{kind}: {e}"))?;
@@ -200,6 +215,7 @@ async fn ask(
     if outcome.status == "ok" {
         Ok(PartnerResult::Data(
             outcome.data.unwrap_or(serde_json::Value::Null),
+            outcome.cached.map(Cached::from),
         ))
     } else {
         Ok(PartnerResult::Missing(
@@ -216,17 +232,25 @@ async fn set_partner(
     st: PartnerStatus,
     detail: Option<String>,
 ) {
+    set_partner_state(
+        state,
+        id,
+        kind,
+        PartnerState {
+            partner: partner.to_string(),
+            state: st,
+            detail,
+            cached: None,
+        },
+    )
+    .await
+}
+
+async fn set_partner_state(state: &AppState, id: &str, kind: Kind, partner: PartnerState) {
     state
         .analyses
         .update(id, |s| {
-            s.partners.insert(
-                kind.as_str().into(),
-                PartnerState {
-                    partner: partner.to_string(),
-                    state: st,
-                    detail,
-                },
-            );
+            s.partners.insert(kind.as_str().into(), partner);
         })
         .await;
 }
@@ -248,8 +272,14 @@ async fn finish_partner(
 ) {
     let partner = state.partner_for(kind).unwrap_or_default();
     match result {
-        PartnerResult::Data(_) => {
-            set_partner(state, id, kind, &partner, PartnerStatus::Completed, None).await;
+        PartnerResult::Data(_, cached) => {
+            let completed = PartnerState {
+                partner: partner.clone(),
+                state: PartnerStatus::Completed,
+                detail: None,
+                cached: cached.clone(),
+            };
+            set_partner_state(state, id, kind, completed).await;
             emit(
                 state,
                 id,
@@ -259,6 +289,7 @@ async fn finish_partner(
                     debts: counts.debts,
                     movements: counts.movements,
                     pages: counts.pages,
+                    cached: cached.clone(),
                 },
             )
             .await;
@@ -287,36 +318,35 @@ async fn finish_partner(
 
 async fn run_steps(
     state: Arc<AppState>,
-    id: String,
-    tenant: String,
-    cpf: Cpf,
+    subject: Subject,
     window: Window,
 ) -> Result<Summary, String> {
+    let id = subject.id.clone();
     let consumer = {
-        let (state, id, cpf) = (state.clone(), id.clone(), cpf.clone());
+        let (state, subject) = (state.clone(), subject.clone());
         tokio::spawn(async move {
-            let r = ask(&state, &id, Kind::Consumer, &cpf, RequestParams::default()).await?;
+            let r = ask(&state, &subject, Kind::Consumer, RequestParams::default()).await?;
             let debts = match &r {
-                PartnerResult::Data(d) => d["dividas"].as_array().map(Vec::len).unwrap_or(0),
+                PartnerResult::Data(d, _) => d["dividas"].as_array().map(Vec::len).unwrap_or(0),
                 PartnerResult::Missing(_) => 0,
             };
             let counts = Counts {
                 debts: Some(debts as u64),
                 ..Counts::default()
             };
-            finish_partner(&state, &id, Kind::Consumer, &r, counts).await;
+            finish_partner(&state, &subject.id, Kind::Consumer, &r, counts).await;
             Ok::<_, String>(r)
         })
     };
     let rating = {
-        let (state, id, cpf) = (state.clone(), id.clone(), cpf.clone());
+        let (state, subject) = (state.clone(), subject.clone());
         tokio::spawn(async move {
-            let r = ask(&state, &id, Kind::Rating, &cpf, RequestParams::default()).await?;
-            finish_partner(&state, &id, Kind::Rating, &r, Counts::default()).await;
+            let r = ask(&state, &subject, Kind::Rating, RequestParams::default()).await?;
+            finish_partner(&state, &subject.id, Kind::Rating, &r, Counts::default()).await;
             Ok::<_, String>(r)
         })
     };
-    let movements = movements(&state, &id, &tenant, &cpf, window).await?;
+    let movements = movements(&state, &subject, window).await?;
     let consumer = consumer.await.map_err(|e| e.to_string())??;
     let rating = rating.await.map_err(|e| e.to_string())??;
     // Everything stored is searchable before the client hears the analysis is complete.
@@ -348,12 +378,11 @@ fn iso_date(br: &str) -> String {
 
 async fn movements(
     state: &Arc<AppState>,
-    id: &str,
-    tenant: &str,
-    cpf: &Cpf,
+    subject: &Subject,
     window: Window,
 ) -> Result<Vec<LabelledAmount>, String> {
-    let hash = cpf_hash(state, cpf);
+    let (id, tenant) = (subject.id.as_str(), subject.tenant.as_str());
+    let hash = cpf_hash(state, &subject.cpf);
     let mut cursor: Option<String> = None;
     let mut all = Vec::new();
     let mut pages = 0u32;
@@ -369,10 +398,12 @@ async fn movements(
             cursor: cursor.clone(),
             limit: Some(500),
         };
-        let page = match ask(state, id, Kind::Movements, cpf, params).await? {
-            PartnerResult::Data(d) => serde_json::from_value::<MovementsPage>(d).map_err(|_| {
-                "the movements partner's page does not follow the contract".to_string()
-            })?,
+        let page = match ask(state, subject, Kind::Movements, params).await? {
+            PartnerResult::Data(d, _) => {
+                serde_json::from_value::<MovementsPage>(d).map_err(|_| {
+                    "the movements partner's page does not follow the contract".to_string()
+                })?
+            }
             missing @ PartnerResult::Missing(_) => {
                 finish_partner(state, id, Kind::Movements, &missing, Counts::default()).await;
                 return Ok(all);
@@ -457,7 +488,7 @@ async fn movements(
         state,
         id,
         Kind::Movements,
-        &PartnerResult::Data(serde_json::Value::Null),
+        &PartnerResult::Data(serde_json::Value::Null, None),
         counts,
     )
     .await;
@@ -472,7 +503,7 @@ fn summarise(
     rating: &PartnerResult,
 ) -> Summary {
     let mut open_debts = Vec::new();
-    if let PartnerResult::Data(d) = consumer {
+    if let PartnerResult::Data(d, _) = consumer {
         if let Ok(c) = serde_json::from_value::<ConsumerRecord>(d.clone()) {
             open_debts = c
                 .dividas
@@ -486,7 +517,7 @@ fn summarise(
         }
     }
     let declared = match rating {
-        PartnerResult::Data(d) => serde_json::from_value::<RatingRecord>(d.clone())
+        PartnerResult::Data(d, _) => serde_json::from_value::<RatingRecord>(d.clone())
             .ok()
             .map(|r| r.renda_mensal),
         PartnerResult::Missing(_) => None,

@@ -43,6 +43,26 @@ pub struct PartnerState {
     /// Why it is queued, not found or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Set when the data came from the answer cache rather than a call to the partner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<Cached>,
+}
+
+/// A partner's answer reused from the cache: when the partner gave it, and how old it was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Cached {
+    /// RFC 3339, UTC.
+    pub stored_at: String,
+    pub age_secs: u64,
+}
+
+impl From<integrations::cache::CachedAnswer> for Cached {
+    fn from(c: integrations::cache::CachedAnswer) -> Self {
+        Cached {
+            stored_at: c.stored_at,
+            age_secs: c.age_secs,
+        }
+    }
 }
 
 /// What `GET /v1/analyses/{id}` shows.

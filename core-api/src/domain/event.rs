@@ -66,6 +66,9 @@ pub enum AnalysisEvent {
         /// `movements` only: pages received.
         #[serde(skip_serializing_if = "Option::is_none")]
         pages: Option<u32>,
+        /// Set when the answer came from the cache (no partner call): its time and age.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cached: Option<super::analysis::Cached>,
     },
     /// A kind ended without its data; the analysis goes on without it.
     #[serde(rename = "partner.failed")]
@@ -191,9 +194,11 @@ mod tests {
             debts: Some(2),
             movements: None,
             pages: None,
+            cached: None,
         };
         let data = c.data();
         assert_eq!(data["debts"], 2);
         assert!(!data.contains_key("movements") && !data.contains_key("pages"));
+        assert!(!data.contains_key("cached"));
     }
 }

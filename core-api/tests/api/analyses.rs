@@ -86,13 +86,8 @@ async fn a_full_analysis_streams_from_accepted_to_completed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_streams_one_instance_runs_an_analysis_and_another_streams_it() {
-    let redis = redis_url();
     let prefix = KeyPrefix::new("core");
-    let shared = |s: &mut Settings| {
-        s.redis_url = Some(redis.clone());
-        s.key_prefix = prefix.to_string();
-        s.events_token_key = Some(core_api::config::Secret::new("a key both instances share"));
-    };
+    let shared = |s: &mut Settings| on_redis(s, &prefix);
     let a = spawn_app_with(shared).await;
     let b = spawn_app_with(shared).await;
     let started = a.started().await;
@@ -142,8 +137,7 @@ async fn with_redis_streams_an_ended_analysis_whose_final_event_was_lost_still_e
     use futures_util::StreamExt;
     let prefix = KeyPrefix::new("core");
     let app = spawn_app_with(|s| {
-        s.redis_url = Some(redis_url());
-        s.key_prefix = prefix.to_string();
+        on_redis(s, &prefix);
         // Followers of an ended analysis then wait 2 x 1 + 5 s for its final event.
         s.final_retry_secs = 1;
     })
@@ -334,8 +328,7 @@ async fn with_redis_an_instances_own_queue_seals_cpfs_expires_and_goes_when_it_s
     use redis::AsyncCommands;
     let prefix = KeyPrefix::new("core");
     let app = spawn_app_with(|s| {
-        s.redis_url = Some(redis_url());
-        s.key_prefix = prefix.to_string();
+        on_redis(s, &prefix);
         // Every bureau call is refused with 429, so every request waits in the retry queue.
         s.simulator.rate_limit_rate = 1.0;
         s.simulator.retry_after_s = 30;

@@ -81,6 +81,19 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
     }
 }
 
+/// Puts `s` on the test Redis under `prefix`, with the keys every instance on one Redis shares.
+pub fn on_redis(s: &mut Settings, prefix: &KeyPrefix) {
+    s.redis_url = Some(redis_url());
+    s.key_prefix = prefix.to_string();
+    s.events_token_key = Some(core_api::config::Secret::new("a key the instances share"));
+    s.cpf_hash_key = Some(core_api::config::Secret::new(
+        "a hash key the instances share",
+    ));
+    s.queue_key = Some(core_api::config::Secret::new(
+        "a queue key the instances share, 32+ characters",
+    ));
+}
+
 impl TestApp {
     pub async fn start(&self, key: &str, body: Value) -> reqwest::Response {
         self.http

@@ -36,6 +36,10 @@ pub struct Outcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub attempts: u32,
+    /// Set when the answer came from the cache (no partner call): when the partner gave it,
+    /// and how old it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached: Option<crate::cache::CachedAnswer>,
 }
 
 /// A queued partner request.
@@ -64,6 +68,9 @@ pub struct Job {
     /// Deliveries of the outcome that failed so far.
     #[serde(default)]
     pub failed_deliveries: u32,
+    /// The scope its answer is cached in ([`crate::gateway::PartnerRequest::cache_scope`]).
+    #[serde(default)]
+    pub cache_scope: String,
 }
 
 impl Job {
@@ -87,6 +94,7 @@ impl Job {
             enqueued_at_ms: now_ms(),
             outcome: None,
             failed_deliveries: 0,
+            cache_scope: String::new(),
         }
     }
 

@@ -39,6 +39,12 @@ impl JobSeal {
     /// under the secret, so the secret can be any long random string and the same secret
     /// used for something else elsewhere still yields an unrelated key.
     pub fn from_secret(secret: &Secret) -> Result<Self, String> {
+        Self::with_label(secret, b"credit-analysis retry queue: job seal v1")
+    }
+
+    /// A seal for another use of the same secret (the answer cache): another `label`, another
+    /// key, so what one seals the other cannot open.
+    pub fn with_label(secret: &Secret, label: &[u8]) -> Result<Self, String> {
         if secret.expose().chars().count() < MIN_SECRET_CHARS {
             return Err(format!(
                 "must hold a secret of at least {MIN_SECRET_CHARS} characters"
@@ -46,7 +52,7 @@ impl JobSeal {
         }
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose().as_bytes())
             .map_err(|_| "the secret cannot key HMAC".to_string())?;
-        mac.update(b"credit-analysis retry queue: job seal v1");
+        mac.update(label);
         let key = mac.finalize().into_bytes();
         Ok(JobSeal(XChaCha20Poly1305::new(Key::from_slice(&key))))
     }

@@ -16,7 +16,11 @@ use crate::auth::Scope;
 use crate::domain::{Snapshot, Status, Window};
 use crate::http::error::{invalid, rejected, ApiError, Problem};
 use crate::http::extract::api_key;
+use crate::idempotency::{self, Claim};
 use crate::state::AppState;
+
+/// The header that makes a start idempotent.
+const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// Start an analysis of a person.
 #[derive(Deserialize, ToSchema)]
@@ -29,13 +33,17 @@ pub struct StartBody {
     pub from: Option<String>,
     /// Last day of the history, `YYYY-MM-DD`, not in the future; default today.
     pub to: Option<String>,
+    /// `true` asks every partner anew, even where a cached answer about this person would
+    /// do (as the header `Cache-Control: no-cache`); the new answers are cached.
+    pub fresh: Option<bool>,
 }
 
 /// An accepted analysis.
 #[derive(Serialize, ToSchema)]
 pub struct Started {
     pub id: String,
-    /// `running`.
+    /// `running`; where the analysis is now, when an earlier request with the same
+    /// Idempotency-Key started it.
     pub status: Status,
     /// The SSE stream, with a token that opens it for 15 minutes (EventSource sends no headers).
     pub events_url: String,
@@ -46,15 +54,16 @@ pub struct Started {
     post,
     path = "/v1/analyses",
     request_body = StartBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters. A retry with the same key and body within 24 h answers the same analysis (with `Idempotent-Replayed: true`) instead of starting another; the same key with another body is a 422. Keys are per tenant.")),
     security(("api_key" = [])),
     responses(
-        (status = 202, description = "Accepted; follow `events_url`", body = Started, headers(("Location" = String, description = "The analysis"))),
+        (status = 202, description = "Accepted; follow `events_url`", body = Started, headers(("Location" = String, description = "The analysis"), ("Idempotent-Replayed" = String, description = "`true` when an earlier request with this Idempotency-Key started the analysis"))),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No or unknown API key", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "The key lacks `analyses:write`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 4 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid CPF, date or unknown field; `field` names it", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid CPF, date or unknown field, or an Idempotency-Key used with another body; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the key's rate; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -67,26 +76,107 @@ pub async fn start_analysis(
         .auth
         .authorize(api_key(&headers), Scope::AnalysesWrite)?;
     let Json(body) = body.map_err(rejected)?;
+    let idempotency_key = headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|v| {
+            idempotency::parse_key(v.as_bytes()).map_err(|why| {
+                invalid(
+                    IDEMPOTENCY_KEY,
+                    format!("the {IDEMPOTENCY_KEY} header {why}"),
+                )
+            })
+        })
+        .transpose()?;
     let cpf = Cpf::parse(&body.cpf).map_err(|e| invalid("cpf", e.to_string()))?;
     let today = chrono::Utc::now().date_naive();
     let window = Window::parse(body.from.as_deref(), body.to.as_deref(), today)
         .map_err(|e| invalid(e.field, e.detail))?;
-    let id = analyses::start(&state, &caller.tenant, cpf, window)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = analyses::new_id();
+    let tenant = caller.tenant.as_str();
+    if let Some(key) = idempotency_key {
+        // The body as sent (not the window it resolves to, which moves with the date), so a
+        // retry after midnight is still the same request.
+        let digits = cpf.digits();
+        let fresh = body.fresh.map(|f| f.to_string());
+        let fingerprint = idempotency::fingerprint(
+            state.cpf_hash_key.expose().as_bytes(),
+            &[
+                Some(&digits),
+                body.from.as_deref(),
+                body.to.as_deref(),
+                fresh.as_deref(),
+            ],
+        );
+        let claim = state
+            .idempotency
+            .claim(tenant, key, &fingerprint, &id)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        match claim {
+            Claim::New => {}
+            Claim::Replay(earlier) => {
+                // Where the analysis is now (its snapshot may not be written yet if the first
+                // request is still starting it).
+                let status = match state.analyses.get(&earlier, tenant).await {
+                    Some(s) => s.status,
+                    None => Status::Running,
+                };
+                return Ok(accepted(&state, &earlier, tenant, status, true));
+            }
+            Claim::Mismatch => {
+                return Err(invalid(
+                    IDEMPOTENCY_KEY,
+                    "this key started an analysis with another body in the last 24 h: send that \
+                     body again, or use a new key for a new analysis",
+                ))
+            }
+        }
+    }
+    let subject = analyses::run::Subject {
+        id: id.clone(),
+        tenant: tenant.to_string(),
+        cpf,
+        fresh: body.fresh.unwrap_or(false) || no_cache(&headers),
+    };
+    if let Err(e) = analyses::start(&state, subject, window).await {
+        if let Some(key) = idempotency_key {
+            state.idempotency.release(tenant, key).await;
+        }
+        return Err(ApiError::Internal(e.to_string()));
+    }
+    Ok(accepted(&state, &id, tenant, Status::Running, false))
+}
+
+/// Whether `Cache-Control` says `no-cache` (among its directives, in any case).
+fn no_cache(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+}
+
+/// The 202 for analysis `id`; `replayed` when an earlier request with the same
+/// Idempotency-Key started it.
+fn accepted(state: &AppState, id: &str, tenant: &str, status: Status, replayed: bool) -> Response {
     let location = format!("/v1/analyses/{id}");
     let body = Started {
-        id: id.clone(),
-        status: Status::Running,
-        events_url: events_url(&state, &id, &caller.tenant),
+        id: id.to_string(),
+        status,
+        events_url: events_url(state, id, tenant),
         analysis_url: location.clone(),
     };
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::LOCATION,
         HeaderValue::from_str(&location).expect("ASCII id"),
     );
-    Ok(response)
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
 }
 
 #[utoipa::path(

@@ -1,0 +1,336 @@
+//! The partner answer cache: a bureau's answer about a person, kept for a while so the next
+//! analysis of the same person within that time does not pay the bureau again.
+//!
+//! An answer is reused only within its scope (the core API's tenant): a lender must not learn
+//! from a cache hit that another lender looked the same person up.
+//!
+//! How long is the partner's `cache_ttl_secs` (a day for identity and income by default; off
+//! for movements, which change every day and are asked page by page). Entries are found by a
+//! keyed hash of the partner, the CPF and the request's parameters, so neither a CPF nor
+//! anything a client chose becomes a key; and they are stored sealed (XChaCha20-Poly1305, the
+//! entry's key as associated data), since they hold a person's name, address and debts. On
+//! Redis when the gateway uses Redis (shared by every instance, with the queue's key, so all
+//! instances read each other's entries) and in memory otherwise, bounded. Every entry expires
+//! on its own; a cache that fails (Redis restarting) is a miss, never a failed request.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::config::Secret;
+use crate::error::IntegrationError;
+use crate::partner::RequestParams;
+use crate::queue::{now_ms, JobSeal};
+
+/// Answers kept at most in memory; past it the oldest go first. Sized for an instance's day
+/// of analyses (two cached kinds each), a few KiB apiece.
+pub const MAX_MEMORY_ANSWERS: usize = 20_000;
+
+/// Where an answer came from the cache: when it was stored and how old it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedAnswer {
+    /// When the partner gave the answer, RFC 3339.
+    pub stored_at: String,
+    pub age_secs: u64,
+}
+
+/// An entry as sealed.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    stored_at_ms: u64,
+    data: serde_json::Value,
+}
+
+/// Hits, misses and stores since start.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub stored: u64,
+}
+
+/// The cache, in memory or on Redis.
+pub struct AnswerCache {
+    /// Key of the keyed hash that names entries.
+    naming: Vec<u8>,
+    seal: JobSeal,
+    store: Store,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    stored: AtomicU64,
+}
+
+enum Store {
+    Memory(Mutex<Memory>),
+    Redis {
+        conn: redis::aio::ConnectionManager,
+        prefix: String,
+    },
+}
+
+#[derive(Default)]
+struct Memory {
+    /// Sealed entries and when they expire, by name.
+    entries: HashMap<String, (Instant, String)>,
+    /// Names, oldest stored first.
+    order: VecDeque<String>,
+}
+
+/// The cache's two keys from one secret: labels keep them apart from each other and from the
+/// queue's seal made from the same secret.
+fn keys(secret: &Secret) -> Result<(Vec<u8>, JobSeal), String> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose().as_bytes())
+        .map_err(|_| "the secret cannot key HMAC".to_string())?;
+    mac.update(b"credit-analysis partner answer cache: names v1");
+    let naming = mac.finalize().into_bytes().to_vec();
+    let seal = JobSeal::with_label(secret, b"credit-analysis partner answer cache: seal v1")?;
+    Ok((naming, seal))
+}
+
+impl AnswerCache {
+    /// A cache in this process's memory, under a key drawn now (nothing outlives the process).
+    pub fn memory() -> Self {
+        let secret = Secret::new(format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let (naming, seal) = keys(&secret).expect("a long random secret");
+        Self::with(naming, seal, Store::Memory(Mutex::default()))
+    }
+
+    /// A cache on Redis under `{prefix}:cache:`, sealed with keys made from `secret` (the
+    /// queue's key, the same on every instance).
+    pub async fn redis(url: &str, prefix: &str, secret: &Secret) -> Result<Self, IntegrationError> {
+        let (naming, seal) =
+            keys(secret).map_err(|why| IntegrationError::Config(format!("QUEUE_KEY: {why}")))?;
+        let client = redis::Client::open(url)?;
+        let conn = redis::aio::ConnectionManager::new(client).await?;
+        Ok(Self::with(
+            naming,
+            seal,
+            Store::Redis {
+                conn,
+                prefix: prefix.to_string(),
+            },
+        ))
+    }
+
+    fn with(naming: Vec<u8>, seal: JobSeal, store: Store) -> Self {
+        AnswerCache {
+            naming,
+            seal,
+            store,
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+        }
+    }
+
+    /// The name of `partner`'s answer about `cpf` (its digits) to `params`, within `scope`.
+    pub fn name(&self, scope: &str, partner: &str, cpf: &str, params: &RequestParams) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.naming).expect("any length");
+        let params = serde_json::to_string(params).expect("parameters serialise");
+        for part in [scope, partner, cpf, params.as_str()] {
+            // Length-prefixed, so no two lists of parts name alike.
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// The answer stored under `name`, with its age; none when there is none, it expired, or
+    /// it does not open (another key).
+    pub async fn get(&self, name: &str) -> Option<(serde_json::Value, CachedAnswer)> {
+        let sealed = match &self.store {
+            Store::Memory(m) => {
+                let mut m = m.lock().expect("cache lock");
+                match m.entries.get(name) {
+                    Some((until, _)) if *until <= Instant::now() => {
+                        m.entries.remove(name);
+                        None
+                    }
+                    Some((_, sealed)) => Some(sealed.clone()),
+                    None => None,
+                }
+            }
+            Store::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                redis::AsyncCommands::get::<_, Option<String>>(
+                    &mut conn,
+                    format!("{prefix}:cache:{name}"),
+                )
+                .await
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "Answer cache unavailable; asking the partner."),
+                )
+                .ok()
+                .flatten()
+            }
+        };
+        let entry = sealed
+            .and_then(|s| self.seal.open(name, &s))
+            .and_then(|clear| serde_json::from_str::<Entry>(&clear).ok());
+        let Some(entry) = entry else {
+            self.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        let stored_at = chrono::DateTime::from_timestamp_millis(entry.stored_at_ms as i64)
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let age_secs = now_ms().saturating_sub(entry.stored_at_ms) / 1000;
+        Some((
+            entry.data,
+            CachedAnswer {
+                stored_at,
+                age_secs,
+            },
+        ))
+    }
+
+    /// Stores `data` under `name` for `ttl`.
+    pub async fn put(&self, name: &str, data: &serde_json::Value, ttl: Duration) {
+        if ttl.is_zero() {
+            return;
+        }
+        let entry = Entry {
+            stored_at_ms: now_ms(),
+            data: data.clone(),
+        };
+        let sealed = self.seal.seal(
+            name,
+            &serde_json::to_string(&entry).expect("entries serialise"),
+        );
+        match &self.store {
+            Store::Memory(m) => {
+                let mut m = m.lock().expect("cache lock");
+                while m.entries.len() >= MAX_MEMORY_ANSWERS {
+                    let Some(oldest) = m.order.pop_front() else {
+                        break;
+                    };
+                    m.entries.remove(&oldest);
+                }
+                if m.entries
+                    .insert(name.to_string(), (Instant::now() + ttl, sealed))
+                    .is_none()
+                {
+                    m.order.push_back(name.to_string());
+                }
+            }
+            Store::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let ms = ttl.as_millis().min(u64::MAX as u128) as u64;
+                let stored = redis::AsyncCommands::pset_ex::<_, _, ()>(
+                    &mut conn,
+                    format!("{prefix}:cache:{name}"),
+                    sealed,
+                    ms,
+                )
+                .await;
+                if let Err(e) = stored {
+                    tracing::warn!(error = %e, "Answer not cached; the next analysis asks the partner again.");
+                    return;
+                }
+            }
+        }
+        self.stored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            stored: self.stored.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(cursor: Option<&str>) -> RequestParams {
+        RequestParams {
+            cursor: cursor.map(String::from),
+            ..RequestParams::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_comes_back_until_it_expires_and_names_hide_the_cpf() {
+        let cache = AnswerCache::memory();
+        let name = cache.name("acme", "bureau", "52998224725", &params(None));
+        assert!(!name.contains("52998224725"));
+        for other in [
+            cache.name("acme", "bureau", "52998224725", &params(Some("p2"))),
+            cache.name("acme", "other", "52998224725", &params(None)),
+            cache.name("acme", "bureau", "11144477735", &params(None)),
+            cache.name("beta", "bureau", "52998224725", &params(None)),
+        ] {
+            assert_ne!(name, other);
+        }
+        assert!(cache.get(&name).await.is_none());
+        let data = serde_json::json!({"nome": "Maria"});
+        cache.put(&name, &data, Duration::from_millis(300)).await;
+        let (got, cached) = cache.get(&name).await.expect("a hit");
+        assert_eq!(got, data);
+        assert!(cached.age_secs < 2, "{cached:?}");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert!(cache.get(&name).await.is_none(), "expired");
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.stored), (1, 2, 1));
+    }
+
+    #[tokio::test]
+    async fn another_processs_entries_do_not_open_and_zero_ttl_keeps_nothing() {
+        let (a, b) = (AnswerCache::memory(), AnswerCache::memory());
+        let name = a.name("acme", "bureau", "52998224725", &params(None));
+        a.put(&name, &serde_json::json!(1), Duration::ZERO).await;
+        assert!(a.get(&name).await.is_none());
+        // B's key differs: an entry copied across would not open.
+        a.put(&name, &serde_json::json!(1), Duration::from_secs(60))
+            .await;
+        let sealed = match &a.store {
+            Store::Memory(m) => m.lock().unwrap().entries[&name].1.clone(),
+            Store::Redis { .. } => unreachable!(),
+        };
+        assert!(!sealed.contains("1}"));
+        if let Store::Memory(m) = &b.store {
+            m.lock().unwrap().entries.insert(
+                name.clone(),
+                (Instant::now() + Duration::from_secs(60), sealed),
+            );
+        }
+        assert!(b.get(&name).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn memory_holds_at_most_its_bound() {
+        let cache = AnswerCache::memory();
+        for i in 0..MAX_MEMORY_ANSWERS + 10 {
+            let name = format!("n{i}");
+            cache
+                .put(&name, &serde_json::json!(i), Duration::from_secs(60))
+                .await;
+        }
+        let Store::Memory(m) = &cache.store else {
+            unreachable!()
+        };
+        assert_eq!(m.lock().unwrap().entries.len(), MAX_MEMORY_ANSWERS);
+        assert!(cache.get("n0").await.is_none());
+        assert!(cache
+            .get(&format!("n{}", MAX_MEMORY_ANSWERS + 9))
+            .await
+            .is_some());
+    }
+}
