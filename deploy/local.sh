@@ -61,6 +61,7 @@ sed -e "s#http://127.0.0.1:8091#http://127.0.0.1:$sim_port#" -e '/token_env/d' \
 export KEY_PREFIX="local-$$"
 export INTEGRATIONS_SECRET="local-integrations-secret-0123456789"
 export QUEUE_KEY="local-queue-key-$$-0123456789abcdef-0123456789"
+export METRICS_TOKEN="local-metrics-token-$$-0123456789"
 int_ports=()
 for i in 1 2; do
   p=$(free_port); int_ports+=("$p")
@@ -111,4 +112,11 @@ categories=$(curl -sf -H "authorization: Bearer $key" "$b/v1/analyses/$id/catego
 in_categories=$(python3 -c 'import json,sys; print(sum(c["count"] for c in json.load(sys.stdin)["categories"]))' <<<"$categories")
 echo "== stream said $stored stored; the store returns $count transactions, $in_categories in categories"
 [ "$stored" -gt 0 ] && [ "$count" = "$stored" ] && [ "$in_categories" = "$stored" ] || fail "stored counts disagree"
+# What Prometheus scrapes: every instance's /metrics with the metrics token, and only with it.
+for target in "$a" "$b" "http://127.0.0.1:${int_ports[0]}" "http://127.0.0.1:${int_ports[1]}"; do
+  curl -sf -H "authorization: Bearer $METRICS_TOKEN" "$target/metrics" | grep -q "^# TYPE " || fail "metrics of $target with the token"
+  code=$(curl -s -o /dev/null -w '%{http_code}' "$target/metrics")
+  [ "$code" = 401 ] || fail "metrics of $target without the token answered $code"
+done
+echo "== every instance's metrics answer the metrics token only"
 echo "== deploy/local.sh: passed"

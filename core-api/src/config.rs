@@ -14,6 +14,7 @@
 //! | `DATA_DIR` | where the embedded transaction store keeps its file | `data` |
 //! | `CPF_HASH_KEY` | key of the keyed CPF hash in the store | generated per run |
 //! | `EVENTS_TOKEN_KEY` | key of the `events_url` tokens; shared by instances on one Redis | generated per run |
+//! | `METRICS_TOKEN` | when set, `GET /metrics` needs it as a bearer token | none: open |
 //! | `QUEUE_KEY` | with `REDIS_URL` and partners in process: seals the partner data kept on Redis (queued requests, cached answers); shared by instances | none (needed then) |
 //! | `ANALYSIS_DEADLINE_SECS` | an analysis that takes longer fails | `120` |
 //! | `RATE_PER_KEY` | requests per second per API key | `50` |
@@ -72,6 +73,10 @@ pub struct Settings {
     /// `integrations_url` is set.
     #[serde(skip)]
     pub queue_key: Option<Secret>,
+    /// When set (`METRICS_TOKEN`), `GET /metrics` needs it as a bearer token (a Prometheus
+    /// server's); unset, the metrics are open, as on a developer's machine.
+    #[serde(skip)]
+    pub metrics_token: Option<Secret>,
     pub analysis_deadline_secs: u64,
     /// How long the end of an analysis (its last snapshot, then its final event) is retried
     /// while Redis fails (`FINAL_RETRY_SECS`, 60). A follower of an analysis that has ended
@@ -117,6 +122,7 @@ impl Default for Settings {
             events_token_key: None,
             integrations_secret: None,
             queue_key: None,
+            metrics_token: None,
             analysis_deadline_secs: 120,
             final_retry_secs: 60,
             header_read_timeout_secs: 10,
@@ -193,6 +199,9 @@ impl Settings {
         }
         if let Some(v) = env("QUEUE_KEY").filter(|v| !v.is_empty()) {
             s.queue_key = Some(Secret::new(v));
+        }
+        if let Some(v) = env("METRICS_TOKEN").filter(|v| !v.is_empty()) {
+            s.metrics_token = Some(Secret::new(v));
         }
         // Whole-number settings: a value that does not parse (or fit) stops the start, naming it.
         fn whole<T: std::str::FromStr>(

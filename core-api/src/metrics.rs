@@ -17,6 +17,8 @@ pub static SSE_CLIENTS: AtomicU64 = AtomicU64::new(0);
 pub static ANALYSES_STARTED: AtomicU64 = AtomicU64::new(0);
 pub static ANALYSES_COMPLETED: AtomicU64 = AtomicU64::new(0);
 pub static ANALYSES_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Analyses whose run is on this instance now.
+pub static ANALYSES_RUNNING: AtomicU64 = AtomicU64::new(0);
 pub static MOVEMENTS_CLASSIFIED: AtomicU64 = AtomicU64::new(0);
 
 /// Counts every response by status class.
@@ -60,6 +62,9 @@ fn counters() -> String {
          core_api_analyses_total{{state=\"started\"}} {}\n\
          core_api_analyses_total{{state=\"completed\"}} {}\n\
          core_api_analyses_total{{state=\"failed\"}} {}\n\
+         # HELP core_api_analyses_running Analyses running on this instance now.\n\
+         # TYPE core_api_analyses_running gauge\n\
+         core_api_analyses_running {}\n\
          # HELP core_api_movements_classified_total Movements classified (analyses and classification endpoints).\n\
          # TYPE core_api_movements_classified_total counter\n\
          core_api_movements_classified_total {}\n",
@@ -70,6 +75,7 @@ fn counters() -> String {
         l(&ANALYSES_STARTED),
         l(&ANALYSES_COMPLETED),
         l(&ANALYSES_FAILED),
+        l(&ANALYSES_RUNNING),
         l(&MOVEMENTS_CLASSIFIED),
     )
 }

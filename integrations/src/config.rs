@@ -194,6 +194,10 @@ pub struct Config {
     /// sharing a queue needs the same one, and a job sealed under another key is dropped.
     #[serde(skip)]
     pub queue_key: Option<Secret>,
+    /// A token that opens `GET /metrics` and nothing else (`METRICS_TOKEN`), for a
+    /// Prometheus server; callers' secrets open it too.
+    #[serde(skip)]
+    pub metrics_token: Option<Secret>,
     /// Who may call `integrations serve` (which refuses to start without one).
     #[serde(default)]
     pub callers: Vec<CallerConfig>,
@@ -270,6 +274,14 @@ impl Config {
             crate::queue::JobSeal::from_secret(&key)
                 .map_err(|why| IntegrationError::Config(format!("QUEUE_KEY: {why}")))?;
             self.queue_key = Some(key);
+        }
+        if let Some(token) = env("METRICS_TOKEN").filter(|t| !t.is_empty()) {
+            if token.chars().count() < 16 {
+                return Err(IntegrationError::Config(
+                    "METRICS_TOKEN: must hold a secret of at least 16 characters".into(),
+                ));
+            }
+            self.metrics_token = Some(Secret::new(token));
         }
         for (i, c) in self.callers.iter_mut().enumerate() {
             let secret = env(&c.secret_env).unwrap_or_default();
@@ -437,6 +449,7 @@ impl Config {
             job_ttl_secs: default_job_ttl_secs(),
             dead_letter_ttl_secs: default_dead_letter_ttl_secs(),
             queue_key: None,
+            metrics_token: None,
             callers: Vec::new(),
             partners: vec![
                 partner("consumer-sim", Kind::Consumer),

@@ -8,7 +8,8 @@
 //!   `{"request_id", "partner", "status": "ok"|"failed", "data"|"error", "attempts"}`.
 //! - `GET /v1/partners`: breaker state, permits in use, rate, counters, queue depth, dead letters.
 //! - `GET /v1/dead-letters`, `POST /v1/dead-letters/replay[?id=ID]`.
-//! - `GET /healthz`, `GET /readyz` (Redis answers), `GET /metrics` (Prometheus text).
+//! - `GET /healthz`, `GET /readyz` (Redis answers), `GET /metrics` (Prometheus text; a
+//!   caller's secret or `METRICS_TOKEN`, which opens nothing else).
 //!
 //! Every route but `/healthz` and `/readyz` needs a configured caller's secret
 //! (`Authorization: Bearer`, see [`crate::auth`]), and a caller's callback URLs may point only
@@ -198,13 +199,13 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/partners", get(partners))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/replay", post(replay))
-        .route("/metrics", get(metrics))
         .route_layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             authenticate,
         ));
     Router::new()
         .merge(callers_only)
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(64 * 1024))
@@ -380,7 +381,27 @@ async fn readyz(State(gw): State<Arc<Gateway>>) -> StatusCode {
     }
 }
 
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+/// The metrics, for a caller or the holder of `METRICS_TOKEN` (a Prometheus server, which
+/// can then read counters but never ask for a record).
+async fn metrics(
+    State(gw): State<Arc<Gateway>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let presented = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer)
+        .ok_or(ApiError::Unauthenticated)?;
+    let config = gw.config();
+    let token = config.metrics_token.as_ref().is_some_and(|t| {
+        crate::auth::constant_time_eq(
+            &crate::auth::secret_hash(t.expose()),
+            &crate::auth::secret_hash(presented),
+        )
+    });
+    if !token && crate::auth::caller(&config.callers, presented).is_none() {
+        return Err(ApiError::Unauthenticated);
+    }
     let status = gw
         .status()
         .await

@@ -20,6 +20,7 @@ use common::{free_port, redis_url, trickling_and_idle_connections_are_closed, Ke
 const CALLER_SECRET: &str = "test-caller-secret-0123456789";
 /// The secret of a second caller, `other`, for configurations that name it.
 const OTHER_SECRET: &str = "other-caller-secret-0123456789";
+const METRICS_TOKEN: &str = "metrics-token-0123456789abcdef";
 
 /// An HTTP client that calls as the configured caller `test`.
 fn caller() -> reqwest::Client {
@@ -59,6 +60,7 @@ impl ServiceProcess {
             .env("TEST_CALLER_SECRET", CALLER_SECRET)
             .env("OTHER_CALLER_SECRET", OTHER_SECRET)
             .env("QUEUE_KEY", "test-queue-key-0123456789abcdef-0123456789")
+            .env("METRICS_TOKEN", METRICS_TOKEN)
             .env(
                 "RUST_LOG",
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "error".into()),
@@ -629,6 +631,30 @@ async fn every_route_but_health_needs_a_callers_secret_and_callbacks_go_only_to_
     }
     for open in ["/healthz", "/readyz"] {
         assert_eq!(anonymous.get(url(open)).send().await.unwrap().status(), 200);
+    }
+    // The metrics token opens the metrics (as a caller's secret does), and nothing else.
+    let prometheus = caller_with(METRICS_TOKEN);
+    let r = prometheus.get(url("/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("# TYPE integrations_cache_lookups_total counter"));
+    assert_eq!(
+        caller().get(url("/metrics")).send().await.unwrap().status(),
+        200
+    );
+    for r in [
+        prometheus
+            .post(url("/v1/partner-requests"))
+            .json(&request)
+            .send()
+            .await,
+        prometheus.get(url("/v1/partners")).send().await,
+        prometheus.get(url("/v1/dead-letters")).send().await,
+    ] {
+        assert_eq!(r.unwrap().status(), 401);
     }
     // The scheme is case-insensitive, as HTTP says.
     let r = anonymous

@@ -68,6 +68,7 @@ pub struct Subject {
 pub async fn run(state: Arc<AppState>, subject: Subject, window: Window) {
     let deadline = Duration::from_secs(state.settings.analysis_deadline_secs);
     let id = subject.id.clone();
+    crate::metrics::ANALYSES_RUNNING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let work = run_steps(state.clone(), subject, window);
     let result = tokio::select! {
         r = tokio::time::timeout(deadline, work) => r.unwrap_or_else(|_| Err(format!("the analysis took longer than its {} s deadline", deadline.as_secs()))),
@@ -79,6 +80,7 @@ pub async fn run(state: Arc<AppState>, subject: Subject, window: Window) {
         &crate::metrics::ANALYSES_FAILED
     };
     ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    crate::metrics::ANALYSES_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     match result {
         Ok(summary) => {
             state

@@ -22,10 +22,20 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> StatusCode {
     }
 }
 
-pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+/// The Prometheus metrics; with `METRICS_TOKEN` set, only for its bearer.
+pub async fn metrics(
+    State(state): State<Arc<AppState>>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &state.settings.metrics_token {
+        let presented = crate::http::extract::api_key(&headers).unwrap_or_default();
+        if !crate::auth::constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) {
+            return Err(ApiError::Unauthenticated);
+        }
+    }
     let partners = state.partners.status().await;
     let text = crate::metrics::prometheus_text(partners.as_ref());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 
 #[derive(Deserialize)]
