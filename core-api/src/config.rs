@@ -15,7 +15,8 @@
 //! | `CPF_HASH_KEY` | key of the keyed CPF hash in the store | generated per run |
 //! | `EVENTS_TOKEN_KEY` | key of the `events_url` tokens; shared by instances on one Redis | generated per run |
 //! | `METRICS_TOKEN` | when set, `GET /metrics` needs it as a bearer token | none: open |
-//! | `QUEUE_KEY` | with `REDIS_URL` and partners in process: seals the partner data kept on Redis (queued requests, cached answers); shared by instances | none (needed then) |
+//! | `QUEUE_KEY` | with `REDIS_URL`: seals the personal data kept on Redis (durable runs, and with partners in process queued requests and cached answers); shared by instances | none (needed then) |
+//! | `RUN_LEASE_MS` | with `REDIS_URL`: how long an analysis's owner may go silent before another instance takes it over | `5000` |
 //! | `ANALYSIS_DEADLINE_SECS` | an analysis that takes longer fails | `120` |
 //! | `RATE_PER_KEY` | requests per second per API key | `50` |
 //! | `STREAM_OPENS_PER_SEC` | event streams a tenant may open per second (bursts of ten times as many) | `1000` |
@@ -67,12 +68,16 @@ pub struct Settings {
     /// one of the service's `[[callers]]`); needed with `integrations_url`.
     #[serde(skip)]
     pub integrations_secret: Option<Secret>,
-    /// Seals the partner data this instance keeps on Redis when it calls the partners itself
-    /// (`QUEUE_KEY`, at least 32 characters, the same on every instance): queued requests
-    /// hold a CPF, cached answers a person's record. Needed with `redis_url` unless
-    /// `integrations_url` is set.
+    /// Seals the personal data this instance keeps on Redis (`QUEUE_KEY`, at least 32
+    /// characters, the same on every instance): a durable run's CPF and partner answers, and,
+    /// when it calls the partners itself, queued requests and cached answers. Needed with
+    /// `redis_url`.
     #[serde(skip)]
     pub queue_key: Option<Secret>,
+    /// With Redis, how long an analysis's owner may go without renewing its lease before
+    /// another instance takes the analysis over, in milliseconds (`RUN_LEASE_MS`, 5000). The
+    /// owner renews every third of it; a takeover comes within this plus a quarter second.
+    pub run_lease_ms: u64,
     /// When set (`METRICS_TOKEN`), `GET /metrics` needs it as a bearer token (a Prometheus
     /// server's); unset, the metrics are open, as on a developer's machine.
     #[serde(skip)]
@@ -123,6 +128,7 @@ impl Default for Settings {
             integrations_secret: None,
             queue_key: None,
             metrics_token: None,
+            run_lease_ms: 5_000,
             analysis_deadline_secs: 120,
             final_retry_secs: 60,
             header_read_timeout_secs: 10,
@@ -217,6 +223,9 @@ impl Settings {
         }
         if let Some(v) = whole(&env, "ANALYSIS_DEADLINE_SECS")? {
             s.analysis_deadline_secs = v;
+        }
+        if let Some(v) = whole(&env, "RUN_LEASE_MS")? {
+            s.run_lease_ms = v;
         }
         if let Some(v) = whole(&env, "FINAL_RETRY_SECS")? {
             s.final_retry_secs = v;

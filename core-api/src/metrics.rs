@@ -17,6 +17,8 @@ pub static SSE_CLIENTS: AtomicU64 = AtomicU64::new(0);
 pub static ANALYSES_STARTED: AtomicU64 = AtomicU64::new(0);
 pub static ANALYSES_COMPLETED: AtomicU64 = AtomicU64::new(0);
 pub static ANALYSES_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Analyses this instance took over from one that stopped.
+pub static ANALYSES_RESUMED: AtomicU64 = AtomicU64::new(0);
 /// Analyses whose run is on this instance now.
 pub static ANALYSES_RUNNING: AtomicU64 = AtomicU64::new(0);
 pub static MOVEMENTS_CLASSIFIED: AtomicU64 = AtomicU64::new(0);
@@ -57,11 +59,12 @@ fn counters() -> String {
          # HELP core_api_sse_clients Clients following an analysis's events now.\n\
          # TYPE core_api_sse_clients gauge\n\
          core_api_sse_clients {}\n\
-         # HELP core_api_analyses_total Analyses by how they ended (started counts all).\n\
+         # HELP core_api_analyses_total Analyses by how they ended (started counts all; resumed counts those this instance took over).\n\
          # TYPE core_api_analyses_total counter\n\
          core_api_analyses_total{{state=\"started\"}} {}\n\
          core_api_analyses_total{{state=\"completed\"}} {}\n\
          core_api_analyses_total{{state=\"failed\"}} {}\n\
+         core_api_analyses_total{{state=\"resumed\"}} {}\n\
          # HELP core_api_analyses_running Analyses running on this instance now.\n\
          # TYPE core_api_analyses_running gauge\n\
          core_api_analyses_running {}\n\
@@ -75,6 +78,7 @@ fn counters() -> String {
         l(&ANALYSES_STARTED),
         l(&ANALYSES_COMPLETED),
         l(&ANALYSES_FAILED),
+        l(&ANALYSES_RESUMED),
         l(&ANALYSES_RUNNING),
         l(&MOVEMENTS_CLASSIFIED),
     )

@@ -96,6 +96,18 @@ impl Analyses {
         }
     }
 
+    /// Takes on an analysis another instance was running (from Redis into this instance's
+    /// memory, where its run changes it from now on); its snapshot, if there is one.
+    pub async fn adopt(&self, id: &str) -> Option<Snapshot> {
+        self.local.lock().expect("analyses lock").remove(id);
+        let s = self.find(id).await?;
+        self.local
+            .lock()
+            .expect("analyses lock")
+            .insert(id.to_string(), s.clone());
+        Some(s)
+    }
+
     /// The analysis if `tenant` owns it: another tenant's analysis does not exist for them.
     pub async fn get(&self, id: &str, tenant: &str) -> Option<Snapshot> {
         self.find(id).await.filter(|s| s.tenant == tenant)

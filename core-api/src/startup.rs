@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
+use crate::analyses::durable::Runs;
 use crate::auth::Auth;
 use crate::config::{ApiKeyConfig, Secret, Settings};
 use crate::events::EventLog;
@@ -70,7 +71,7 @@ impl Application {
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound")));
         let (partners, worker, own_queue) =
             connect_partners(&settings, &public_url, &shutdown_rx).await?;
-        let (events, analyses, idempotency) = open_event_log(&settings, &shutdown_rx).await?;
+        let (events, analyses, idempotency, runs) = open_event_log(&settings, &shutdown_rx).await?;
         let event_streams = OpenPerCaller::new(settings.max_streams_per_tenant);
         let stream_opens = {
             let rate = std::num::NonZeroU32::new(settings.stream_opens_per_sec)
@@ -85,6 +86,7 @@ impl Application {
             events,
             analyses,
             idempotency,
+            runs,
             partners,
             scorer: Arc::new(scorer),
             store,
@@ -99,6 +101,7 @@ impl Application {
             event_streams,
             stream_opens,
         });
+        watch_for_orphans(state.clone());
         Ok(Application {
             listener,
             state,
@@ -175,8 +178,8 @@ fn ensure_a_key(settings: &mut Settings) -> Option<String> {
 
 /// Instances sharing a Redis answer for each other's analyses, so they must share the keys
 /// of what they check for each other: the `events_url` tokens, the keyed CPF hashes (in the
-/// store, and in the fingerprints of idempotent starts) and, when they call the partners
-/// themselves, the key that seals partner data on Redis. Generated per start, as without
+/// store, and in the fingerprints of idempotent starts) and the key that seals personal data
+/// on Redis (durable runs, which any instance may take over; partner data). Generated per start, as without
 /// Redis, each instance would refuse the others' tokens, answer a retried start on another
 /// instance with a 422 and never open the others' cached answers.
 fn require_shared_keys(settings: &Settings) -> anyhow::Result<()> {
@@ -189,12 +192,15 @@ fn require_shared_keys(settings: &Settings) -> anyhow::Result<()> {
     if settings.cpf_hash_key.is_none() {
         anyhow::bail!("CPF_HASH_KEY: needed with REDIS_URL, the same on every instance");
     }
-    if settings.integrations_url.is_none() && settings.queue_key.is_none() {
+    if settings.queue_key.is_none() {
         anyhow::bail!(
-            "QUEUE_KEY: needed with REDIS_URL when this instance calls the partners itself (no \
-             INTEGRATIONS_URL): a random secret of at least 32 characters, the same on every \
-             instance"
+            "QUEUE_KEY: needed with REDIS_URL, to seal the personal data kept there (durable \
+             runs; queued requests and cached answers): a random secret of at least 32 \
+             characters, the same on every instance"
         );
+    }
+    if settings.run_lease_ms < 300 {
+        anyhow::bail!("RUN_LEASE_MS: at least 300 (renewed every third of it)");
     }
     Ok(())
 }
@@ -279,30 +285,40 @@ async fn connect_partners(
     Ok((partners, worker, own_queue))
 }
 
-/// The event log, the snapshots and the idempotency keys: on Redis when `REDIS_URL` is set,
-/// else in memory, with the task that drops finished in-memory logs after their retention.
+/// The event log, the snapshots, the idempotency keys and the durable runs: on Redis when
+/// `REDIS_URL` is set (runs only then), else in memory, with the task that drops finished
+/// in-memory logs after their retention.
 async fn open_event_log(
     settings: &Settings,
     shutdown_rx: &watch::Receiver<bool>,
-) -> anyhow::Result<(EventLog, Analyses, Idempotency)> {
+) -> anyhow::Result<(EventLog, Analyses, Idempotency, Option<Arc<Runs>>)> {
     let retention = Duration::from_secs(3600);
-    let (events, analyses, idempotency) = match &settings.redis_url {
+    let (events, analyses, idempotency, runs) = match &settings.redis_url {
         Some(url) => {
             let events = EventLog::redis(url, &settings.key_prefix, retention)
                 .await
                 .context("connecting the event log to Redis")?;
             let conn =
                 redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
+            let runs = Runs::new(
+                conn.clone(),
+                &settings.key_prefix,
+                settings.queue_key.as_ref().context("QUEUE_KEY")?,
+                Duration::from_millis(settings.run_lease_ms),
+            )
+            .map_err(|why| anyhow::anyhow!("QUEUE_KEY: {why}"))?;
             (
                 events,
                 Analyses::with_redis(conn.clone(), &settings.key_prefix),
                 Idempotency::redis(conn, &settings.key_prefix),
+                Some(Arc::new(runs)),
             )
         }
         None => (
             EventLog::memory(retention),
             Analyses::default(),
             Idempotency::memory(),
+            None,
         ),
     };
     {
@@ -324,5 +340,34 @@ async fn open_event_log(
             }
         });
     }
-    Ok((events, analyses, idempotency))
+    Ok((events, analyses, idempotency, runs))
+}
+
+/// Takes over, a few times a second, the runs whose owner stopped renewing their lease (a
+/// quarter of the lease time apart, at most half a second), until the service stops.
+fn watch_for_orphans(state: Arc<AppState>) {
+    let Some(runs) = state.runs.clone() else {
+        return;
+    };
+    let every = (runs.lease_time() / 4).min(Duration::from_millis(500));
+    tokio::spawn(async move {
+        let stop = state.shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = &mut stop => break,
+            }
+            // A handful at a time: an instance that has just died may leave many, and the
+            // other instances share them out.
+            match runs.claim(8).await {
+                Ok(claimed) => {
+                    for c in claimed {
+                        tokio::spawn(crate::analyses::resume(state.clone(), c));
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Could not look for analyses to take over."),
+            }
+        }
+    });
 }

@@ -7,6 +7,7 @@ use classifier::Scorer;
 use integrations::Kind;
 use tokio::sync::watch;
 
+use crate::analyses::durable::Runs;
 use crate::auth::Auth;
 use crate::config::{Secret, Settings};
 use crate::events::EventLog;
@@ -21,6 +22,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub events: EventLog,
     pub analyses: Analyses,
+    /// Durable runs (the Redis shape): leases, progress, takeover.
+    pub runs: Option<Arc<Runs>>,
     /// `Idempotency-Key`s of analysis starts, per tenant.
     pub idempotency: Idempotency,
     pub partners: Partners,

@@ -2,6 +2,7 @@
 //! stores, the event log and the partners through [`AppState`]; the HTTP layer calls it and
 //! knows nothing of how an analysis is carried out.
 
+pub mod durable;
 pub mod run;
 
 use std::sync::atomic::Ordering;
@@ -56,10 +57,20 @@ pub async fn start(
         })
         .await;
     state.events.create(&id).await?;
+    // Durable from here: if this instance dies, another takes the run over.
+    let lease = match &state.runs {
+        Some(runs) => Some(
+            runs.register(&subject, window)
+                .await
+                .map_err(|e| AppendError::Backend(e.to_string()))?,
+        ),
+        None => None,
+    };
     state
         .events
-        .record(
+        .record_as(
             &id,
+            lease.as_ref().map(durable::Lease::token),
             &AnalysisEvent::Accepted {
                 id: id.clone(),
                 cpf: cpf.masked(),
@@ -70,6 +81,42 @@ pub async fn start(
         .await?;
     tracing::info!(analysis = %id, tenant = %tenant, "Analysis accepted.");
     crate::metrics::ANALYSES_STARTED.fetch_add(1, Ordering::Relaxed);
-    tokio::spawn(run::run(state.clone(), subject, window));
+    let run = run::Run::new(state.clone(), subject, window, lease, Default::default());
+    tokio::spawn(run.run(Duration::ZERO));
     Ok(())
+}
+
+/// Goes on with a run taken over from an instance that stopped renewing its lease: adopts its
+/// snapshot, says so (`analysis.resumed`) and runs it from its progress, within what is left
+/// of its deadline.
+pub async fn resume(state: Arc<AppState>, claimed: durable::Claimed) {
+    let durable::Claimed {
+        subject,
+        window,
+        progress,
+        lease,
+    } = claimed;
+    let id = subject.id.clone();
+    let Some(snapshot) = state.analyses.adopt(&id).await else {
+        // Without its snapshot nobody can read the analysis: let the claim lapse and expire.
+        tracing::warn!(analysis = %id, "Claimed an analysis without a snapshot; not resumed.");
+        return;
+    };
+    let spent = chrono::DateTime::parse_from_rfc3339(&snapshot.created_at)
+        .map(|created| {
+            (chrono::Utc::now() - created.with_timezone(&chrono::Utc))
+                .to_std()
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    tracing::info!(analysis = %id, generation = lease.generation, "Analysis taken over; resuming.");
+    crate::metrics::ANALYSES_RESUMED.fetch_add(1, Ordering::Relaxed);
+    let event = AnalysisEvent::Resumed {
+        id: id.clone(),
+        partners_done: progress.partners_done(),
+        pages_done: progress.movements.pages,
+    };
+    let run = run::Run::new(state, subject, window, Some(lease), progress);
+    run.emit(event).await;
+    run.run(spent).await;
 }

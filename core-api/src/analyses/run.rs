@@ -1,6 +1,10 @@
 //! An analysis, step by step: ask each partner kind for its data through the integrations
 //! gateway, classify movement pages as they arrive, store them, compute the summary. Every
 //! step records an event in the analysis's log, which the SSE endpoint streams.
+//!
+//! In the Redis shape a run holds a lease ([`super::durable`]) and saves its progress after
+//! each step (a partner's answer, a stored page), so another instance can take it over and go
+//! on from there; its events carry the lease's token, which the log checks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,44 +18,16 @@ use integrations::gateway::{PartnerRequest, Submitted};
 use integrations::partner::RequestParams;
 use integrations::queue::Outcome;
 use integrations::{Cpf, Kind};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use super::durable::{Lease, MovementsProgress, Progress};
 use crate::domain::analysis::Cached;
-use crate::domain::summary::{LabelledAmount, OpenDebt};
+use crate::domain::summary::{LabelledAmount, OpenDebt, Tally};
 use crate::domain::{AnalysisEvent, PartnerState, PartnerStatus, Status, Summary, Window};
+use crate::events::AppendError;
 use crate::state::AppState;
 use crate::store::{StoredTransaction, TransactionStore};
-
-/// Records an event and logs a failure to do so (a full log ends the analysis anyway).
-async fn emit(state: &AppState, id: &str, event: AnalysisEvent) {
-    if let Err(e) = state.events.record(id, &event).await {
-        tracing::warn!(analysis = id, kind = event.name(), error = %e, "Event not recorded.");
-    }
-}
-
-/// Records the final event, retrying while the log fails (Redis restarting, say) for up to
-/// [`super::final_retry`]: it is what ends every follower's stream. If it never lands, the
-/// events route ends its streams itself once [`super::ending_within`] has passed.
-async fn emit_final(state: &AppState, id: &str, event: AnalysisEvent) {
-    let deadline = tokio::time::Instant::now() + super::final_retry(state);
-    let backend =
-        |e: &crate::events::AppendError| matches!(e, crate::events::AppendError::Backend(_));
-    let outcome = crate::retry::until("recording the final event", deadline, backend, || {
-        state.events.record(id, &event)
-    })
-    .await;
-    if let Err(e) = outcome {
-        tracing::error!(analysis = id, kind = event.name(), error = %e, "Final event not recorded; its followers' streams end with stream.error.");
-    }
-}
-
-/// The analysis's reason when the store fails (the cause goes to the log, not the client).
-fn store_failed(id: &str) -> impl Fn(crate::store::StoreError) -> String + '_ {
-    move |e| {
-        tracing::error!(analysis = id, error = %e, "Storing transactions failed.");
-        "the transaction store failed".to_string()
-    }
-}
 
 /// Who an analysis is about and for: what each of its partner requests carries.
 #[derive(Clone)]
@@ -64,197 +40,532 @@ pub struct Subject {
     pub fresh: bool,
 }
 
-/// Runs an analysis to its end (completed, failed or deadline).
-pub async fn run(state: Arc<AppState>, subject: Subject, window: Window) {
-    let deadline = Duration::from_secs(state.settings.analysis_deadline_secs);
-    let id = subject.id.clone();
-    crate::metrics::ANALYSES_RUNNING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let work = run_steps(state.clone(), subject, window);
-    let result = tokio::select! {
-        r = tokio::time::timeout(deadline, work) => r.unwrap_or_else(|_| Err(format!("the analysis took longer than its {} s deadline", deadline.as_secs()))),
-        _ = state.shutdown_signal() => Err("the service is shutting down".to_string()),
-    };
-    let ended = if result.is_ok() {
-        &crate::metrics::ANALYSES_COMPLETED
-    } else {
-        &crate::metrics::ANALYSES_FAILED
-    };
-    ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    crate::metrics::ANALYSES_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    match result {
-        Ok(summary) => {
-            state
-                .analyses
-                .finish(&id, super::final_retry(&state), |s| {
-                    s.status = Status::Completed;
-                    s.summary = Some(summary.clone());
-                })
-                .await;
-            emit_final(
-                &state,
-                &id,
-                AnalysisEvent::Completed {
-                    id: id.clone(),
-                    summary,
-                },
-            )
-            .await;
-        }
-        Err(reason) => {
-            tracing::warn!(analysis = %id, reason = %reason, "Analysis failed.");
-            state
-                .analyses
-                .finish(&id, super::final_retry(&state), |s| {
-                    s.status = Status::Failed;
-                    s.error = Some(reason.clone());
-                })
-                .await;
-            emit_final(
-                &state,
-                &id,
-                AnalysisEvent::Failed {
-                    id: id.clone(),
-                    reason,
-                },
-            )
-            .await;
-        }
-    }
-}
-
 /// What a partner kind came to: its data (and whether it came from the cache), or why not.
-enum PartnerResult {
+/// Kept in a durable run's progress, so a successor does not ask again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PartnerResult {
     Data(serde_json::Value, Option<Cached>),
     Missing(String),
 }
 
-async fn ask(
-    state: &AppState,
-    subject: &Subject,
-    kind: Kind,
-    params: RequestParams,
-) -> Result<PartnerResult, String> {
-    let id = subject.id.as_str();
-    let Some(partner) = state.partner_for(kind) else {
-        return Ok(PartnerResult::Missing(format!(
-            "no {kind} partner is configured"
-        )));
-    };
-    let page = params.cursor.clone();
-    if page.is_none() {
-        set_partner(state, id, kind, &partner, PartnerStatus::Requested, None).await;
-        emit(
+/// One run of an analysis: what it is about and, in the Redis shape, its lease and progress.
+pub struct Run {
+    state: Arc<AppState>,
+    subject: Subject,
+    window: Window,
+    lease: Option<Lease>,
+    progress: tokio::sync::Mutex<Progress>,
+}
+
+/// How a run's work came to an end.
+enum Ending {
+    Finished(Result<Summary, String>),
+    /// The service is stopping and the run was handed on to another instance.
+    HandedOn,
+    /// Another instance owns the run now.
+    Lost,
+}
+
+impl Run {
+    pub fn new(
+        state: Arc<AppState>,
+        subject: Subject,
+        window: Window,
+        lease: Option<Lease>,
+        progress: Progress,
+    ) -> Self {
+        Run {
             state,
-            id,
-            AnalysisEvent::PartnerStarted {
+            subject,
+            window,
+            lease,
+            progress: tokio::sync::Mutex::new(progress),
+        }
+    }
+
+    fn id(&self) -> &str {
+        &self.subject.id
+    }
+
+    /// Records an event and logs a failure to do so (a full log ends the analysis anyway).
+    /// Refused as no longer the owner, the run's lease is lost and the run stops.
+    pub async fn emit(&self, event: AnalysisEvent) {
+        let owner = self.lease.as_ref().map(Lease::token);
+        match self.state.events.record_as(self.id(), owner, &event).await {
+            Ok(_) => {}
+            Err(AppendError::NotOwner) => {
+                if let Some(lease) = &self.lease {
+                    lease.lose();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(analysis = self.id(), kind = event.name(), error = %e, "Event not recorded.")
+            }
+        }
+    }
+
+    /// Records the final event, retrying while the log fails (Redis restarting, say) for up
+    /// to [`super::final_retry`]: it is what ends every follower's stream. If it never lands,
+    /// the events route ends its streams itself once [`super::ending_within`] has passed.
+    async fn emit_final(&self, event: AnalysisEvent) {
+        let deadline = tokio::time::Instant::now() + super::final_retry(&self.state);
+        let backend = |e: &AppendError| matches!(e, AppendError::Backend(_));
+        let owner = self.lease.as_ref().map(Lease::token);
+        let outcome = crate::retry::until("recording the final event", deadline, backend, || {
+            self.state.events.record_as(self.id(), owner, &event)
+        })
+        .await;
+        if let Err(e) = outcome {
+            tracing::error!(analysis = self.id(), kind = event.name(), error = %e, "Final event not recorded; its followers' streams end with stream.error.");
+        }
+    }
+
+    /// Changes the run's progress and, in the Redis shape, saves it for a successor.
+    async fn save(&self, change: impl FnOnce(&mut Progress)) {
+        let mut progress = self.progress.lock().await;
+        change(&mut progress);
+        if let Some(lease) = &self.lease {
+            // Under the lock: two steps finishing together save in the order they changed it.
+            lease.save(&progress).await;
+        }
+    }
+
+    /// Runs the analysis to its end (completed, failed or deadline), or until it is handed on
+    /// or taken over. `spent` is how much of its deadline earlier owners used.
+    pub async fn run(self, spent: Duration) {
+        let state = self.state.clone();
+        let deadline = Duration::from_secs(state.settings.analysis_deadline_secs);
+        let left = deadline.saturating_sub(spent).max(Duration::from_secs(1));
+        crate::metrics::ANALYSES_RUNNING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let keeper = self.lease.clone().map(|l| tokio::spawn(l.keep()));
+        let lost = async {
+            match &self.lease {
+                Some(lease) => lease.lost().await,
+                None => std::future::pending().await,
+            }
+        };
+        let ending = tokio::select! {
+            r = tokio::time::timeout(left, self.steps()) => Ending::Finished(r.unwrap_or_else(|_| Err(format!("the analysis took longer than its {} s deadline", deadline.as_secs())))),
+            _ = state.shutdown_signal() => match &self.lease {
+                Some(_) => Ending::HandedOn,
+                None => Ending::Finished(Err("the service is shutting down".to_string())),
+            },
+            _ = lost => Ending::Lost,
+        };
+        if let Some(keeper) = keeper {
+            keeper.abort();
+        }
+        crate::metrics::ANALYSES_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let result = match ending {
+            Ending::Finished(result) => result,
+            Ending::HandedOn => {
+                if let Some(lease) = &self.lease {
+                    lease.release().await;
+                }
+                tracing::info!(
+                    analysis = self.id(),
+                    "Analysis handed on to another instance."
+                );
+                return;
+            }
+            Ending::Lost => {
+                tracing::warn!(
+                    analysis = self.id(),
+                    "Analysis taken over by another instance; this run stops."
+                );
+                return;
+            }
+        };
+        self.end(result).await;
+    }
+
+    /// The end of the run: the last snapshot, then the final event.
+    async fn end(&self, result: Result<Summary, String>) {
+        let (state, id) = (&self.state, self.id());
+        let ended = if result.is_ok() {
+            &crate::metrics::ANALYSES_COMPLETED
+        } else {
+            &crate::metrics::ANALYSES_FAILED
+        };
+        ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match result {
+            Ok(summary) => {
+                state
+                    .analyses
+                    .finish(id, super::final_retry(state), |s| {
+                        s.status = Status::Completed;
+                        s.summary = Some(summary.clone());
+                    })
+                    .await;
+                self.emit_final(AnalysisEvent::Completed {
+                    id: id.to_string(),
+                    summary,
+                })
+                .await;
+            }
+            Err(reason) => {
+                tracing::warn!(analysis = %id, reason = %reason, "Analysis failed.");
+                state
+                    .analyses
+                    .finish(id, super::final_retry(state), |s| {
+                        s.status = Status::Failed;
+                        s.error = Some(reason.clone());
+                    })
+                    .await;
+                self.emit_final(AnalysisEvent::Failed {
+                    id: id.to_string(),
+                    reason,
+                })
+                .await;
+            }
+        }
+        if let Some(lease) = &self.lease {
+            lease.end().await;
+        }
+    }
+
+    /// The three partner kinds at once, in this task: when the run stops (handed on, taken
+    /// over) nothing of it goes on writing.
+    async fn steps(&self) -> Result<Summary, String> {
+        let (consumer, rating, movements) =
+            tokio::try_join!(self.consumer(), self.rating(), self.movements())?;
+        // Everything stored is searchable before the client hears the analysis is complete.
+        self.state
+            .store
+            .searchable(self.id())
+            .await
+            .map_err(store_failed(self.id()))?;
+        Ok(summarise(self.window, &movements, &consumer, &rating))
+    }
+
+    async fn consumer(&self) -> Result<PartnerResult, String> {
+        if let Some(done) = self.progress.lock().await.consumer.clone() {
+            return Ok(done);
+        }
+        let r = self.ask(Kind::Consumer, RequestParams::default()).await?;
+        let debts = match &r {
+            PartnerResult::Data(d, _) => d["dividas"].as_array().map(Vec::len).unwrap_or(0),
+            PartnerResult::Missing(_) => 0,
+        };
+        let counts = Counts {
+            debts: Some(debts as u64),
+            ..Counts::default()
+        };
+        self.finish_partner(Kind::Consumer, &r, counts).await;
+        self.save(|p| p.consumer = Some(r.clone())).await;
+        Ok(r)
+    }
+
+    async fn rating(&self) -> Result<PartnerResult, String> {
+        if let Some(done) = self.progress.lock().await.rating.clone() {
+            return Ok(done);
+        }
+        let r = self.ask(Kind::Rating, RequestParams::default()).await?;
+        self.finish_partner(Kind::Rating, &r, Counts::default())
+            .await;
+        self.save(|p| p.rating = Some(r.clone())).await;
+        Ok(r)
+    }
+
+    async fn ask(&self, kind: Kind, params: RequestParams) -> Result<PartnerResult, String> {
+        let (state, id) = (&self.state, self.id());
+        let Some(partner) = state.partner_for(kind) else {
+            return Ok(PartnerResult::Missing(format!(
+                "no {kind} partner is configured"
+            )));
+        };
+        let page = params.cursor.clone();
+        if page.is_none() {
+            self.set_partner(kind, &partner, PartnerStatus::Requested, None)
+                .await;
+            self.emit(AnalysisEvent::PartnerStarted {
                 kind,
                 partner: partner.clone(),
-            },
-        )
-        .await;
-    }
-    // One request id per movements page, so each page's outcome finds its way back.
-    let request_id = match &params.cursor {
-        None => id.to_string(),
-        Some(c) => format!(
-            "{id}.p{}",
-            c.chars()
-                .filter(char::is_ascii_alphanumeric)
-                .take(32)
-                .collect::<String>()
-        ),
-    };
-    let submitted = state
-        .partners
-        .submit(PartnerRequest {
-            caller: String::new(),
-            request_id,
-            partner: partner.clone(),
-            cpf: subject.cpf.clone(),
-            params,
-            callback_url: None,
-            fresh: subject.fresh,
-            cache_scope: subject.tenant.clone(),
-        })
-        .await
-        .map_err(|e| format!("{kind}: {e}"))?;
-    let outcome: Outcome = match submitted {
-        Submitted::Now(o) => o,
-        Submitted::Queued {
-            reason,
-            retry_in,
-            receiver,
-        } => {
-            let next =
-                chrono::Utc::now() + chrono::Duration::milliseconds(retry_in.as_millis() as i64);
-            set_partner(
-                state,
-                id,
-                kind,
-                &partner,
-                PartnerStatus::Queued,
-                Some(reason.as_str().into()),
-            )
+            })
             .await;
-            emit(
-                state,
-                id,
-                AnalysisEvent::PartnerQueued {
+        }
+        // One request id per movements page, so each page's outcome finds its way back; and
+        // per owner of the run, so a successor's requests are its own, whatever became of the
+        // requests its predecessor queued.
+        let base = match self.lease.as_ref().map(|l| l.generation) {
+            None | Some(0) => id.to_string(),
+            Some(generation) => format!("{id}.g{generation}"),
+        };
+        let request_id = match &params.cursor {
+            None => base,
+            Some(c) => format!(
+                "{base}.p{}",
+                c.chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .take(32)
+                    .collect::<String>()
+            ),
+        };
+        let submitted = state
+            .partners
+            .submit(PartnerRequest {
+                caller: String::new(),
+                request_id,
+                partner: partner.clone(),
+                cpf: self.subject.cpf.clone(),
+                params,
+                callback_url: None,
+                fresh: self.subject.fresh,
+                cache_scope: self.subject.tenant.clone(),
+            })
+            .await
+            .map_err(|e| format!("{kind}: {e}"))?;
+        let outcome: Outcome = match submitted {
+            Submitted::Now(o) => o,
+            Submitted::Queued {
+                reason,
+                retry_in,
+                receiver,
+            } => {
+                let next = chrono::Utc::now()
+                    + chrono::Duration::milliseconds(retry_in.as_millis() as i64);
+                self.set_partner(
+                    kind,
+                    &partner,
+                    PartnerStatus::Queued,
+                    Some(reason.as_str().into()),
+                )
+                .await;
+                self.emit(AnalysisEvent::PartnerQueued {
                     kind,
                     partner: partner.clone(),
                     reason: reason.as_str().into(),
                     next_attempt_at: next.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                     page,
-                },
-            )
-            .await;
-            receiver
-                .ok_or("queued without a way to hear back")?
-                .await
-                .map_err(|_| format!("{kind}: the queued request was dropped"))?
+                })
+                .await;
+                receiver
+                    .ok_or("queued without a way to hear back")?
+                    .await
+                    .map_err(|_| format!("{kind}: the queued request was dropped"))?
+            }
+        };
+        if outcome.status == "ok" {
+            Ok(PartnerResult::Data(
+                outcome.data.unwrap_or(serde_json::Value::Null),
+                outcome.cached.map(Cached::from),
+            ))
+        } else {
+            Ok(PartnerResult::Missing(
+                outcome.error.unwrap_or_else(|| "failed".into()),
+            ))
         }
-    };
-    if outcome.status == "ok" {
-        Ok(PartnerResult::Data(
-            outcome.data.unwrap_or(serde_json::Value::Null),
-            outcome.cached.map(Cached::from),
-        ))
-    } else {
-        Ok(PartnerResult::Missing(
-            outcome.error.unwrap_or_else(|| "failed".into()),
-        ))
+    }
+
+    async fn set_partner(
+        &self,
+        kind: Kind,
+        partner: &str,
+        st: PartnerStatus,
+        detail: Option<String>,
+    ) {
+        self.set_partner_state(
+            kind,
+            PartnerState {
+                partner: partner.to_string(),
+                state: st,
+                detail,
+                cached: None,
+            },
+        )
+        .await
+    }
+
+    async fn set_partner_state(&self, kind: Kind, partner: PartnerState) {
+        self.state
+            .analyses
+            .update(self.id(), |s| {
+                s.partners.insert(kind.as_str().into(), partner);
+            })
+            .await;
+    }
+
+    async fn finish_partner(&self, kind: Kind, result: &PartnerResult, counts: Counts) {
+        let partner = self.state.partner_for(kind).unwrap_or_default();
+        match result {
+            PartnerResult::Data(_, cached) => {
+                let completed = PartnerState {
+                    partner: partner.clone(),
+                    state: PartnerStatus::Completed,
+                    detail: None,
+                    cached: cached.clone(),
+                };
+                self.set_partner_state(kind, completed).await;
+                self.emit(AnalysisEvent::PartnerCompleted {
+                    kind,
+                    partner,
+                    debts: counts.debts,
+                    movements: counts.movements,
+                    pages: counts.pages,
+                    cached: cached.clone(),
+                })
+                .await;
+            }
+            PartnerResult::Missing(reason) => {
+                let st = if reason.starts_with("not_found") {
+                    PartnerStatus::NotFound
+                } else {
+                    PartnerStatus::Failed
+                };
+                self.set_partner(kind, &partner, st, Some(reason.clone()))
+                    .await;
+                self.emit(AnalysisEvent::PartnerFailed {
+                    kind,
+                    partner,
+                    reason: reason.clone(),
+                    is_final: true,
+                })
+                .await;
+            }
+        }
+    }
+
+    /// The movements, page by page from where the run got to: each page classified, stored,
+    /// and added to the tally the summary is computed from.
+    async fn movements(&self) -> Result<Tally, String> {
+        let (state, id) = (&self.state, self.id());
+        let tenant = self.subject.tenant.as_str();
+        let mut at: MovementsProgress = self.progress.lock().await.movements.clone();
+        if at.done {
+            return Ok(at.tally);
+        }
+        let hash = cpf_hash(state, &self.subject.cpf);
+        // One workspace for the whole history, not one per page: it remembers the words it
+        // has scored, and a person's statement repeats the same shops and transfer lines page
+        // after page. It ends with the analysis, so no one else's words are kept in it.
+        let mut ws = Workspace::default();
+        // The last page was stored but the kind not finished (its owner stopped in between):
+        // nothing left to fetch.
+        let mut more = at.pages == 0 || at.cursor.is_some();
+        while more {
+            let params = RequestParams {
+                from: Some(self.window.from.to_string()),
+                to: Some(self.window.to.to_string()),
+                cursor: at.cursor.clone(),
+                limit: Some(500),
+            };
+            let page = match self.ask(Kind::Movements, params).await? {
+                PartnerResult::Data(d, _) => {
+                    serde_json::from_value::<MovementsPage>(d).map_err(|_| {
+                        "the movements partner's page does not follow the contract".to_string()
+                    })?
+                }
+                missing @ PartnerResult::Missing(_) => {
+                    self.finish_partner(Kind::Movements, &missing, Counts::default())
+                        .await;
+                    let PartnerResult::Missing(reason) = missing else {
+                        unreachable!("matched above")
+                    };
+                    at.done = true;
+                    at.failed = Some(reason);
+                    let saved = at.clone();
+                    self.save(|p| p.movements = saved).await;
+                    return Ok(at.tally);
+                }
+            };
+            let in_page = page.movimentacao_financeira.len() as u64;
+            if at.tally.count + in_page > state.max_transactions as u64 {
+                return Err(format!(
+                    "the history holds more than {} movements",
+                    state.max_transactions
+                ));
+            }
+            let mut tally = at.tally.clone();
+            let mut rows = Vec::with_capacity(page.movimentacao_financeira.len());
+            for m in &page.movimentacao_financeira {
+                let mcc = m
+                    .mcc
+                    .as_deref()
+                    .and_then(|c| classifier::data::parse_mcc(c).ok().flatten());
+                let p = state.scorer.predict_with(
+                    &MovementInput {
+                        description: &m.descricao,
+                        amount: m.valor,
+                        mcc,
+                        kind: m.tipo.as_deref(),
+                    },
+                    &mut ws,
+                );
+                let amount_cents = (m.valor * 100.0).round() as i64;
+                tally.add(LabelledAmount {
+                    amount_cents,
+                    label: p.label,
+                });
+                rows.push(StoredTransaction {
+                    analysis_id: id.to_string(),
+                    movement_id: m.id.clone(),
+                    tenant: tenant.to_string(),
+                    cpf_hash: hash.clone(),
+                    date: iso_date(&m.data),
+                    description: m.descricao.clone(),
+                    amount_cents,
+                    label: p.label.as_str().into(),
+                    probability: p.probability,
+                    confidence: p.confidence.as_str().into(),
+                });
+            }
+            crate::metrics::MOVEMENTS_CLASSIFIED
+                .fetch_add(in_page, std::sync::atomic::Ordering::Relaxed);
+            let page_number = at.pages + 1;
+            let classified = at.classified + in_page;
+            state
+                .analyses
+                .update(id, |s| s.classified = classified)
+                .await;
+            self.emit(AnalysisEvent::ClassificationProgress {
+                page: page_number,
+                classified,
+                in_page,
+                more: page.proximo_cursor.is_some(),
+            })
+            .await;
+            state.store.put(rows).await.map_err(store_failed(id))?;
+            // Counted here rather than asked of the store: a search store shows writes only
+            // after its next refresh, which comes before `analysis.completed` (see `steps`).
+            // Saved only once stored: a successor redoes a page whose rows may not be there
+            // (rows are written idempotently), never skips one.
+            at.pages = page_number;
+            at.classified = classified;
+            at.stored += in_page;
+            at.tally = tally;
+            at.cursor = page.proximo_cursor;
+            more = at.cursor.is_some();
+            let saved = at.clone();
+            self.save(|p| p.movements = saved).await;
+            let stored = at.stored;
+            state.analyses.update(id, |s| s.stored = stored).await;
+            self.emit(AnalysisEvent::TransactionsStored { stored })
+                .await;
+        }
+        let counts = Counts {
+            movements: Some(at.tally.count),
+            pages: Some(at.pages),
+            ..Counts::default()
+        };
+        self.finish_partner(
+            Kind::Movements,
+            &PartnerResult::Data(serde_json::Value::Null, None),
+            counts,
+        )
+        .await;
+        at.done = true;
+        let saved = at.clone();
+        self.save(|p| p.movements = saved).await;
+        Ok(at.tally)
     }
 }
 
-async fn set_partner(
-    state: &AppState,
-    id: &str,
-    kind: Kind,
-    partner: &str,
-    st: PartnerStatus,
-    detail: Option<String>,
-) {
-    set_partner_state(
-        state,
-        id,
-        kind,
-        PartnerState {
-            partner: partner.to_string(),
-            state: st,
-            detail,
-            cached: None,
-        },
-    )
-    .await
-}
-
-async fn set_partner_state(state: &AppState, id: &str, kind: Kind, partner: PartnerState) {
-    state
-        .analyses
-        .update(id, |s| {
-            s.partners.insert(kind.as_str().into(), partner);
-        })
-        .await;
+/// The analysis's reason when the store fails (the cause goes to the log, not the client).
+fn store_failed(id: &str) -> impl Fn(crate::store::StoreError) -> String + '_ {
+    move |e| {
+        tracing::error!(analysis = id, error = %e, "Storing transactions failed.");
+        "the transaction store failed".to_string()
+    }
 }
 
 /// What `partner.completed` counts, by kind.
@@ -263,101 +574,6 @@ struct Counts {
     debts: Option<u64>,
     movements: Option<u64>,
     pages: Option<u32>,
-}
-
-async fn finish_partner(
-    state: &AppState,
-    id: &str,
-    kind: Kind,
-    result: &PartnerResult,
-    counts: Counts,
-) {
-    let partner = state.partner_for(kind).unwrap_or_default();
-    match result {
-        PartnerResult::Data(_, cached) => {
-            let completed = PartnerState {
-                partner: partner.clone(),
-                state: PartnerStatus::Completed,
-                detail: None,
-                cached: cached.clone(),
-            };
-            set_partner_state(state, id, kind, completed).await;
-            emit(
-                state,
-                id,
-                AnalysisEvent::PartnerCompleted {
-                    kind,
-                    partner,
-                    debts: counts.debts,
-                    movements: counts.movements,
-                    pages: counts.pages,
-                    cached: cached.clone(),
-                },
-            )
-            .await;
-        }
-        PartnerResult::Missing(reason) => {
-            let st = if reason.starts_with("not_found") {
-                PartnerStatus::NotFound
-            } else {
-                PartnerStatus::Failed
-            };
-            set_partner(state, id, kind, &partner, st, Some(reason.clone())).await;
-            emit(
-                state,
-                id,
-                AnalysisEvent::PartnerFailed {
-                    kind,
-                    partner,
-                    reason: reason.clone(),
-                    is_final: true,
-                },
-            )
-            .await;
-        }
-    }
-}
-
-async fn run_steps(
-    state: Arc<AppState>,
-    subject: Subject,
-    window: Window,
-) -> Result<Summary, String> {
-    let id = subject.id.clone();
-    let consumer = {
-        let (state, subject) = (state.clone(), subject.clone());
-        tokio::spawn(async move {
-            let r = ask(&state, &subject, Kind::Consumer, RequestParams::default()).await?;
-            let debts = match &r {
-                PartnerResult::Data(d, _) => d["dividas"].as_array().map(Vec::len).unwrap_or(0),
-                PartnerResult::Missing(_) => 0,
-            };
-            let counts = Counts {
-                debts: Some(debts as u64),
-                ..Counts::default()
-            };
-            finish_partner(&state, &subject.id, Kind::Consumer, &r, counts).await;
-            Ok::<_, String>(r)
-        })
-    };
-    let rating = {
-        let (state, subject) = (state.clone(), subject.clone());
-        tokio::spawn(async move {
-            let r = ask(&state, &subject, Kind::Rating, RequestParams::default()).await?;
-            finish_partner(&state, &subject.id, Kind::Rating, &r, Counts::default()).await;
-            Ok::<_, String>(r)
-        })
-    };
-    let movements = movements(&state, &subject, window).await?;
-    let consumer = consumer.await.map_err(|e| e.to_string())??;
-    let rating = rating.await.map_err(|e| e.to_string())??;
-    // Everything stored is searchable before the client hears the analysis is complete.
-    state
-        .store
-        .searchable(&id)
-        .await
-        .map_err(store_failed(&id))?;
-    Ok(summarise(window, &movements, &consumer, &rating))
 }
 
 fn cpf_hash(state: &AppState, cpf: &Cpf) -> String {
@@ -378,129 +594,10 @@ fn iso_date(br: &str) -> String {
         .unwrap_or_else(|_| br.to_string())
 }
 
-async fn movements(
-    state: &Arc<AppState>,
-    subject: &Subject,
-    window: Window,
-) -> Result<Vec<LabelledAmount>, String> {
-    let (id, tenant) = (subject.id.as_str(), subject.tenant.as_str());
-    let hash = cpf_hash(state, &subject.cpf);
-    let mut cursor: Option<String> = None;
-    let mut all = Vec::new();
-    let mut pages = 0u32;
-    let mut stored = 0u64;
-    // One workspace for the whole history, not one per page: it remembers the words it has
-    // scored, and a person's statement repeats the same shops and transfer lines page after
-    // page. It ends with the analysis, so no one else's words are kept in it.
-    let mut ws = Workspace::default();
-    loop {
-        let params = RequestParams {
-            from: Some(window.from.to_string()),
-            to: Some(window.to.to_string()),
-            cursor: cursor.clone(),
-            limit: Some(500),
-        };
-        let page = match ask(state, subject, Kind::Movements, params).await? {
-            PartnerResult::Data(d, _) => {
-                serde_json::from_value::<MovementsPage>(d).map_err(|_| {
-                    "the movements partner's page does not follow the contract".to_string()
-                })?
-            }
-            missing @ PartnerResult::Missing(_) => {
-                finish_partner(state, id, Kind::Movements, &missing, Counts::default()).await;
-                return Ok(all);
-            }
-        };
-        pages += 1;
-        if all.len() + page.movimentacao_financeira.len() > state.max_transactions {
-            return Err(format!(
-                "the history holds more than {} movements",
-                state.max_transactions
-            ));
-        }
-        let mut rows = Vec::with_capacity(page.movimentacao_financeira.len());
-        for m in &page.movimentacao_financeira {
-            let mcc = m
-                .mcc
-                .as_deref()
-                .and_then(|c| classifier::data::parse_mcc(c).ok().flatten());
-            let p = state.scorer.predict_with(
-                &MovementInput {
-                    description: &m.descricao,
-                    amount: m.valor,
-                    mcc,
-                    kind: m.tipo.as_deref(),
-                },
-                &mut ws,
-            );
-            let amount_cents = (m.valor * 100.0).round() as i64;
-            all.push(LabelledAmount {
-                amount_cents,
-                label: p.label,
-            });
-            rows.push(StoredTransaction {
-                analysis_id: id.to_string(),
-                movement_id: m.id.clone(),
-                tenant: tenant.to_string(),
-                cpf_hash: hash.clone(),
-                date: iso_date(&m.data),
-                description: m.descricao.clone(),
-                amount_cents,
-                label: p.label.as_str().into(),
-                probability: p.probability,
-                confidence: p.confidence.as_str().into(),
-            });
-        }
-        crate::metrics::MOVEMENTS_CLASSIFIED
-            .fetch_add(rows.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let classified = all.len() as u64;
-        state
-            .analyses
-            .update(id, |s| s.classified = classified)
-            .await;
-        emit(
-            state,
-            id,
-            AnalysisEvent::ClassificationProgress {
-                page: pages,
-                classified,
-                in_page: rows.len() as u64,
-                more: page.proximo_cursor.is_some(),
-            },
-        )
-        .await;
-        let in_page = rows.len() as u64;
-        state.store.put(rows).await.map_err(store_failed(id))?;
-        // Counted here rather than asked of the store: a search store shows writes only after
-        // its next refresh, which comes before `analysis.completed` (see below).
-        stored += in_page;
-        state.analyses.update(id, |s| s.stored = stored).await;
-        emit(state, id, AnalysisEvent::TransactionsStored { stored }).await;
-        match page.proximo_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
-    let counts = Counts {
-        movements: Some(all.len() as u64),
-        pages: Some(pages),
-        ..Counts::default()
-    };
-    finish_partner(
-        state,
-        id,
-        Kind::Movements,
-        &PartnerResult::Data(serde_json::Value::Null, None),
-        counts,
-    )
-    .await;
-    Ok(all)
-}
-
 /// The summary, from the classified movements and what the consumer and rating partners said.
 fn summarise(
     window: Window,
-    movements: &[LabelledAmount],
+    movements: &Tally,
     consumer: &PartnerResult,
     rating: &PartnerResult,
 ) -> Summary {

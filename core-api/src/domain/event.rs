@@ -101,6 +101,18 @@ pub enum AnalysisEvent {
         /// Transactions stored so far for this analysis.
         stored: u64,
     },
+    /// Another instance took the analysis over, the one running it having stopped (a crash,
+    /// or a shutdown that handed it on), and goes on from what was recorded: partner kinds
+    /// already answered are not asked again, movement pages already stored are not fetched
+    /// again, and event ids go on from the last one.
+    #[serde(rename = "analysis.resumed")]
+    Resumed {
+        id: String,
+        /// Partner kinds already answered (`consumer`, `rating`, `movements`).
+        partners_done: Vec<String>,
+        /// Movement pages already classified and stored.
+        pages_done: u32,
+    },
     /// Final: the analysis finished and its summary is ready.
     #[serde(rename = "analysis.completed")]
     Completed { id: String, summary: Summary },
@@ -124,6 +136,7 @@ impl AnalysisEvent {
             AnalysisEvent::PartnerFailed { .. } => "partner.failed",
             AnalysisEvent::ClassificationProgress { .. } => "classification.progress",
             AnalysisEvent::TransactionsStored { .. } => "transactions.stored",
+            AnalysisEvent::Resumed { .. } => "analysis.resumed",
             AnalysisEvent::Completed { .. } => "analysis.completed",
             AnalysisEvent::Failed { .. } => "analysis.failed",
         }

@@ -64,6 +64,37 @@ pub struct LabelledAmount {
     pub label: Label,
 }
 
+/// What the summary needs of the classified movements, added up as they come: small and
+/// fixed in size whatever the history's length, so a run can keep it with its progress and
+/// another instance resuming the run goes on from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub count: u64,
+    /// Money in, in cents.
+    pub inflow: i64,
+    /// Money labelled INCOME, in cents.
+    pub income: i64,
+    /// Money out, in cents (positive).
+    pub outflow: i64,
+    /// Money out per label, in cents (positive).
+    pub spend: BTreeMap<String, i64>,
+}
+
+impl Tally {
+    pub fn add(&mut self, m: LabelledAmount) {
+        self.count += 1;
+        if m.amount_cents >= 0 {
+            self.inflow += m.amount_cents;
+            if m.label == Label::Income {
+                self.income += m.amount_cents;
+            }
+        } else {
+            self.outflow += -m.amount_cents;
+            *self.spend.entry(m.label.as_str().to_string()).or_default() += -m.amount_cents;
+        }
+    }
+}
+
 /// One unpaid debt.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OpenDebt {
@@ -82,30 +113,19 @@ fn round_to(x: f64, places: i32) -> f64 {
 }
 
 impl Summary {
-    /// The figures of `movements` over `window`, with the partners' open debts and declared
-    /// income; a debt is overdue when its due date is before `today`.
+    /// The figures of the movements `tally` added up over `window`, with the partners' open
+    /// debts and declared income; a debt is overdue when its due date is before `today`.
     pub fn compute(
         window: Window,
-        movements: &[LabelledAmount],
+        tally: &Tally,
         open_debts: &[OpenDebt],
         declared_monthly_income: Option<f64>,
         today: NaiveDate,
     ) -> Summary {
         let days = (window.to - window.from).num_days() + 1;
         let months = (days as f64 / 30.4375).max(1.0 / 30.4375);
-        let mut spend: BTreeMap<&str, i64> = BTreeMap::new();
-        let (mut inflow, mut outflow, mut income) = (0i64, 0i64, 0i64);
-        for m in movements {
-            if m.amount_cents >= 0 {
-                inflow += m.amount_cents;
-                if m.label == Label::Income {
-                    income += m.amount_cents;
-                }
-            } else {
-                outflow += -m.amount_cents;
-                *spend.entry(m.label.as_str()).or_default() += -m.amount_cents;
-            }
-        }
+        let (spend, inflow, outflow, income) =
+            (&tally.spend, tally.inflow, tally.outflow, tally.income);
         let of = |l: Label| spend.get(l.as_str()).copied().unwrap_or(0);
         let share = |cents: i64| {
             if outflow > 0 {
@@ -125,7 +145,7 @@ impl Summary {
                 to: window.to,
                 months: round_to(months, 2),
             },
-            transactions: movements.len() as u64,
+            transactions: tally.count,
             monthly_income: round_to(observed, 2),
             total_in: reais(inflow),
             total_out: reais(outflow),
@@ -187,7 +207,9 @@ mod tests {
                 due: None,
             },
         ];
-        let s = Summary::compute(window, &movements, &debts, Some(1000.0), day("2026-11-21"));
+        let mut tally = Tally::default();
+        movements.into_iter().for_each(|m| tally.add(m));
+        let s = Summary::compute(window, &tally, &debts, Some(1000.0), day("2026-11-21"));
         assert_eq!(s.window.months, 2.96);
         assert_eq!(s.transactions, 4);
         assert_eq!(
@@ -214,7 +236,7 @@ mod tests {
             from: day("2026-11-21"),
             to: day("2026-11-21"),
         };
-        let s = Summary::compute(window, &[], &[], Some(0.0), day("2026-11-21"));
+        let s = Summary::compute(window, &Tally::default(), &[], Some(0.0), day("2026-11-21"));
         assert_eq!(s.risk.gambling_share_of_spend, 0.0);
         assert_eq!(s.risk.observed_to_declared_income, None);
         assert!(s.monthly_income.is_finite());

@@ -44,6 +44,8 @@ pub enum AppendError {
     Full,
     #[error("the analysis already ended")]
     Finished,
+    #[error("another instance runs the analysis now")]
+    NotOwner,
     #[error("event log: {0}")]
     Backend(String),
 }

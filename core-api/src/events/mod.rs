@@ -63,8 +63,21 @@ impl EventLog {
 
     /// Records an analysis event; returns its id.
     pub async fn record(&self, analysis: &str, event: &AnalysisEvent) -> Result<u64, AppendError> {
-        self.append(
+        self.record_as(analysis, None, event).await
+    }
+
+    /// Records an event for the run holding `owner`, the lease token of a durable run (on
+    /// Redis): refused with [`AppendError::NotOwner`] once another instance has taken the run
+    /// over, so a run that lost its lease never writes into the log its successor writes.
+    pub async fn record_as(
+        &self,
+        analysis: &str,
+        owner: Option<&str>,
+        event: &AnalysisEvent,
+    ) -> Result<u64, AppendError> {
+        self.append_as(
             analysis,
+            owner,
             event.name(),
             serde_json::Value::Object(event.data()),
         )
@@ -72,9 +85,20 @@ impl EventLog {
     }
 
     /// Appends an event of any name (the typed way is [`EventLog::record`]); returns its id.
+    #[cfg(test)]
     pub(crate) async fn append(
         &self,
         analysis: &str,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<u64, AppendError> {
+        self.append_as(analysis, None, kind, data).await
+    }
+
+    async fn append_as(
+        &self,
+        analysis: &str,
+        owner: Option<&str>,
         kind: &str,
         data: serde_json::Value,
     ) -> Result<u64, AppendError> {
@@ -86,7 +110,7 @@ impl EventLog {
         }
         match self {
             EventLog::Memory(m) => m.append(analysis, kind, data),
-            EventLog::Redis(r) => r.append(analysis, kind, data).await,
+            EventLog::Redis(r) => r.append(analysis, owner, kind, data).await,
         }
     }
 

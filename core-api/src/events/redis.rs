@@ -67,11 +67,13 @@ const TAIL_BLOCK: Duration = Duration::from_secs(5);
 /// itself cuts off a client that keeps up.
 const TAIL_COUNT: usize = CLIENT_BUFFER / 2;
 
-/// KEYS stream, meta; ARGV kind, data, max, terminal (0/1), retention_s.
-/// Returns the new id, -1 when finished, -2 when full.
+/// KEYS stream, meta; ARGV kind, data, max, terminal (0/1), retention_s, owner ('' for none).
+/// Returns the new id, -1 when finished, -2 when full, -3 when `owner` is not the run's
+/// owner any more (a durable run taken over by another instance: see `analyses::durable`).
 const APPEND: &str = r"
 if redis.call('HGET', KEYS[2], 'finished') == '1' then return -1 end
 if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[2], 'owner') ~= ARGV[6] then return -3 end
 local n = tonumber(redis.call('HGET', KEYS[2], 'n') or '0')
 local terminal = ARGV[4] == '1'
 if n + (terminal and 0 or 1) >= tonumber(ARGV[3]) then return -2 end
@@ -125,6 +127,7 @@ impl RedisLog {
     pub(super) async fn append(
         &self,
         analysis: &str,
+        owner: Option<&str>,
         kind: &str,
         data: serde_json::Value,
     ) -> Result<u64, AppendError> {
@@ -138,12 +141,14 @@ impl RedisLog {
             .arg(MAX_EVENTS)
             .arg(if is_final(kind) { "1" } else { "0" })
             .arg(self.retention.as_secs().max(1))
+            .arg(owner.unwrap_or(""))
             .invoke_async(&mut conn)
             .await
             .map_err(backend)?;
         match n {
             -1 => Err(AppendError::Finished),
             -2 => Err(AppendError::Full),
+            -3 => Err(AppendError::NotOwner),
             n => {
                 if n == 1 {
                     // The stream exists from its first event: give it the running TTL.
