@@ -4,8 +4,9 @@ Only the proxy and the core-api instances may share a network with the proxy: th
 integrations service hands out people's bureau records for a CPF, so nothing on the proxy's
 network but the core API may reach it, nor Redis or Elasticsearch. Every service names its
 networks (none falls into the default one), the data network is internal, only the services
-that need the data (and Prometheus, to scrape them) are on it, and only the proxy publishes a
-port to the world (Grafana is published on the host's loopback only).
+that need the data are on it (Prometheus scrapes the instances over a network of its own),
+and only the proxy publishes a port to the world (Grafana is published on the host's
+loopback only).
 
 Usage: python check_compose.py [path/to/compose.yaml]   (needs ruamel.yaml)
 """
@@ -20,7 +21,7 @@ MAY_SHARE_WITH_PROXY = {"proxy", "core-api-1", "core-api-2"}
 DATA_NETWORK_HOLDERS = ("redis", "elasticsearch")
 MAY_BE_ON_DATA_NETWORK = {
     "core-api-1", "core-api-2", "integrations-1", "integrations-2",
-    "redis", "elasticsearch", "prometheus",
+    "redis", "elasticsearch",
 }
 
 

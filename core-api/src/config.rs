@@ -207,6 +207,12 @@ impl Settings {
             s.queue_key = Some(Secret::new(v));
         }
         if let Some(v) = env("METRICS_TOKEN").filter(|v| !v.is_empty()) {
+            // As the integrations service asks, so one token serves both.
+            if v.chars().count() < 16 {
+                return Err(ConfigError(
+                    "METRICS_TOKEN: must hold a secret of at least 16 characters".into(),
+                ));
+            }
             s.metrics_token = Some(Secret::new(v));
         }
         // Whole-number settings: a value that does not parse (or fit) stops the start, naming it.

@@ -29,10 +29,12 @@ pub const MAX_KEY_LEN: usize = 255;
 /// What a claimed key said.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Claim {
-    /// The key is new: the caller starts the analysis with the id it offered.
+    /// The key is new: the caller starts the analysis with the id it offered, then
+    /// [`Idempotency::confirm`]s it (or [`Idempotency::release`]s the key if it could not).
     New,
-    /// The key was used with the same body: this is its analysis.
-    Replay(String),
+    /// The key was used with the same body for this analysis; `started` once its first
+    /// request confirmed the start (until then the analysis may not exist yet).
+    Replay { id: String, started: bool },
     /// The key was used with another body.
     Mismatch,
 }
@@ -41,6 +43,10 @@ pub enum Claim {
 #[derive(Debug, thiserror::Error)]
 #[error("idempotency keys: {0}")]
 pub struct IdempotencyError(String);
+
+/// How long a claimed key waits for its start to be confirmed: a request that died while
+/// starting (its process killed) leaves a key that lets a retry start afresh this soon after.
+pub const PENDING_TTL: Duration = Duration::from_secs(30);
 
 /// The keys seen, per tenant.
 #[derive(Clone)]
@@ -59,10 +65,12 @@ enum Keys {
 
 #[derive(Default)]
 struct Local {
-    /// `(fingerprint, analysis id, remembered until)` by stored key.
-    keys: HashMap<String, (String, String, Instant)>,
-    /// Stored keys, oldest first, to forget them in order.
-    order: VecDeque<(Instant, String)>,
+    /// The held value (`{fingerprint}:{id}:{p|s}`) and until when, by stored key.
+    keys: HashMap<String, (String, Instant)>,
+    /// Stored keys with the time they were set to end, oldest first, one queue per TTL
+    /// (pending, confirmed) so each stays in time order; an entry whose key was set again
+    /// since is skipped when it comes up.
+    order: [VecDeque<(Instant, String)>; 2],
 }
 
 /// Checks a header value: 1 to 255 visible ASCII characters.
@@ -107,6 +115,21 @@ fn stored_key(tenant: &str, key: &str) -> String {
     hex(&h.finalize())
 }
 
+/// KEYS key; ARGV pending value, pending ttl_s. Nil when claimed, else what the key holds.
+const CLAIM: &str = r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])
+";
+
+/// KEYS key; ARGV expected value, new value (empty: delete), ttl_s. 1 when the key held the
+/// expected value (and now holds the new one, or nothing), else 0.
+const SWAP: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '' then redis.call('DEL', KEYS[1]) else
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3]) end
+return 1
+";
+
 impl Idempotency {
     pub fn memory() -> Self {
         Idempotency {
@@ -124,7 +147,7 @@ impl Idempotency {
     }
 
     /// Claims `key` for `tenant` with the body's `fingerprint` and the analysis `id` the
-    /// caller would start; or says what the key already holds.
+    /// caller would start (pending for [`PENDING_TTL`]); or says what the key holds.
     pub async fn claim(
         &self,
         tenant: &str,
@@ -133,34 +156,25 @@ impl Idempotency {
         id: &str,
     ) -> Result<Claim, IdempotencyError> {
         let stored = stored_key(tenant, key);
-        let value = format!("{fingerprint}:{id}");
+        let pending = format!("{fingerprint}:{id}:p");
         let held = match &self.store {
             Keys::Local(local) => {
                 let mut local = local.lock().expect("idempotency lock");
                 local.forget_expired();
                 match local.keys.get(&stored) {
-                    Some((fp, id, _)) => format!("{fp}:{id}"),
+                    Some((held, _)) => held.clone(),
                     None => {
-                        local.remember(stored, fingerprint, id);
+                        local.set(stored, pending, PENDING_TTL);
                         return Ok(Claim::New);
                     }
                 }
             }
             Keys::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let name = format!("{prefix}:idem:{stored}");
-                // SET NX, or what is there: one script, so a key expiring between the two
-                // steps cannot leave us with neither.
-                let script = redis::Script::new(
-                    r"if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-                        return false
-                      end
-                      return redis.call('GET', KEYS[1])",
-                );
-                let held: Option<String> = script
-                    .key(name)
-                    .arg(&value)
-                    .arg(KEY_TTL.as_secs())
+                let held: Option<String> = redis::Script::new(CLAIM)
+                    .key(format!("{prefix}:idem:{stored}"))
+                    .arg(&pending)
+                    .arg(PENDING_TTL.as_secs())
                     .invoke_async(&mut conn)
                     .await
                     .map_err(|e| IdempotencyError(e.to_string()))?;
@@ -170,27 +184,87 @@ impl Idempotency {
                 }
             }
         };
-        let (fp, held_id) = held.split_once(':').unwrap_or(("", ""));
+        let mut parts = held.splitn(3, ':');
+        let (fp, held_id, state) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
         Ok(if fp == fingerprint && !held_id.is_empty() {
-            Claim::Replay(held_id.to_string())
+            Claim::Replay {
+                id: held_id.to_string(),
+                started: state == "s",
+            }
         } else {
             Claim::Mismatch
         })
     }
 
-    /// Forgets a key whose analysis could not be started, so a retry starts one.
-    pub async fn release(&self, tenant: &str, key: &str) {
+    /// The analysis `id` the key was claimed for has started: the key now answers it for
+    /// [`KEY_TTL`].
+    pub async fn confirm(
+        &self,
+        tenant: &str,
+        key: &str,
+        fingerprint: &str,
+        id: &str,
+    ) -> Result<(), IdempotencyError> {
+        let new = format!("{fingerprint}:{id}:s");
+        self.swap(tenant, key, &format!("{fingerprint}:{id}:p"), Some(&new))
+            .await
+            .map(|_| ())
+    }
+
+    /// Forgets the key if it still holds analysis `id`: a start that failed, or an analysis
+    /// no longer kept, so a retry starts afresh. Someone else's later claim is left alone.
+    pub async fn release(&self, tenant: &str, key: &str, fingerprint: &str, id: &str) {
+        for state in ["p", "s"] {
+            let held = format!("{fingerprint}:{id}:{state}");
+            match self.swap(tenant, key, &held, None).await {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "Idempotency key not released; it expires on its own.");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Replaces the key's value if it is `expected` (`None` deletes it); whether it was.
+    async fn swap(
+        &self,
+        tenant: &str,
+        key: &str,
+        expected: &str,
+        new: Option<&str>,
+    ) -> Result<bool, IdempotencyError> {
         let stored = stored_key(tenant, key);
         match &self.store {
             Keys::Local(local) => {
-                local.lock().expect("idempotency lock").keys.remove(&stored);
+                let mut local = local.lock().expect("idempotency lock");
+                if local.keys.get(&stored).map(|(held, _)| held.as_str()) != Some(expected) {
+                    return Ok(false);
+                }
+                match new {
+                    Some(value) => local.set(stored, value.to_string(), KEY_TTL),
+                    None => {
+                        local.keys.remove(&stored);
+                    }
+                }
+                Ok(true)
             }
             Keys::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
-                let name = format!("{prefix}:idem:{stored}");
-                if let Err(e) = redis::AsyncCommands::del::<_, ()>(&mut conn, name).await {
-                    tracing::warn!(error = %e, "Idempotency key not released; it expires in 24 h.");
-                }
+                let swapped: i64 = redis::Script::new(SWAP)
+                    .key(format!("{prefix}:idem:{stored}"))
+                    .arg(expected)
+                    .arg(new.unwrap_or(""))
+                    .arg(KEY_TTL.as_secs())
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(|e| IdempotencyError(e.to_string()))?;
+                Ok(swapped == 1)
             }
         }
     }
@@ -199,32 +273,48 @@ impl Idempotency {
 impl Local {
     fn forget_expired(&mut self) {
         let now = Instant::now();
-        while self.order.front().is_some_and(|(until, _)| *until <= now) {
-            let (until, key) = self.order.pop_front().expect("a front entry");
-            // A key released and claimed again has a later time: only its own entry goes.
-            if self.keys.get(&key).is_some_and(|(_, _, u)| *u == until) {
-                self.keys.remove(&key);
+        for order in &mut self.order {
+            while order.front().is_some_and(|(until, _)| *until <= now) {
+                let (until, key) = order.pop_front().expect("a front entry");
+                // A key set again since has another time: only its own entry goes.
+                if self.keys.get(&key).is_some_and(|(_, u)| *u == until) {
+                    self.keys.remove(&key);
+                }
             }
         }
     }
 
-    fn remember(&mut self, stored: String, fingerprint: &str, id: &str) {
-        if self.keys.len() >= MAX_LOCAL_KEYS {
+    /// Sets `stored` to `value` for `ttl` ([`PENDING_TTL`] or [`KEY_TTL`]).
+    fn set(&mut self, stored: String, value: String, ttl: Duration) {
+        let queue = usize::from(ttl != PENDING_TTL);
+        if self.keys.len() >= MAX_LOCAL_KEYS && !self.keys.contains_key(&stored) {
             tracing::warn!(
                 kept = MAX_LOCAL_KEYS,
                 "Idempotency keys full in memory; the oldest is forgotten before its 24 h."
             );
-            while let Some((until, key)) = self.order.pop_front() {
-                if self.keys.get(&key).is_some_and(|(_, _, u)| *u == until) {
-                    self.keys.remove(&key);
+            for order in &mut self.order {
+                let mut forgot = false;
+                while let Some((until, key)) = order.pop_front() {
+                    if self.keys.get(&key).is_some_and(|(_, u)| *u == until) {
+                        self.keys.remove(&key);
+                        forgot = true;
+                        break;
+                    }
+                }
+                if forgot {
                     break;
                 }
             }
         }
-        let until = Instant::now() + KEY_TTL;
-        self.order.push_back((until, stored.clone()));
-        self.keys
-            .insert(stored, (fingerprint.to_string(), id.to_string(), until));
+        let until = Instant::now() + ttl;
+        self.order[queue].push_back((until, stored.clone()));
+        self.keys.insert(stored, (value, until));
+        // Entries of keys set again since wait for their time; should they pile up (keys
+        // released and claimed over and over), they go, keeping the queues bounded.
+        if self.order[1].len() > 2 * MAX_LOCAL_KEYS {
+            let keys = &self.keys;
+            self.order[1].retain(|(u, k)| keys.get(k).is_some_and(|(_, until)| until == u));
+        }
     }
 }
 
@@ -238,29 +328,27 @@ mod tests {
         let a = fingerprint(b"k", &[Some("52998224725"), None, None]);
         let b = fingerprint(b"k", &[Some("52998224725"), Some("2026-01-01"), None]);
         assert_ne!(a, b);
-        assert_eq!(
-            keys.claim("acme", "k1", &a, "an_1").await.unwrap(),
-            Claim::New
-        );
-        assert_eq!(
-            keys.claim("acme", "k1", &a, "an_2").await.unwrap(),
-            Claim::Replay("an_1".into())
-        );
-        assert_eq!(
-            keys.claim("acme", "k1", &b, "an_3").await.unwrap(),
-            Claim::Mismatch
-        );
+        let claim = |tenant: &'static str, fp: &str, id: &'static str| {
+            let (keys, fp) = (keys.clone(), fp.to_string());
+            async move { keys.claim(tenant, "k1", &fp, id).await.unwrap() }
+        };
+        let replay = |started| Claim::Replay {
+            id: "an_1".into(),
+            started,
+        };
+        assert_eq!(claim("acme", &a, "an_1").await, Claim::New);
+        // Until the start is confirmed, a replay knows the analysis may not exist yet.
+        assert_eq!(claim("acme", &a, "an_2").await, replay(false));
+        keys.confirm("acme", "k1", &a, "an_1").await.unwrap();
+        assert_eq!(claim("acme", &a, "an_2").await, replay(true));
+        assert_eq!(claim("acme", &b, "an_3").await, Claim::Mismatch);
         // Another tenant's equal key is another key.
-        assert_eq!(
-            keys.claim("beta", "k1", &b, "an_4").await.unwrap(),
-            Claim::New
-        );
-        // A released key starts afresh.
-        keys.release("acme", "k1").await;
-        assert_eq!(
-            keys.claim("acme", "k1", &b, "an_5").await.unwrap(),
-            Claim::New
-        );
+        assert_eq!(claim("beta", &b, "an_4").await, Claim::New);
+        // Releasing for another analysis leaves the key; for its own, it starts afresh.
+        keys.release("acme", "k1", &a, "an_9").await;
+        assert_eq!(claim("acme", &a, "an_2").await, replay(true));
+        keys.release("acme", "k1", &a, "an_1").await;
+        assert_eq!(claim("acme", &b, "an_5").await, Claim::New);
     }
 
     #[test]

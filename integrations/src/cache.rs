@@ -31,6 +31,10 @@ use crate::queue::{now_ms, JobSeal};
 /// of analyses (two cached kinds each), a few KiB apiece.
 pub const MAX_MEMORY_ANSWERS: usize = 20_000;
 
+/// Bytes of sealed answers kept at most in memory: movement pages, if an operator caches
+/// them, are far larger than a record, and the count alone would not bound them.
+pub const MAX_MEMORY_BYTES: usize = 64 << 20;
+
 /// Where an answer came from the cache: when it was stored and how old it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CachedAnswer {
@@ -77,8 +81,57 @@ enum Store {
 struct Memory {
     /// Sealed entries and when they expire, by name.
     entries: HashMap<String, (Instant, String)>,
-    /// Names, oldest stored first.
-    order: VecDeque<String>,
+    /// Names with when their entry expires, oldest stored first; an entry stored again since
+    /// (another expiry) is skipped when it comes up.
+    order: VecDeque<(Instant, String)>,
+    /// Bytes of the sealed entries.
+    bytes: usize,
+}
+
+impl Memory {
+    fn remove(&mut self, name: &str) {
+        if let Some((_, sealed)) = self.entries.remove(name) {
+            self.bytes -= sealed.len();
+        }
+    }
+
+    /// Drops the oldest stored entry (skipping stale names); whether there was one.
+    fn drop_oldest(&mut self) -> bool {
+        while let Some((until, name)) = self.order.pop_front() {
+            if self.entries.get(&name).is_some_and(|(u, _)| *u == until) {
+                self.remove(&name);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Drops, from the oldest stored, what has expired; then the oldest until within bounds.
+    fn make_room(&mut self, incoming: usize) {
+        let now = Instant::now();
+        while let Some((until, name)) = self.order.front().cloned() {
+            let live = self.entries.get(&name).is_some_and(|(u, _)| *u == until);
+            if live && until > now {
+                break;
+            }
+            self.order.pop_front();
+            if live {
+                self.remove(&name);
+            }
+        }
+        while self.entries.len() >= MAX_MEMORY_ANSWERS || self.bytes + incoming > MAX_MEMORY_BYTES {
+            if !self.drop_oldest() {
+                break;
+            }
+        }
+        // Stale names (entries stored again, or looked up past their time) never outnumber
+        // the entries by much.
+        if self.order.len() > 2 * MAX_MEMORY_ANSWERS {
+            let entries = &self.entries;
+            self.order
+                .retain(|(u, n)| entries.get(n).is_some_and(|(until, _)| until == u));
+        }
+    }
 }
 
 /// The cache's two keys from one secret: labels keep them apart from each other and from the
@@ -156,7 +209,7 @@ impl AnswerCache {
                 let mut m = m.lock().expect("cache lock");
                 match m.entries.get(name) {
                     Some((until, _)) if *until <= Instant::now() => {
-                        m.entries.remove(name);
+                        m.remove(name);
                         None
                     }
                     Some((_, sealed)) => Some(sealed.clone()),
@@ -214,18 +267,15 @@ impl AnswerCache {
         match &self.store {
             Store::Memory(m) => {
                 let mut m = m.lock().expect("cache lock");
-                while m.entries.len() >= MAX_MEMORY_ANSWERS {
-                    let Some(oldest) = m.order.pop_front() else {
-                        break;
-                    };
-                    m.entries.remove(&oldest);
+                m.remove(name);
+                if sealed.len() > MAX_MEMORY_BYTES {
+                    return;
                 }
-                if m.entries
-                    .insert(name.to_string(), (Instant::now() + ttl, sealed))
-                    .is_none()
-                {
-                    m.order.push_back(name.to_string());
-                }
+                m.make_room(sealed.len());
+                let until = Instant::now() + ttl;
+                m.bytes += sealed.len();
+                m.order.push_back((until, name.to_string()));
+                m.entries.insert(name.to_string(), (until, sealed));
             }
             Store::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
@@ -244,6 +294,22 @@ impl AnswerCache {
             }
         }
         self.stored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Forgets the answer under `name` (the partner now says it has no record).
+    pub async fn forget(&self, name: &str) {
+        match &self.store {
+            Store::Memory(m) => m.lock().expect("cache lock").remove(name),
+            Store::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let gone =
+                    redis::AsyncCommands::del::<_, ()>(&mut conn, format!("{prefix}:cache:{name}"))
+                        .await;
+                if let Err(e) = gone {
+                    tracing::warn!(error = %e, "Stale cached answer not removed; it expires with its TTL.");
+                }
+            }
+        }
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -332,5 +398,47 @@ mod tests {
             .get(&format!("n{}", MAX_MEMORY_ANSWERS + 9))
             .await
             .is_some());
+    }
+
+    #[tokio::test]
+    async fn churn_keeps_memory_bounded_and_a_name_stored_again_is_not_evicted_for_its_old_self() {
+        let cache = AnswerCache::memory();
+        // The same few names stored over and over, as repeated people with fresh requests
+        // do: the bookkeeping stays near the entries' number.
+        for round in 0..(3 * MAX_MEMORY_ANSWERS) {
+            let name = format!("n{}", round % 10);
+            cache
+                .put(&name, &serde_json::json!(round), Duration::from_secs(60))
+                .await;
+        }
+        let Store::Memory(m) = &cache.store else {
+            unreachable!()
+        };
+        {
+            let m = m.lock().unwrap();
+            assert_eq!(m.entries.len(), 10);
+            assert!(
+                m.order.len() <= 2 * MAX_MEMORY_ANSWERS + 1,
+                "{}",
+                m.order.len()
+            );
+            let bytes: usize = m.entries.values().map(|(_, s)| s.len()).sum();
+            assert_eq!(m.bytes, bytes);
+        }
+        cache
+            .put("n0", &serde_json::json!("fresh"), Duration::from_secs(60))
+            .await;
+        // A refreshed name is the newest: filling up evicts the others first.
+        for i in 0..MAX_MEMORY_ANSWERS - 5 {
+            cache
+                .put(
+                    &format!("x{i}"),
+                    &serde_json::json!(i),
+                    Duration::from_secs(60),
+                )
+                .await;
+        }
+        assert!(cache.get("n1").await.is_none(), "older names went first");
+        assert!(cache.get("n0").await.is_some(), "the refreshed name stays");
     }
 }

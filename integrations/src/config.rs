@@ -231,6 +231,10 @@ fn default_max_connections() -> usize {
     1_000
 }
 
+/// The longest a partner's answers may be cached: a bureau record older than a month is not
+/// what a lender asks for, and a bound keeps every expiry computable.
+pub const MAX_CACHE_TTL_SECS: u64 = 30 * 24 * 3600;
+
 impl PartnerConfig {
     /// How long this partner's answers are cached: `cache_ttl_secs`, or its kind's default.
     pub fn cache_ttl(&self) -> std::time::Duration {
@@ -395,6 +399,12 @@ impl Config {
             match reqwest::Url::parse(&p.base_url) {
                 Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
                 _ => return err(at("base_url"), "must be an http or https URL"),
+            }
+            if p.cache_ttl_secs.is_some_and(|t| t > MAX_CACHE_TTL_SECS) {
+                return err(
+                    at("cache_ttl_secs"),
+                    &format!("must be at most {MAX_CACHE_TTL_SECS} (30 days)"),
+                );
             }
             if p.max_concurrency == 0 {
                 return err(at("max_concurrency"), "must be at least 1");
@@ -608,6 +618,13 @@ mod tests {
         );
         assert!(!short_key.contains("too-short"), "the secret is not echoed");
         assert!(bad(&format!("job_ttl_secs = 0\n{GOOD}"), &[]).contains("job_ttl_secs"));
+        let forever = GOOD.replace(
+            "max_concurrency = 4",
+            "max_concurrency = 4\ncache_ttl_secs = 18446744073709551615",
+        );
+        assert!(bad(&forever, &[]).contains("partners[0].cache_ttl_secs"));
+        let short_token = bad(GOOD, &[("METRICS_TOKEN", "short")]);
+        assert!(short_token.contains("METRICS_TOKEN"), "{short_token}");
     }
 
     #[test]

@@ -406,17 +406,27 @@ impl Gateway {
         self.deliver_and_close(leased, job, true).await
     }
 
-    /// Caches a partner's answer for its partner's `cache_ttl` (failures are not cached).
+    /// Caches a partner's answer for its partner's `cache_ttl`. Failures are not cached; a
+    /// partner that now says it has no record of the person removes what was cached.
     async fn remember(&self, job: &Job, outcome: &Outcome) {
-        let (Some(partner), Some(data)) = (self.partners.get(&job.partner), &outcome.data) else {
+        let Some(partner) = self.partners.get(&job.partner) else {
             return;
         };
         let ttl = partner.config().cache_ttl();
-        if outcome.status == "ok" && !ttl.is_zero() {
-            let name = self
-                .cache
-                .name(&job.cache_scope, &job.partner, &job.cpf, &job.params);
-            self.cache.put(&name, data, ttl).await;
+        if ttl.is_zero() {
+            return;
+        }
+        let name = self
+            .cache
+            .name(&job.cache_scope, &job.partner, &job.cpf, &job.params);
+        let not_found = outcome
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("not_found"));
+        match &outcome.data {
+            Some(data) if outcome.status == "ok" => self.cache.put(&name, data, ttl).await,
+            _ if not_found => self.cache.forget(&name).await,
+            _ => {}
         }
     }
 

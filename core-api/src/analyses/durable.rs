@@ -128,6 +128,12 @@ pub struct MovementsProgress {
     /// The movements partner has given its last page, or failed (`failed` says why).
     pub done: bool,
     pub failed: Option<String>,
+    /// Pages that came from the answer cache, and the oldest of them: when every page did,
+    /// `partner.completed` says so.
+    #[serde(default)]
+    pub cached_pages: u32,
+    #[serde(default)]
+    pub oldest_cached: Option<crate::domain::analysis::Cached>,
 }
 
 impl Progress {

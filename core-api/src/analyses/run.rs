@@ -449,12 +449,13 @@ impl Run {
                 cursor: at.cursor.clone(),
                 limit: Some(500),
             };
-            let page = match self.ask(Kind::Movements, params).await? {
-                PartnerResult::Data(d, _) => {
+            let (page, cached) = match self.ask(Kind::Movements, params).await? {
+                PartnerResult::Data(d, cached) => (
                     serde_json::from_value::<MovementsPage>(d).map_err(|_| {
                         "the movements partner's page does not follow the contract".to_string()
-                    })?
-                }
+                    })?,
+                    cached,
+                ),
                 missing @ PartnerResult::Missing(_) => {
                     self.finish_partner(Kind::Movements, &missing, Counts::default())
                         .await;
@@ -535,6 +536,16 @@ impl Run {
             at.tally = tally;
             at.cursor = page.proximo_cursor;
             more = at.cursor.is_some();
+            if let Some(c) = cached {
+                at.cached_pages += 1;
+                if at
+                    .oldest_cached
+                    .as_ref()
+                    .is_none_or(|o| o.age_secs < c.age_secs)
+                {
+                    at.oldest_cached = Some(c);
+                }
+            }
             let saved = at.clone();
             self.save(|p| p.movements = saved).await;
             let stored = at.stored;
@@ -547,9 +558,13 @@ impl Run {
             pages: Some(at.pages),
             ..Counts::default()
         };
+        // From the cache only if every page was (then as old as the oldest page).
+        let cached = (at.pages > 0 && at.cached_pages == at.pages)
+            .then(|| at.oldest_cached.clone())
+            .flatten();
         self.finish_partner(
             Kind::Movements,
-            &PartnerResult::Data(serde_json::Value::Null, None),
+            &PartnerResult::Data(serde_json::Value::Null, cached),
             counts,
         )
         .await;

@@ -90,6 +90,22 @@ async fn the_same_idempotency_key_with_another_body_is_refused_with_422_naming_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_starts_with_one_key_start_one_analysis() {
+    let app = spawn_app().await;
+    let body = json!({"cpf": "529.982.247-25"});
+    let tries = (0..8).map(|_| start_with_key(&app, ACME, "together", body.clone()));
+    let mut ids = std::collections::BTreeSet::new();
+    let mut fresh = 0;
+    for r in futures_util::future::join_all(tries).await {
+        assert_eq!(r.status(), 202);
+        fresh += usize::from(r.headers().get("idempotent-replayed").is_none());
+        let v: Value = r.json().await.unwrap();
+        ids.insert(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!((fresh, ids.len()), (1, 1), "{ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_concurrent_starts_with_one_key_on_two_instances_start_one_analysis() {
     let prefix = KeyPrefix::new("core");
     let a = spawn_app_with(|s| on_redis(s, &prefix)).await;

@@ -63,6 +63,7 @@ pub struct Started {
         (status = 403, description = "The key lacks `analyses:write`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 4 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A request with this Idempotency-Key is still starting its analysis; send it again", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid CPF, date or unknown field, or an Idempotency-Key used with another body; `field` names it", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Over the key's rate; see Retry-After", body = Problem, content_type = "application/problem+json"),
     )
@@ -91,37 +92,89 @@ pub async fn start_analysis(
     let today = chrono::Utc::now().date_naive();
     let window = Window::parse(body.from.as_deref(), body.to.as_deref(), today)
         .map_err(|e| invalid(e.field, e.detail))?;
-    let id = analyses::new_id();
-    let tenant = caller.tenant.as_str();
-    if let Some(key) = idempotency_key {
-        // The body as sent (not the window it resolves to, which moves with the date), so a
-        // retry after midnight is still the same request.
-        let digits = cpf.digits();
-        let fresh = body.fresh.map(|f| f.to_string());
-        let fingerprint = idempotency::fingerprint(
-            state.cpf_hash_key.expose().as_bytes(),
-            &[
-                Some(&digits),
-                body.from.as_deref(),
-                body.to.as_deref(),
-                fresh.as_deref(),
-            ],
-        );
-        let claim = state
-            .idempotency
-            .claim(tenant, key, &fingerprint, &id)
+    let subject = analyses::run::Subject {
+        id: analyses::new_id(),
+        tenant: caller.tenant.clone(),
+        cpf,
+        fresh: body.fresh.unwrap_or(false) || no_cache(&headers),
+    };
+    let key = match idempotency_key {
+        None => None,
+        Some(key) => {
+            // The body as sent (not the window it resolves to, which moves with the date), so
+            // a retry after midnight is still the same request.
+            let digits = subject.cpf.digits();
+            let fresh = body.fresh.map(|f| f.to_string());
+            let fingerprint = idempotency::fingerprint(
+                state.cpf_hash_key.expose().as_bytes(),
+                &[
+                    Some(&digits),
+                    body.from.as_deref(),
+                    body.to.as_deref(),
+                    fresh.as_deref(),
+                ],
+            );
+            Some((key.to_string(), fingerprint))
+        }
+    };
+    // In a task of its own: a client that hangs up mid-way must not leave a claimed key, or a
+    // snapshot, without the run that goes with it.
+    tokio::spawn(start(state, subject, window, key))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the start task: {e}")))?
+}
+
+/// How long a replay waits for the first request with its key to finish starting.
+const PENDING_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Starts the analysis of `subject`, or with an Idempotency-Key (and the body's fingerprint)
+/// answers the analysis an earlier request with the key started.
+async fn start(
+    state: Arc<AppState>,
+    subject: analyses::run::Subject,
+    window: Window,
+    key: Option<(String, String)>,
+) -> Result<Response, ApiError> {
+    let (id, tenant) = (subject.id.clone(), subject.tenant.clone());
+    let Some((key, fingerprint)) = key else {
+        analyses::start(&state, subject, window)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok(accepted(&state, &id, &tenant, Status::Running, false));
+    };
+    let keys = &state.idempotency;
+    let waiting_since = tokio::time::Instant::now();
+    loop {
+        let claim = keys
+            .claim(&tenant, &key, &fingerprint, &id)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
         match claim {
-            Claim::New => {}
-            Claim::Replay(earlier) => {
-                // Where the analysis is now (its snapshot may not be written yet if the first
-                // request is still starting it).
-                let status = match state.analyses.get(&earlier, tenant).await {
-                    Some(s) => s.status,
-                    None => Status::Running,
-                };
-                return Ok(accepted(&state, &earlier, tenant, status, true));
+            Claim::New => break,
+            Claim::Replay {
+                id: earlier,
+                started: true,
+            } => {
+                match state.analyses.get(&earlier, &tenant).await {
+                    Some(s) => return Ok(accepted(&state, &earlier, &tenant, s.status, true)),
+                    // Started, but no longer kept (in memory, ended analyses go after an
+                    // hour): nothing to answer with, so the key starts a new analysis.
+                    None => keys.release(&tenant, &key, &fingerprint, &earlier).await,
+                }
+            }
+            Claim::Replay { started: false, .. } => {
+                // The first request is still starting it (or died doing so: its claim then
+                // lapses within idempotency::PENDING_TTL).
+                if waiting_since.elapsed() >= PENDING_WAIT {
+                    return Err(ApiError::Rejected(
+                        StatusCode::CONFLICT,
+                        format!(
+                            "a request with this {IDEMPOTENCY_KEY} is still starting its \
+                             analysis; send it again in a few seconds"
+                        ),
+                    ));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
             Claim::Mismatch => {
                 return Err(invalid(
@@ -132,19 +185,15 @@ pub async fn start_analysis(
             }
         }
     }
-    let subject = analyses::run::Subject {
-        id: id.clone(),
-        tenant: tenant.to_string(),
-        cpf,
-        fresh: body.fresh.unwrap_or(false) || no_cache(&headers),
-    };
     if let Err(e) = analyses::start(&state, subject, window).await {
-        if let Some(key) = idempotency_key {
-            state.idempotency.release(tenant, key).await;
-        }
+        keys.release(&tenant, &key, &fingerprint, &id).await;
         return Err(ApiError::Internal(e.to_string()));
     }
-    Ok(accepted(&state, &id, tenant, Status::Running, false))
+    if let Err(e) = keys.confirm(&tenant, &key, &fingerprint, &id).await {
+        // The analysis runs; a retry within the pending time waits, then may start another.
+        tracing::warn!(analysis = %id, error = %e, "Idempotency key not confirmed.");
+    }
+    Ok(accepted(&state, &id, &tenant, Status::Running, false))
 }
 
 /// Whether `Cache-Control` says `no-cache` (among its directives, in any case).

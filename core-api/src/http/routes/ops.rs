@@ -28,8 +28,13 @@ pub async fn metrics(
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(token) = &state.settings.metrics_token {
+        // Compared as hashes: equal lengths, so the time taken says nothing of the token's.
         let presented = crate::http::extract::api_key(&headers).unwrap_or_default();
-        if !crate::auth::constant_time_eq(presented.as_bytes(), token.expose().as_bytes()) {
+        let (presented, token) = (
+            integrations::auth::secret_hash(presented),
+            integrations::auth::secret_hash(token.expose()),
+        );
+        if !crate::auth::constant_time_eq(&presented, &token) {
             return Err(ApiError::Unauthenticated);
         }
     }
