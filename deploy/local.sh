@@ -7,7 +7,8 @@
 #   bureau simulator · two integrations instances · two core-api instances
 #
 # then starts an analysis on core-api #1, follows its SSE stream from core-api #2, and checks
-# the stored transactions through #2's query API against the stream's counts.
+# the stored transactions through #2's query API against the stream's counts; then starts a
+# slower one on #1, kills #1 (SIGKILL) mid-pages and checks #2 takes it over to the end.
 #
 #   bash deploy/local.sh            # KEEP=1 leaves everything running and prints the URLs
 set -euo pipefail
@@ -51,7 +52,8 @@ echo "== search: osmem-server at $ELASTICSEARCH_URL (OpenSearch-compatible, in m
 
 # The bureau simulator (the partners; the real bureaus cannot be reached from here).
 sim_port=$(free_port)
-"$bin/integrations" simulate --port "$sim_port" --settings '{"latency_ms": 20}' > "$work/simulator.log" 2>&1 &
+SIMULATOR_ADMIN_TOKEN="local-simulator-admin-0123456789" \
+  "$bin/integrations" simulate --port "$sim_port" --settings '{"latency_ms": 20}' > "$work/simulator.log" 2>&1 &
 pids+=($!)
 sed -e "s#http://127.0.0.1:8091#http://127.0.0.1:$sim_port#" -e '/token_env/d' \
   integrations/integrations.example.toml > "$work/partners.toml"
@@ -74,12 +76,12 @@ done
 export API_KEYS="acme:local-key-0123456789abcdef"
 export EVENTS_TOKEN_KEY="local-events-token-key-0123456789" CPF_HASH_KEY="local-cpf-hash-key-0123456789"
 export ELASTICSEARCH_INDEX="local-$$-transactions"
-api_ports=()
+api_ports=() api_pids=()
 for i in 1 2; do
   p=$(free_port); api_ports+=("$p")
   HOST=127.0.0.1 PORT=$p PUBLIC_URL="http://127.0.0.1:$p" INTEGRATIONS_URL="http://127.0.0.1:${int_ports[$((i-1))]}" \
-    DATA_DIR="$work/data-$i" RUST_LOG=warn "$bin/core-api" > "$work/core-api-$i.log" 2>&1 &
-  pids+=($!)
+    DATA_DIR="$work/data-$i" RUN_LEASE_MS=2000 RUST_LOG=warn "$bin/core-api" > "$work/core-api-$i.log" 2>&1 &
+  pids+=($!) api_pids+=($!)
 done
 for p in "${int_ports[@]}"; do wait_http "http://127.0.0.1:$p/healthz" || fail "integrations on $p"; done
 for p in "${api_ports[@]}"; do wait_http "http://127.0.0.1:$p/readyz" || fail "core-api on $p"; done
@@ -119,4 +121,33 @@ for target in "$a" "$b" "http://127.0.0.1:${int_ports[0]}" "http://127.0.0.1:${i
   [ "$code" = 401 ] || fail "metrics of $target without the token answered $code"
 done
 echo "== every instance's metrics answer the metrics token only"
+# The instance running an analysis dies mid-pages: the other takes it over to the end. The
+# bureaus slow down first (300 ms a request, about 2,000 movements: five pages).
+curl -sf -X PUT -H "authorization: Bearer local-simulator-admin-0123456789" -H 'content-type: application/json' \
+  -d '{"latency_ms": 300, "movements_per_day": 22}' "http://127.0.0.1:$sim_port/admin/settings" > /dev/null \
+  || fail "slowing the simulator"
+started=$(curl -sf -H "authorization: Bearer $key" -H 'content-type: application/json' \
+  -d '{"cpf": "111.444.777-35"}' "$a/v1/analyses") || fail "starting the second analysis on #1"
+id=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' <<<"$started")
+events_url=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["events_url"])' <<<"$started")
+curl -sfN --max-time 90 "$b$events_url" > "$work/takeover.txt" &
+follower=$!
+for _ in $(seq 300); do
+  n=$(curl -sf -H "authorization: Bearer $key" "$b/v1/analyses/$id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["stored"])') || n=0
+  [ "$n" -gt 0 ] && break
+  sleep 0.05
+done
+[ "$n" -gt 0 ] || fail "no page of $id stored within 15 s"
+kill -9 "${api_pids[0]}"
+wait "${api_pids[0]}" 2>/dev/null || true
+echo "== killed core-api #1 (SIGKILL) after $n transactions of $id were stored; following on #2"
+wait "$follower" || fail "the SSE stream on #2 after the kill: $(tail -3 "$work/takeover.txt")"
+grep -q "^event: analysis.resumed" "$work/takeover.txt" || fail "no analysis.resumed on #2"
+grep -q "^event: analysis.completed" "$work/takeover.txt" || fail "no analysis.completed on #2: $(tail -3 "$work/takeover.txt")"
+python3 - "$work/takeover.txt" <<'PY' || fail "event ids on #2 are not 1..n once each"
+import sys
+ids = [int(l[4:]) for l in open(sys.argv[1]) if l.startswith("id: ")]
+sys.exit(0 if ids == list(range(1, len(ids) + 1)) else 1)
+PY
+echo "== #2 took the analysis over and completed it: event ids 1..$(grep -c '^id: ' "$work/takeover.txt"), once each"
 echo "== deploy/local.sh: passed"

@@ -91,10 +91,20 @@ pub struct SimulatorStats {
     pub rate_limited: u64,
     pub timeouts: u64,
     pub unauthorized: u64,
+    /// Movements pages served, by their first movement's offset (the cursor; 0 for the
+    /// first page), over every person: how often each page was asked for. At most
+    /// [`MAX_PAGES_COUNTED`] offsets are counted.
+    #[serde(default)]
+    pub pages_served: std::collections::BTreeMap<u64, u64>,
 }
+
+/// Distinct page offsets [`SimulatorStats::pages_served`] counts at most: any cursor a client
+/// sends is an offset, and the map must not grow with them.
+pub const MAX_PAGES_COUNTED: usize = 10_000;
 
 #[derive(Default)]
 struct Counters {
+    pages_served: std::sync::Mutex<std::collections::BTreeMap<u64, u64>>,
     requests: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
@@ -121,6 +131,15 @@ impl Counters {
             rate_limited: l(&self.rate_limited),
             timeouts: l(&self.timeouts),
             unauthorized: l(&self.unauthorized),
+            pages_served: self.pages_served.lock().expect("pages lock").clone(),
+        }
+    }
+
+    fn count_page(&self, offset: usize) {
+        let mut pages = self.pages_served.lock().expect("pages lock");
+        let offset = offset as u64;
+        if pages.len() < MAX_PAGES_COUNTED || pages.contains_key(&offset) {
+            *pages.entry(offset).or_default() += 1;
         }
     }
 
@@ -138,6 +157,7 @@ impl Counters {
         ] {
             a.store(0, Ordering::SeqCst);
         }
+        self.pages_served.lock().expect("pages lock").clear();
         self.max_in_flight
             .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
     }
@@ -402,6 +422,7 @@ async fn movements(
         .expect("settings lock")
         .movements_per_day;
     sim.counters.ok.fetch_add(1, Ordering::SeqCst);
+    sim.counters.count_page(cursor);
     Json(data::movements_page(
         &cpf,
         from,
