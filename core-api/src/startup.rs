@@ -33,9 +33,6 @@ pub struct Application {
     /// The development key generated when none was configured (printed at start).
     pub dev_key: Option<String>,
     worker: Option<tokio::task::JoinHandle<()>>,
-    /// The in-process integrations whose Redis queue is this instance's alone, removed once
-    /// the worker and every connection have stopped.
-    own_queue: Option<Arc<integrations::gateway::Gateway>>,
 }
 
 impl Application {
@@ -69,8 +66,7 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{}", listener.local_addr().expect("bound")));
-        let (partners, worker, own_queue) =
-            connect_partners(&settings, &public_url, &shutdown_rx).await?;
+        let (partners, worker) = connect_partners(&settings, &public_url, &shutdown_rx).await?;
         let (events, analyses, idempotency, runs) = open_event_log(&settings, &shutdown_rx).await?;
         let event_streams = OpenPerCaller::new(settings.max_streams_per_tenant);
         let stream_opens = {
@@ -108,7 +104,6 @@ impl Application {
             shutdown: shutdown_tx,
             dev_key,
             worker,
-            own_queue,
         })
     }
 
@@ -149,12 +144,6 @@ impl Application {
         .await;
         if let Some(worker) = self.worker {
             let _ = worker.await;
-        }
-        // After the drain: a run still finishing could otherwise queue into it again.
-        if let Some(gateway) = self.own_queue {
-            if let Err(e) = gateway.discard_queue().await {
-                tracing::warn!(error = %e, "Could not remove this instance's retry queue; it expires on its own.");
-            }
         }
         Ok(())
     }
@@ -230,19 +219,15 @@ async fn connect_partners(
     settings: &Settings,
     public_url: &str,
     shutdown_rx: &watch::Receiver<bool>,
-) -> anyhow::Result<(
-    Partners,
-    Option<tokio::task::JoinHandle<()>>,
-    Option<Arc<integrations::gateway::Gateway>>,
-)> {
-    let (partners, worker, own_queue) = match &settings.integrations_url {
+) -> anyhow::Result<(Partners, Option<tokio::task::JoinHandle<()>>)> {
+    let (partners, worker) = match &settings.integrations_url {
         Some(url) => {
             let secret = settings.integrations_secret.as_ref().context(
                 "INTEGRATIONS_SECRET: needed with INTEGRATIONS_URL (this instance's secret as \
                  one of the integrations service's callers)",
             )?;
             let remote = partners::Remote::connect(url, public_url, secret).await?;
-            (Partners::Remote(remote), None, None)
+            (Partners::Remote(remote), None)
         }
         None => {
             let mut config = match &settings.partners_config {
@@ -262,27 +247,20 @@ async fn connect_partners(
                 }
             };
             if settings.redis_url.is_some() {
+                // Permits, the retry queue and cached answers are shared with every instance:
+                // queued requests belong to their analysis, not to this process. Whichever
+                // instance's worker runs a job, the outcome reaches the run waiting for it
+                // (in this process, or on Redis for another's collector).
                 config.redis_url = settings.redis_url.clone();
                 config.key_prefix = settings.key_prefix.clone();
-                // Outcomes are delivered to this process's waiting runs, so its retry queue is its
-                // own and lives no longer than the process: a random prefix, removed when the
-                // instance stops (after a crash, every key of it expires after the longer of the
-                // queue's TTLs). Permits and cached answers are shared with every instance, so
-                // the key that seals them is too.
-                config.queue_prefix = Some(format!(
-                    "{}:inst:{}",
-                    settings.key_prefix,
-                    uuid::Uuid::new_v4().simple()
-                ));
                 config.queue_key = settings.queue_key.clone();
             }
             let gateway = integrations::gateway::Gateway::build(config).await?;
             let worker = tokio::spawn(gateway.clone().run_worker(shutdown_rx.clone()));
-            let own_queue = settings.redis_url.is_some().then(|| gateway.clone());
-            (Partners::InProcess(gateway), Some(worker), own_queue)
+            (Partners::InProcess(gateway), Some(worker))
         }
     };
-    Ok((partners, worker, own_queue))
+    Ok((partners, worker))
 }
 
 /// The event log, the snapshots, the idempotency keys and the durable runs: on Redis when

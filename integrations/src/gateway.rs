@@ -23,6 +23,13 @@ use crate::semaphore::{LocalSemaphore, RedisSemaphore, Semaphore};
 /// How long after `job_ttl_secs` a Redis queue drops a job nobody ended.
 const SWEEP_GRACE: Duration = Duration::from_secs(3600);
 
+/// How long an outcome for an in-process caller of another process waits on Redis for that
+/// process to take it (it holds a person's record, so not long).
+const OUTCOME_TTL: Duration = Duration::from_secs(3600);
+
+/// How often in-process callers' outcomes are looked for on Redis.
+const COLLECT_EVERY: Duration = Duration::from_millis(200);
+
 /// A request for one partner's data.
 #[derive(Debug, Clone)]
 pub struct PartnerRequest {
@@ -165,15 +172,6 @@ impl Gateway {
         self.partners.get(name)
     }
 
-    /// Removes the retry queue with everything in it, when only this process could deliver
-    /// its outcomes and it is stopping (nothing to do for an in-process queue).
-    pub async fn discard_queue(&self) -> Result<(), IntegrationError> {
-        match &self.queue {
-            Queue::Redis(q) => q.discard().await,
-            Queue::Local(_) => Ok(()),
-        }
-    }
-
     pub fn queue(&self) -> &Queue {
         &self.queue
     }
@@ -296,6 +294,7 @@ impl Gateway {
     /// already had is delivered first (each delivery bounded by the callback timeout): given
     /// back, it would be called and delivered again.
     pub async fn run_worker(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let collector = tokio::spawn(self.clone().run_collector(shutdown.clone()));
         let lease = Duration::from_millis(self.config.lease_ms);
         loop {
             if *shutdown.borrow() {
@@ -334,7 +333,47 @@ impl Gateway {
                 let _ = t.await;
             }
         }
+        let _ = collector.await;
         tracing::info!("Retry worker stopped.");
+    }
+
+    /// Hands this process's in-process callers the outcomes that other processes' workers
+    /// kept on Redis for them (the queue is shared, so any worker may run a job), every
+    /// [`COLLECT_EVERY`], until `shutdown`. Nothing to do with an in-process queue.
+    pub async fn run_collector(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let Queue::Redis(queue) = &self.queue else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(COLLECT_EVERY) => {}
+                _ = shutdown.changed() => {}
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+            let ids: Vec<String> = {
+                let mut waiting = self.waiting.lock().expect("waiting lock");
+                waiting.retain(|_, tx| !tx.is_closed());
+                waiting.keys().cloned().collect()
+            };
+            for chunk in ids.chunks(256) {
+                match queue.take_outcomes(chunk).await {
+                    Ok(found) => {
+                        let mut waiting = self.waiting.lock().expect("waiting lock");
+                        for (id, outcome) in found {
+                            if let Some(tx) = waiting.remove(&id) {
+                                let _ = tx.send(outcome);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Could not look for outcomes on Redis; trying again.");
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     async fn work(&self, leased: Leased, stop: &watch::Receiver<bool>) {
@@ -515,12 +554,20 @@ impl Gateway {
             }
             None => {
                 let waiter = self.waiting.lock().expect("waiting lock").remove(&job.id);
-                match waiter {
-                    Some(tx) => {
+                match (waiter, &self.queue) {
+                    (Some(tx), _) => {
                         // A caller that gave up is not an error: nobody is left to tell.
                         let _ = tx.send(outcome.clone());
                     }
-                    None => {
+                    // The queue is shared: the caller may wait in another process, whose
+                    // collector takes the outcome from Redis (see `run_collector`).
+                    (None, Queue::Redis(q)) => {
+                        let keep = Duration::from_secs(self.config.job_ttl_secs).min(OUTCOME_TTL);
+                        q.store_outcome(&job.id, outcome, keep)
+                            .await
+                            .map_err(|e| format!("keeping the outcome on Redis: {e}"))?;
+                    }
+                    (None, Queue::Local(_)) => {
                         tracing::info!(job = %job.id, "Outcome ready but nobody waits for it in this process.")
                     }
                 }

@@ -293,3 +293,78 @@ async fn a_redis_queue_without_a_key_is_refused_at_start() {
     config.queue_key = Some(Secret::new("k".repeat(32)));
     assert!(integrations::gateway::Gateway::build(config).await.is_ok());
 }
+
+/// Two gateways on one Redis queue, as two core-api instances with partners in process: the
+/// one whose run asked waits in process, and the outcome of a job the other's worker ran
+/// still reaches it, through Redis, sealed, and is not left there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_reaches_an_in_process_caller_whichever_process_ran_its_job() {
+    use integrations::gateway::{Gateway, PartnerRequest, Submitted};
+    use integrations::simulator::{self, SimulatorSettings};
+    // The bureau refuses everything at first, so the request is queued.
+    let admin = "admin-token-0123456789";
+    let (sim, _) = simulator::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        SimulatorSettings {
+            rate_limit_rate: 1.0,
+            retry_after_s: 1,
+            ..SimulatorSettings::default()
+        },
+        Some(admin),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let prefix = KeyPrefix::new("gw");
+    let mut config = integrations::Config::embedded(&format!("http://{sim}"));
+    config.redis_url = Some(redis_url());
+    config.key_prefix = prefix.to_string();
+    config.queue_key = Some(Secret::new("k".repeat(32)));
+    let asker = Gateway::build(config.clone()).await.unwrap();
+    let runner = Gateway::build(config).await.unwrap();
+    let submitted = asker
+        .submit(PartnerRequest {
+            caller: String::new(),
+            request_id: "an_1".into(),
+            partner: "consumer-sim".into(),
+            cpf: integrations::Cpf::parse(CPF).unwrap(),
+            params: RequestParams::default(),
+            callback_url: None,
+            fresh: false,
+            cache_scope: "acme".into(),
+        })
+        .await
+        .unwrap();
+    let Submitted::Queued { receiver, .. } = submitted else {
+        panic!("queued: {submitted:?}")
+    };
+    // Now the bureau answers; only the other gateway runs a worker.
+    reqwest::Client::new()
+        .put(format!("http://{sim}/admin/settings"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"rate_limit_rate": 0.0}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let collector = tokio::spawn(asker.clone().run_collector(stopped.clone()));
+    let worker = tokio::spawn(runner.clone().run_worker(stopped));
+    let outcome = tokio::time::timeout(Duration::from_secs(15), receiver.unwrap())
+        .await
+        .expect("the outcome within 15 s")
+        .unwrap();
+    assert_eq!(outcome.status, "ok", "{outcome:?}");
+    assert!(outcome.data.unwrap().to_string().contains("nome"));
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let left: Vec<String> = redis.keys(format!("{}:q:out:*", &*prefix)).await.unwrap();
+    assert!(left.is_empty(), "taken once delivered: {left:?}");
+    stop.send(true).unwrap();
+    collector.await.unwrap();
+    worker.await.unwrap();
+}

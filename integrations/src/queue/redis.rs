@@ -229,8 +229,61 @@ impl RedisQueue {
         self.0.conn.clone()
     }
 
-    /// Removes the whole queue, dead letters included: for a queue whose jobs only this
-    /// process could deliver, when it stops.
+    fn outcome_key(&self, job_id: &str) -> String {
+        self.key(&format!("out:{job_id}"))
+    }
+
+    /// Keeps a job's outcome for an in-process caller waiting in another process (the queue
+    /// is shared: any process's worker may have run the job), sealed, for `ttl`.
+    pub async fn store_outcome(
+        &self,
+        job_id: &str,
+        outcome: &super::Outcome,
+        ttl: Duration,
+    ) -> Result<(), IntegrationError> {
+        let clear = serde_json::to_string(outcome).expect("outcomes serialise");
+        let sealed = self.0.seal.seal(&format!("out:{job_id}"), &clear);
+        let _: () = self
+            .conn()
+            .pset_ex(self.outcome_key(job_id), sealed, millis(ttl).max(1))
+            .await?;
+        Ok(())
+    }
+
+    /// The outcomes stored for any of `job_ids`, each removed as it is taken (they hold a
+    /// person's record: once delivered nobody needs them).
+    pub async fn take_outcomes(
+        &self,
+        job_ids: &[String],
+    ) -> Result<Vec<(String, super::Outcome)>, IntegrationError> {
+        if job_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = job_ids.iter().map(|id| self.outcome_key(id)).collect();
+        let mut conn = self.conn();
+        let found: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        let mut out = Vec::new();
+        let mut taken = Vec::new();
+        for ((id, key), sealed) in job_ids.iter().zip(keys).zip(found) {
+            let Some(sealed) = sealed else { continue };
+            taken.push(key);
+            let outcome = self
+                .0
+                .seal
+                .open(&format!("out:{id}"), &sealed)
+                .and_then(|clear| serde_json::from_str(&clear).ok());
+            if let Some(outcome) = outcome {
+                out.push((id.clone(), outcome));
+            }
+        }
+        if !taken.is_empty() {
+            let _: i64 = conn.del(taken).await?;
+        }
+        Ok(out)
+    }
+
+    /// Removes the whole queue, dead letters included (benchmarks and tests start afresh).
     pub async fn discard(&self) -> Result<(), IntegrationError> {
         let keys: Vec<String> = KEY_NAMES.iter().map(|n| self.key(n)).collect();
         let _: i64 = self.conn().del(keys).await?;
