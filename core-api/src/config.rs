@@ -76,7 +76,8 @@ pub struct Settings {
     pub queue_key: Option<Secret>,
     /// With Redis, how long an analysis's owner may go without renewing its lease before
     /// another instance takes the analysis over, in milliseconds (`RUN_LEASE_MS`, 5000). The
-    /// owner renews every third of it; a takeover comes within this plus a quarter second.
+    /// owner renews every third of it; a takeover comes within this plus the look-up interval
+    /// (a quarter of it, at most half a second).
     pub run_lease_ms: u64,
     /// When set (`METRICS_TOKEN`), `GET /metrics` needs it as a bearer token (a Prometheus
     /// server's); unset, the metrics are open, as on a developer's machine.

@@ -32,6 +32,14 @@ struct Stored {
 /// Snapshots stay in Redis this long.
 const SNAPSHOT_TTL_SECS: u64 = 24 * 3600;
 
+/// KEYS snapshot, event-log meta; ARGV json, ttl_s, owner ('' for none). Writes unless an
+/// owner is given and the log names another (the run was taken over): 1 written, 0 not.
+const WRITE: &str = r"
+if ARGV[3] ~= '' and redis.call('HGET', KEYS[2], 'owner') ~= ARGV[3] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+";
+
 impl Analyses {
     pub fn with_redis(conn: redis::aio::ConnectionManager, prefix: &str) -> Self {
         Analyses {
@@ -41,15 +49,22 @@ impl Analyses {
         }
     }
 
-    async fn write_through(&self, s: &Snapshot) {
-        if let Err(e) = self.try_write_through(s).await {
+    async fn write_through(&self, s: &Snapshot, owner: Option<&str>) {
+        if let Err(e) = self.try_write_through(s, owner).await {
             tracing::warn!(analysis = %s.id, error = %e, "Snapshot not written to Redis.");
         }
     }
 
-    async fn try_write_through(&self, s: &Snapshot) -> Result<(), redis::RedisError> {
+    /// Writes the snapshot to Redis; with `owner` (a durable run's lease token) only while
+    /// that run still owns the analysis: `Ok(false)` when another instance took it over, so
+    /// a run that lost its lease never overwrites its successor's snapshot.
+    async fn try_write_through(
+        &self,
+        s: &Snapshot,
+        owner: Option<&str>,
+    ) -> Result<bool, redis::RedisError> {
         let Some((conn, prefix)) = &self.redis else {
-            return Ok(());
+            return Ok(true);
         };
         let stored = Stored {
             tenant: s.tenant.clone(),
@@ -57,13 +72,15 @@ impl Analyses {
         };
         let json = serde_json::to_string(&stored).expect("snapshots serialise");
         let mut conn = conn.clone();
-        redis::AsyncCommands::set_ex(
-            &mut conn,
-            format!("{prefix}:an:{}", s.id),
-            json,
-            SNAPSHOT_TTL_SECS,
-        )
-        .await
+        let written: i64 = redis::Script::new(WRITE)
+            .key(format!("{prefix}:an:{}", s.id))
+            .key(format!("{prefix}:ev:{}:meta", s.id))
+            .arg(json)
+            .arg(SNAPSHOT_TTL_SECS)
+            .arg(owner.unwrap_or(""))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(written == 1)
     }
 
     pub async fn insert(&self, s: Snapshot) {
@@ -71,7 +88,7 @@ impl Analyses {
             .lock()
             .expect("analyses lock")
             .insert(s.id.clone(), s.clone());
-        self.write_through(&s).await;
+        self.write_through(&s, None).await;
     }
 
     /// An analysis, from this instance or (when configured) Redis, whoever owns it.
@@ -115,10 +132,17 @@ impl Analyses {
 
     /// The last change of an analysis's snapshot: as [`Analyses::update`], but the write to
     /// Redis is retried for up to `within`, since other instances' followers of the analysis
-    /// learn from it that the analysis ended.
-    pub async fn finish(&self, id: &str, within: Duration, f: impl FnOnce(&mut Snapshot)) {
+    /// learn from it that the analysis ended. `false` when `owner` no longer owns the run
+    /// (nothing was written, and this instance's copy is dropped).
+    pub async fn finish(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        within: Duration,
+        f: impl FnOnce(&mut Snapshot),
+    ) -> bool {
         let Some(s) = self.change(id, f) else {
-            return;
+            return true;
         };
         self.ended
             .lock()
@@ -129,11 +153,27 @@ impl Analyses {
             "writing the last snapshot",
             deadline,
             |_| true,
-            || self.try_write_through(&s),
+            || self.try_write_through(&s, owner),
         )
         .await;
-        if let Err(e) = written {
-            tracing::error!(analysis = %s.id, error = %e, "Last snapshot not written to Redis.");
+        match written {
+            Ok(true) => true,
+            Ok(false) => {
+                self.forget_local(id);
+                false
+            }
+            Err(e) => {
+                tracing::error!(analysis = %s.id, error = %e, "Last snapshot not written to Redis.");
+                true
+            }
+        }
+    }
+
+    /// Drops this instance's copy of a snapshot it no longer writes (its run was handed on
+    /// or taken over): reads then go to Redis, where the run's owner keeps it.
+    pub fn forget_local(&self, id: &str) {
+        if self.redis.is_some() {
+            self.local.lock().expect("analyses lock").remove(id);
         }
     }
 
@@ -163,10 +203,11 @@ impl Analyses {
         dropped
     }
 
-    /// Changes this instance's snapshot of `id` and writes it through.
-    pub async fn update(&self, id: &str, f: impl FnOnce(&mut Snapshot)) {
+    /// Changes this instance's snapshot of `id` and writes it through; with `owner` (a
+    /// durable run's lease token) only while that run owns the analysis.
+    pub async fn update(&self, id: &str, owner: Option<&str>, f: impl FnOnce(&mut Snapshot)) {
         if let Some(s) = self.change(id, f) {
-            self.write_through(&s).await;
+            self.write_through(&s, owner).await;
         }
     }
 }
@@ -194,7 +235,7 @@ mod tests {
         analyses.insert(snapshot("done")).await;
         analyses.insert(snapshot("running")).await;
         analyses
-            .finish("done", Duration::from_secs(1), |s| {
+            .finish("done", None, Duration::from_secs(1), |s| {
                 s.status = Status::Completed
             })
             .await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::watch;
 
-use crate::analyses::durable::Runs;
+use crate::analyses::durable::{Claim, Runs};
 use crate::auth::Auth;
 use crate::config::{ApiKeyConfig, Secret, Settings};
 use crate::events::EventLog;
@@ -83,6 +83,7 @@ impl Application {
             analyses,
             idempotency,
             runs,
+            active_runs: Arc::default(),
             partners,
             scorer: Arc::new(scorer),
             store,
@@ -144,6 +145,18 @@ impl Application {
         .await;
         if let Some(worker) = self.worker {
             let _ = worker.await;
+        }
+        // The runs hand their analyses on (or fail them, without Redis) as they see the
+        // signal: wait for them, a while, so no lease is left to run out instead.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self
+            .state
+            .active_runs
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         Ok(())
     }
@@ -341,7 +354,20 @@ fn watch_for_orphans(state: Arc<AppState>) {
             match runs.claim(8).await {
                 Ok(claimed) => {
                     for c in claimed {
-                        tokio::spawn(crate::analyses::resume(state.clone(), c));
+                        let state = state.clone();
+                        tokio::spawn(async move {
+                            match c {
+                                // Claimed as the service began stopping: straight back.
+                                Claim::Resume(c) if *state.shutdown.borrow() => {
+                                    c.lease.release().await
+                                }
+                                Claim::Resume(c) => crate::analyses::resume(state, *c).await,
+                                Claim::Unreadable { id, lease } => {
+                                    let why = "its record does not open";
+                                    crate::analyses::fail_unresumable(&state, &id, lease, why).await
+                                }
+                            }
+                        });
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "Could not look for analyses to take over."),

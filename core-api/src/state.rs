@@ -24,6 +24,8 @@ pub struct AppState {
     pub analyses: Analyses,
     /// Durable runs (the Redis shape): leases, progress, takeover.
     pub runs: Option<Arc<Runs>>,
+    /// Analysis runs in progress on this instance: a shutdown waits for them to hand on.
+    pub active_runs: Arc<std::sync::atomic::AtomicUsize>,
     /// `Idempotency-Key`s of analysis starts, per tenant.
     pub idempotency: Idempotency,
     pub partners: Partners,

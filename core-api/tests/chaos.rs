@@ -329,11 +329,13 @@ async fn killing_the_instance_running_an_analysis_mid_pages_loses_and_repeats_no
         through_events.last().unwrap().2["summary"],
         "the summary of an uninterrupted run"
     );
-    assert_eq!(
-        b.stored(&id).await,
-        through_rows,
-        "the rows of an uninterrupted run"
-    );
+    let rows = b.stored(&id).await;
+    assert_eq!(rows, through_rows, "the rows of an uninterrupted run");
+    // The snapshot counts what is stored, whichever instance counted it.
+    let snapshot = b.get(&format!("/v1/analyses/{id}")).await;
+    assert_eq!(snapshot["status"], "completed");
+    assert_eq!(snapshot["stored"], rows.len() as u64, "{snapshot}");
+    assert_eq!(snapshot["classified"], rows.len() as u64, "{snapshot}");
     // Each page asked for at most twice: once by the killed instance, once by its successor
     // if the first answer was lost with it.
     let pages_after = sim_stats(sim).await.pages_served;

@@ -43,6 +43,10 @@ async fn instance(env: &[(String, String)]) -> Result<Instance> {
     let port = free_port()?;
     let child = Command::new(root.join("target/release/core-api"))
         .current_dir(&root)
+        // Only what this benchmark sets: nothing from the caller's environment (an
+        // INTEGRATIONS_URL, say) changes the shape measured.
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .envs(env.iter().cloned())
         .env("PORT", port.to_string())
         .env("RUST_LOG", "error")

@@ -58,16 +58,29 @@ redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[2]), ARGV[3])
 return 1
 ";
 
-/// KEYS meta, run; ARGV token, progress. 1 when saved, 0 when another instance owns the run.
+/// KEYS meta, run; ARGV token, progress. 1 when saved, 0 when another instance owns the run
+/// or its record is gone (ended, expired): a save never makes a record without its expiry.
 const SAVE: &str = r"
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 redis.call('HSET', KEYS[2], 'progress', ARGV[2])
+return 1
+";
+
+/// KEYS meta, runs, run; ARGV token, id. The run ended: out of `runs`, its record deleted;
+/// only by its owner, so an old owner cannot end its successor's run.
+const END: &str = r"
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('DEL', KEYS[3])
 return 1
 ";
 
 /// KEYS runs; ARGV key prefix, instance, lease_ms, max. Claims up to `max` runs whose lease
 /// ran out: returns id, token, generation for each. A run whose record or log is gone, or
-/// whose log says it ended, is dropped from `runs` instead.
+/// whose log says it ended, is dropped from `runs` (and its record deleted) instead. The run
+/// and log keys are built here from the prefix, so this needs a standalone Redis (or one
+/// whose keys of a run share a hash slot), not a cluster.
 const CLAIM: &str = r"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 local out = {}
@@ -77,6 +90,7 @@ for _, id in ipairs(ids) do
   if redis.call('EXISTS', run) == 0 or redis.call('EXISTS', meta) == 0
       or redis.call('HGET', meta, 'finished') == '1' then
     redis.call('ZREM', KEYS[1], id)
+    redis.call('DEL', run)
   else
     local gen = redis.call('HINCRBY', run, 'gen', 1)
     local token = ARGV[2] .. ':' .. gen
@@ -171,6 +185,15 @@ pub struct Claimed {
     pub lease: Lease,
 }
 
+/// What a claim came to.
+pub enum Claim {
+    /// A run to resume.
+    Resume(Box<Claimed>),
+    /// A run whose record does not open (another `QUEUE_KEY`, or damaged): it cannot go on,
+    /// and is ended as failed rather than claimed again at every lease.
+    Unreadable { id: String, lease: Lease },
+}
+
 /// Why the runs' store could not be used.
 #[derive(Debug, thiserror::Error)]
 #[error("durable runs: {0}")]
@@ -253,8 +276,8 @@ impl Runs {
     }
 
     /// Claims up to `max` runs whose lease ran out, with what each is about and how far it
-    /// got. A claimed run whose record does not open (another key) is left to expire.
-    pub async fn claim(self: &Arc<Self>, max: usize) -> Result<Vec<Claimed>, RunsError> {
+    /// got.
+    pub async fn claim(self: &Arc<Self>, max: usize) -> Result<Vec<Claim>, RunsError> {
         let mut conn = self.conn.clone();
         let raw: Vec<redis::Value> = Self::script(CLAIM)
             .key(self.runs_key())
@@ -275,15 +298,19 @@ impl Runs {
             ) else {
                 continue;
             };
+            let lease = Lease::new(self.clone(), &id, token, gen);
             match self.load(&id).await {
-                Ok(Some((subject, window, progress))) => claimed.push(Claimed {
-                    subject,
-                    window,
-                    progress,
-                    lease: Lease::new(self.clone(), &id, token, gen),
-                }),
+                Ok(Some((subject, window, progress))) => {
+                    claimed.push(Claim::Resume(Box::new(Claimed {
+                        subject,
+                        window,
+                        progress,
+                        lease,
+                    })))
+                }
                 Ok(None) => {
-                    tracing::error!(analysis = %id, "Claimed a run whose record does not open; it expires on its own.")
+                    tracing::error!(analysis = %id, "Claimed a run whose record does not open; ending it as failed.");
+                    claimed.push(Claim::Unreadable { id, lease });
                 }
                 Err(e) => {
                     // Its lease runs out again and someone claims it once Redis answers.
@@ -337,20 +364,6 @@ impl Runs {
             progress,
         )))
     }
-
-    /// Marks the run ended: out of the runs to watch, and its record (CPF, partner answers)
-    /// deleted, since nobody will resume it.
-    pub async fn end(&self, id: &str) {
-        let mut conn = self.conn.clone();
-        let ended = redis::pipe()
-            .zrem(self.runs_key(), id)
-            .del(self.run_key(id))
-            .query_async::<()>(&mut conn)
-            .await;
-        if let Err(e) = ended {
-            tracing::warn!(analysis = %id, error = %e, "Ended run not cleared; its record expires within a day.");
-        }
-    }
 }
 
 /// A run's lease: renewed in the background while the run works; lost when another instance
@@ -403,24 +416,33 @@ impl Lease {
     }
 
     /// Renews the lease every third of its time until it is lost; run it beside the run and
-    /// drop it when the run ends. A renewal Redis refuses (another owner) loses the lease; one
-    /// that fails (Redis away) is tried again, and the lease is lost once it has run out.
+    /// stop it when the run has ended. A renewal Redis refuses (another owner) loses the
+    /// lease; one that fails or hangs (Redis away or slow) is tried again at the next tick,
+    /// and the lease is lost once it may have run out: counted from before the last renewal
+    /// was sent, so this side never believes it holds the lease longer than Redis does.
     pub async fn keep(self) {
         let every = self.runs.lease / 3;
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut renewed = tokio::time::Instant::now();
         loop {
-            tokio::time::sleep(every).await;
+            ticks.tick().await;
+            let sent = tokio::time::Instant::now();
             let mut conn = self.runs.conn.clone();
-            let r: Result<i64, _> = Runs::script(RENEW)
-                .key(self.runs.meta_key(&self.id))
+            let script = Runs::script(RENEW);
+            let mut invocation = script.key(self.runs.meta_key(&self.id));
+            invocation
                 .key(self.runs.runs_key())
                 .arg(&self.token)
                 .arg(self.runs.lease.as_millis() as u64)
-                .arg(&self.id)
-                .invoke_async(&mut conn)
-                .await;
+                .arg(&self.id);
+            let renewal = invocation.invoke_async::<i64>(&mut conn);
+            let r = match tokio::time::timeout(every, renewal).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err("no answer within a third of the lease".to_string()),
+            };
             match r {
-                Ok(1) => renewed = tokio::time::Instant::now(),
+                Ok(1) => renewed = sent,
                 Ok(_) => {
                     tracing::warn!(analysis = %self.id, "Another instance took the analysis over; stopping here.");
                     return self.lose();
@@ -480,8 +502,20 @@ impl Lease {
         }
     }
 
-    /// The run ended (its final event is recorded): nobody resumes it.
+    /// The run ended (its final event is recorded): out of the runs to watch, and its record
+    /// (CPF, partner answers) deleted; only while this lease still owns the run.
     pub async fn end(&self) {
-        self.runs.end(&self.id).await
+        let mut conn = self.runs.conn.clone();
+        let ended: Result<i64, _> = Runs::script(END)
+            .key(self.runs.meta_key(&self.id))
+            .key(self.runs.runs_key())
+            .key(self.runs.run_key(&self.id))
+            .arg(&self.token)
+            .arg(&self.id)
+            .invoke_async(&mut conn)
+            .await;
+        if let Err(e) = ended {
+            tracing::warn!(analysis = %self.id, error = %e, "Ended run not cleared; its record expires within a day.");
+        }
     }
 }

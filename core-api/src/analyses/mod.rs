@@ -57,20 +57,10 @@ pub async fn start(
         })
         .await;
     state.events.create(&id).await?;
-    // Durable from here: if this instance dies, another takes the run over.
-    let lease = match &state.runs {
-        Some(runs) => Some(
-            runs.register(&subject, window)
-                .await
-                .map_err(|e| AppendError::Backend(e.to_string()))?,
-        ),
-        None => None,
-    };
     state
         .events
-        .record_as(
+        .record(
             &id,
-            lease.as_ref().map(durable::Lease::token),
             &AnalysisEvent::Accepted {
                 id: id.clone(),
                 cpf: cpf.masked(),
@@ -79,6 +69,31 @@ pub async fn start(
             },
         )
         .await?;
+    // Durable from here: if this instance dies, another takes the run over. Registered only
+    // once the analysis is accepted, so a start that failed never runs behind its caller's
+    // back; and if registering fails, the analysis ends failed rather than `running`.
+    let lease = match &state.runs {
+        Some(runs) => match runs.register(&subject, window).await {
+            Ok(lease) => Some(lease),
+            Err(e) => {
+                let reason = "the analysis could not be started".to_string();
+                state
+                    .analyses
+                    .finish(&id, None, final_retry(state), |s| {
+                        s.status = Status::Failed;
+                        s.error = Some(reason.clone());
+                    })
+                    .await;
+                let failed = AnalysisEvent::Failed {
+                    id: id.clone(),
+                    reason,
+                };
+                let _ = state.events.record(&id, &failed).await;
+                return Err(AppendError::Backend(e.to_string()));
+            }
+        },
+        None => None,
+    };
     tracing::info!(analysis = %id, tenant = %tenant, "Analysis accepted.");
     crate::metrics::ANALYSES_STARTED.fetch_add(1, Ordering::Relaxed);
     let run = run::Run::new(state.clone(), subject, window, lease, Default::default());
@@ -87,8 +102,8 @@ pub async fn start(
 }
 
 /// Goes on with a run taken over from an instance that stopped renewing its lease: adopts its
-/// snapshot, says so (`analysis.resumed`) and runs it from its progress, within what is left
-/// of its deadline.
+/// snapshot (running again, its counters from the progress), says so (`analysis.resumed`)
+/// and runs it from its progress, within what is left of its deadline.
 pub async fn resume(state: Arc<AppState>, claimed: durable::Claimed) {
     let durable::Claimed {
         subject,
@@ -98,9 +113,7 @@ pub async fn resume(state: Arc<AppState>, claimed: durable::Claimed) {
     } = claimed;
     let id = subject.id.clone();
     let Some(snapshot) = state.analyses.adopt(&id).await else {
-        // Without its snapshot nobody can read the analysis: let the claim lapse and expire.
-        tracing::warn!(analysis = %id, "Claimed an analysis without a snapshot; not resumed.");
-        return;
+        return fail_unresumable(&state, &id, lease, "its snapshot is gone").await;
     };
     let spent = chrono::DateTime::parse_from_rfc3339(&snapshot.created_at)
         .map(|created| {
@@ -111,6 +124,19 @@ pub async fn resume(state: Arc<AppState>, claimed: durable::Claimed) {
         .unwrap_or_default();
     tracing::info!(analysis = %id, generation = lease.generation, "Analysis taken over; resuming.");
     crate::metrics::ANALYSES_RESUMED.fetch_add(1, Ordering::Relaxed);
+    // Where the progress says the run is: its predecessor may have died between saving a
+    // page and counting it in the snapshot, or after writing a last snapshot.
+    let (classified, stored) = (progress.movements.classified, progress.movements.stored);
+    state
+        .analyses
+        .update(&id, Some(lease.token()), |s| {
+            s.status = Status::Running;
+            s.error = None;
+            s.summary = None;
+            s.classified = classified;
+            s.stored = stored;
+        })
+        .await;
     let event = AnalysisEvent::Resumed {
         id: id.clone(),
         partners_done: progress.partners_done(),
@@ -119,4 +145,32 @@ pub async fn resume(state: Arc<AppState>, claimed: durable::Claimed) {
     let run = run::Run::new(state, subject, window, Some(lease), progress);
     run.emit(event).await;
     run.run(spent).await;
+}
+
+/// Ends as failed a run that was claimed but cannot go on (its record does not open, or its
+/// snapshot is gone), so it is not claimed again at every lease and its followers hear why.
+pub async fn fail_unresumable(state: &AppState, id: &str, lease: durable::Lease, why: &str) {
+    tracing::error!(analysis = %id, why = %why, "Claimed analysis cannot be resumed; ending it as failed.");
+    let reason = "the analysis could not be resumed after its instance stopped".to_string();
+    let owned = state
+        .analyses
+        .finish(id, Some(lease.token()), final_retry(state), |s| {
+            s.status = Status::Failed;
+            s.error = Some(reason.clone());
+        })
+        .await;
+    let failed = AnalysisEvent::Failed {
+        id: id.to_string(),
+        reason,
+    };
+    if owned
+        && state
+            .events
+            .record_as(id, Some(lease.token()), &failed)
+            .await
+            .is_ok()
+    {
+        crate::metrics::ANALYSES_FAILED.fetch_add(1, Ordering::Relaxed);
+    }
+    lease.end().await;
 }

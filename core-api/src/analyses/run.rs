@@ -57,6 +57,38 @@ pub struct Run {
     progress: tokio::sync::Mutex<Progress>,
 }
 
+/// A run in progress on this instance: its lease renewed in the background, and counted (in
+/// the metrics, and for a shutdown to wait on its handover). Dropped when the run returns or
+/// panics, which stops the renewals.
+struct Running {
+    keeper: Option<tokio::task::JoinHandle<()>>,
+    active: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Running {
+    fn new(state: &AppState, lease: Option<Lease>) -> Self {
+        crate::metrics::ANALYSES_RUNNING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .active_runs
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Running {
+            keeper: lease.map(|l| tokio::spawn(l.keep())),
+            active: state.active_runs.clone(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(keeper) = &self.keeper {
+            keeper.abort();
+        }
+        crate::metrics::ANALYSES_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.active
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// How a run's work came to an end.
 enum Ending {
     Finished(Result<Summary, String>),
@@ -90,8 +122,12 @@ impl Run {
     /// Records an event and logs a failure to do so (a full log ends the analysis anyway).
     /// Refused as no longer the owner, the run's lease is lost and the run stops.
     pub async fn emit(&self, event: AnalysisEvent) {
-        let owner = self.lease.as_ref().map(Lease::token);
-        match self.state.events.record_as(self.id(), owner, &event).await {
+        match self
+            .state
+            .events
+            .record_as(self.id(), self.owner(), &event)
+            .await
+        {
             Ok(_) => {}
             Err(AppendError::NotOwner) => {
                 if let Some(lease) = &self.lease {
@@ -107,16 +143,21 @@ impl Run {
     /// Records the final event, retrying while the log fails (Redis restarting, say) for up
     /// to [`super::final_retry`]: it is what ends every follower's stream. If it never lands,
     /// the events route ends its streams itself once [`super::ending_within`] has passed.
-    async fn emit_final(&self, event: AnalysisEvent) {
+    /// `false` when another instance owns the run now.
+    async fn emit_final(&self, event: AnalysisEvent) -> bool {
         let deadline = tokio::time::Instant::now() + super::final_retry(&self.state);
         let backend = |e: &AppendError| matches!(e, AppendError::Backend(_));
-        let owner = self.lease.as_ref().map(Lease::token);
         let outcome = crate::retry::until("recording the final event", deadline, backend, || {
-            self.state.events.record_as(self.id(), owner, &event)
+            self.state.events.record_as(self.id(), self.owner(), &event)
         })
         .await;
-        if let Err(e) = outcome {
-            tracing::error!(analysis = self.id(), kind = event.name(), error = %e, "Final event not recorded; its followers' streams end with stream.error.");
+        match outcome {
+            Ok(_) => true,
+            Err(AppendError::NotOwner) => false,
+            Err(e) => {
+                tracing::error!(analysis = self.id(), kind = event.name(), error = %e, "Final event not recorded; its followers' streams end with stream.error.");
+                true
+            }
         }
     }
 
@@ -136,8 +177,8 @@ impl Run {
         let state = self.state.clone();
         let deadline = Duration::from_secs(state.settings.analysis_deadline_secs);
         let left = deadline.saturating_sub(spent).max(Duration::from_secs(1));
-        crate::metrics::ANALYSES_RUNNING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let keeper = self.lease.clone().map(|l| tokio::spawn(l.keep()));
+        // Until this returns (or panics): the lease is renewed and the run counted.
+        let _running = Running::new(&state, self.lease.clone());
         let lost = async {
             match &self.lease {
                 Some(lease) => lease.lost().await,
@@ -152,76 +193,87 @@ impl Run {
             },
             _ = lost => Ending::Lost,
         };
-        if let Some(keeper) = keeper {
-            keeper.abort();
-        }
-        crate::metrics::ANALYSES_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let result = match ending {
             Ending::Finished(result) => result,
             Ending::HandedOn => {
                 if let Some(lease) = &self.lease {
                     lease.release().await;
                 }
+                state.analyses.forget_local(self.id());
                 tracing::info!(
                     analysis = self.id(),
                     "Analysis handed on to another instance."
                 );
                 return;
             }
-            Ending::Lost => {
-                tracing::warn!(
-                    analysis = self.id(),
-                    "Analysis taken over by another instance; this run stops."
-                );
-                return;
-            }
+            Ending::Lost => return self.lost(),
         };
         self.end(result).await;
     }
 
-    /// The end of the run: the last snapshot, then the final event.
+    /// Another instance owns the run now: this one stops, and answers for the analysis from
+    /// Redis from now on.
+    fn lost(&self) {
+        self.state.analyses.forget_local(self.id());
+        tracing::warn!(
+            analysis = self.id(),
+            "Analysis taken over by another instance; this run stops."
+        );
+    }
+
+    /// The end of the run: the last snapshot, then the final event; with a lease, each only
+    /// while the run still owns the analysis (the lease is renewed meanwhile).
     async fn end(&self, result: Result<Summary, String>) {
         let (state, id) = (&self.state, self.id());
-        let ended = if result.is_ok() {
-            &crate::metrics::ANALYSES_COMPLETED
-        } else {
-            &crate::metrics::ANALYSES_FAILED
-        };
-        ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        match result {
-            Ok(summary) => {
-                state
-                    .analyses
-                    .finish(id, super::final_retry(state), |s| {
-                        s.status = Status::Completed;
-                        s.summary = Some(summary.clone());
-                    })
-                    .await;
-                self.emit_final(AnalysisEvent::Completed {
+        let (status, event, reason) = match result {
+            Ok(summary) => (
+                Status::Completed,
+                AnalysisEvent::Completed {
                     id: id.to_string(),
                     summary,
-                })
-                .await;
-            }
+                },
+                None,
+            ),
             Err(reason) => {
                 tracing::warn!(analysis = %id, reason = %reason, "Analysis failed.");
-                state
-                    .analyses
-                    .finish(id, super::final_retry(state), |s| {
-                        s.status = Status::Failed;
-                        s.error = Some(reason.clone());
-                    })
-                    .await;
-                self.emit_final(AnalysisEvent::Failed {
-                    id: id.to_string(),
-                    reason,
-                })
-                .await;
+                (
+                    Status::Failed,
+                    AnalysisEvent::Failed {
+                        id: id.to_string(),
+                        reason: reason.clone(),
+                    },
+                    Some(reason),
+                )
             }
+        };
+        let summary = match &event {
+            AnalysisEvent::Completed { summary, .. } => Some(summary.clone()),
+            _ => None,
+        };
+        let owned = state
+            .analyses
+            .finish(id, self.owner(), super::final_retry(state), |s| {
+                s.status = status;
+                s.summary = summary;
+                s.error = reason;
+            })
+            .await;
+        if !owned || !self.emit_final(event).await {
+            return self.lost();
         }
+        let ended = match status {
+            Status::Completed => &crate::metrics::ANALYSES_COMPLETED,
+            _ => &crate::metrics::ANALYSES_FAILED,
+        };
+        ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(lease) = &self.lease {
             lease.end().await;
         }
+    }
+
+    /// This run's lease token, which the event log and the snapshots check.
+    fn owner(&self) -> Option<&str> {
+        self.lease.as_ref().map(Lease::token)
     }
 
     /// The three partner kinds at once, in this task: when the run stops (handed on, taken
@@ -379,7 +431,7 @@ impl Run {
     async fn set_partner_state(&self, kind: Kind, partner: PartnerState) {
         self.state
             .analyses
-            .update(self.id(), |s| {
+            .update(self.id(), self.owner(), |s| {
                 s.partners.insert(kind.as_str().into(), partner);
             })
             .await;
@@ -516,7 +568,7 @@ impl Run {
             let classified = at.classified + in_page;
             state
                 .analyses
-                .update(id, |s| s.classified = classified)
+                .update(id, self.owner(), |s| s.classified = classified)
                 .await;
             self.emit(AnalysisEvent::ClassificationProgress {
                 page: page_number,
@@ -549,7 +601,10 @@ impl Run {
             let saved = at.clone();
             self.save(|p| p.movements = saved).await;
             let stored = at.stored;
-            state.analyses.update(id, |s| s.stored = stored).await;
+            state
+                .analyses
+                .update(id, self.owner(), |s| s.stored = stored)
+                .await;
             self.emit(AnalysisEvent::TransactionsStored { stored })
                 .await;
         }

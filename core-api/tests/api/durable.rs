@@ -15,7 +15,7 @@ async fn pair(prefix: &KeyPrefix, store: &std::path::Path, latency_ms: u64) -> (
     let shape = |s: &mut core_api::config::Settings| {
         on_redis(s, prefix);
         s.data_dir = store.to_path_buf();
-        s.run_lease_ms = 1_000;
+        s.run_lease_ms = 2_000;
         s.simulator.latency_ms = latency_ms;
         s.simulator.latency_jitter_ms = 0;
         s.simulator.movements_per_day = Some(2000.0 / 91.0);
@@ -136,6 +136,9 @@ async fn with_redis_an_analysis_whose_instance_stops_is_handed_on_and_completes_
         summary["transactions"].as_u64().unwrap()
     );
     assert_eq!(interrupted, through);
+    let snapshot = b.get_json(ACME, &format!("/v1/analyses/{id}")).await;
+    assert_eq!(snapshot["status"], "completed");
+    assert_eq!(snapshot["stored"], interrupted.len() as u64, "{snapshot}");
     // The run's record (which holds the CPF) is gone once the analysis ended.
     let mut redis = redis::Client::open(redis_url())
         .unwrap()
