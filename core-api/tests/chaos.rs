@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ProcessGroup;
+use common::{free_port, stored_rows, ProcessGroup};
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use integrations::simulator::{SimulatorSettings, SimulatorStats};
@@ -27,14 +27,6 @@ use serde_json::{json, Value};
 const KEY: &str = "chaos-key-0123456789";
 /// A short lease, so a takeover comes within about a second.
 const LEASE_MS: &str = "1000";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A Redis of the test's own on `port`, keeping its append-only file in `dir`.
 async fn redis_server(port: u16, dir: &std::path::Path) -> ProcessGroup {
@@ -213,30 +205,9 @@ impl Instance {
         }
     }
 
-    /// The analysis's stored transactions as (movement, label, amount), sorted.
+    /// The analysis's stored transactions, read through this instance.
     async fn stored(&self, id: &str) -> Vec<(String, String, i64)> {
-        let mut out = Vec::new();
-        let mut cursor = String::new();
-        loop {
-            let page = self
-                .get(&format!(
-                    "/v1/analyses/{id}/transactions?limit=1000{cursor}"
-                ))
-                .await;
-            for t in page["transactions"].as_array().unwrap() {
-                out.push((
-                    t["movement_id"].as_str().unwrap().to_string(),
-                    t["label"].as_str().unwrap().to_string(),
-                    t["amount_cents"].as_i64().unwrap(),
-                ));
-            }
-            match page["next_cursor"].as_str() {
-                Some(next) => cursor = format!("&cursor={next}"),
-                None => break,
-            }
-        }
-        out.sort();
-        out
+        stored_rows(|path| async move { self.get(&path).await }, id).await
     }
 }
 

@@ -8,7 +8,7 @@ use integrations::queue::{Job, JobSeal, LocalQueue, Outcome, QueueTtl, RedisQueu
 use redis::AsyncCommands;
 
 mod common;
-use common::{redis_url, KeyPrefix};
+use common::{redis_conn, redis_url, KeyPrefix};
 
 const CPF: &str = "52998224725";
 const NAME: &str = "MARIA DA SILVA";
@@ -357,11 +357,7 @@ async fn an_outcome_reaches_an_in_process_caller_whichever_process_ran_its_job()
         .unwrap();
     assert_eq!(outcome.status, "ok", "{outcome:?}");
     assert!(outcome.data.unwrap().to_string().contains("nome"));
-    let mut redis = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_conn().await;
     let left: Vec<String> = redis.keys(format!("{}:q:out:*", &*prefix)).await.unwrap();
     assert!(left.is_empty(), "taken once delivered: {left:?}");
     stop.send(true).unwrap();

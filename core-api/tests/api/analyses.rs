@@ -335,11 +335,7 @@ async fn with_redis_queued_requests_wait_sealed_and_expiring_in_the_queue_all_in
     })
     .await;
     app.started().await;
-    let mut redis = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_conn().await;
     // Under the deployment's prefix, not an instance's: any instance's worker drains it.
     let pattern = format!("{}:q:*", &*prefix);
     let mut keys: Vec<String> = Vec::new();

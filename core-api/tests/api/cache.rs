@@ -40,20 +40,8 @@ fn completed<'a>(events: &'a [(u64, String, Value)], kind: &str) -> &'a Value {
 
 /// Calls made to `partner`, from the service's metrics.
 async fn calls(app: &TestApp, partner: &str) -> f64 {
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     let line = format!("integrations_partner_calls_total{{partner=\"{partner}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&line))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {line} in\n{text}"))
+    metric(&app.metrics().await, &line)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,11 +92,7 @@ async fn with_redis_instances_share_cached_answers_sealed_and_expiring() {
     let (on_b, _) = analyse(&b, ACME, false).await;
     assert!(completed(&on_b, "consumer")["cached"]["age_secs"].is_u64());
     assert_eq!(calls(&b, "consumer-sim").await, 0.0, "B asked nobody");
-    let mut redis = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_conn().await;
     let keys: Vec<String> = redis::AsyncCommands::keys(&mut redis, format!("{}:cache:*", &*prefix))
         .await
         .unwrap();

@@ -23,31 +23,9 @@ async fn pair(prefix: &KeyPrefix, store: &std::path::Path, latency_ms: u64) -> (
     (spawn_app_with(shape).await, spawn_app_with(shape).await)
 }
 
-/// The stored transactions of an analysis as (movement, label, amount), sorted.
+/// The stored transactions of an analysis, read through `app`.
 async fn stored(app: &TestApp, id: &str) -> Vec<(String, String, i64)> {
-    let mut out = Vec::new();
-    let mut cursor = String::new();
-    loop {
-        let page = app
-            .get_json(
-                ACME,
-                &format!("/v1/analyses/{id}/transactions?limit=1000{cursor}"),
-            )
-            .await;
-        for t in page["transactions"].as_array().unwrap() {
-            out.push((
-                t["movement_id"].as_str().unwrap().to_string(),
-                t["label"].as_str().unwrap().to_string(),
-                t["amount_cents"].as_i64().unwrap(),
-            ));
-        }
-        match page["next_cursor"].as_str() {
-            Some(next) => cursor = format!("&cursor={next}"),
-            None => break,
-        }
-    }
-    out.sort();
-    out
+    stored_rows(|path| async move { app.get_json(ACME, &path).await }, id).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,11 +118,7 @@ async fn with_redis_an_analysis_whose_instance_stops_is_handed_on_and_completes_
     assert_eq!(snapshot["status"], "completed");
     assert_eq!(snapshot["stored"], interrupted.len() as u64, "{snapshot}");
     // The run's record (which holds the CPF) is gone once the analysis ended.
-    let mut redis = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_conn().await;
     let left: Vec<String> = redis::AsyncCommands::keys(&mut redis, format!("{}:run:*", &*prefix))
         .await
         .unwrap();

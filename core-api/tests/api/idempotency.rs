@@ -128,11 +128,7 @@ async fn with_redis_concurrent_starts_with_one_key_on_two_instances_start_one_an
     ids.dedup();
     assert_eq!(ids.len(), 1, "{ids:?}");
     // The key is kept on Redis for 24 h, under the prefix, and holds no CPF.
-    let mut redis = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut redis = redis_conn().await;
     let keys: Vec<String> = redis::AsyncCommands::keys(&mut redis, format!("{}:idem:*", &*prefix))
         .await
         .unwrap();

@@ -67,22 +67,8 @@ async fn metrics_count_requests_analyses_and_partner_state() {
     let started = app.started().await;
     app.events(started["events_url"].as_str().unwrap(), None, usize::MAX)
         .await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |line_start: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(line_start))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
-    };
+    let text = app.metrics().await;
+    let value = |line_start: &str| metric(&text, line_start);
     assert!(value("core_api_analyses_total{state=\"completed\"}") >= 1.0);
     assert!(value("core_api_movements_classified_total") > 100.0);
     assert!(value("core_api_requests_total{class=\"2xx\"}") >= 2.0);

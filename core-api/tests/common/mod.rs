@@ -23,9 +23,46 @@ use serde_json::{json, Value};
 mod redis_keys;
 #[allow(unused_imports)] // the browser tests use neither
 pub use redis_keys::{
-    any_json, check, redis_url, success_or_problem, trickling_and_idle_connections_are_closed,
-    KeyPrefix,
+    any_json, check, free_port, redis_conn, redis_url, success_or_problem,
+    trickling_and_idle_connections_are_closed, KeyPrefix,
 };
+
+/// The value of the first line of Prometheus `text` that starts with `line_start` (a name
+/// with its labels, e.g. `x_total{kind="a"}`).
+pub fn metric(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+}
+
+/// An analysis's stored transactions as (movement, label, amount in cents), sorted, read page
+/// by page through the query API with `get` (a path to its JSON answer).
+pub async fn stored_rows<F, Fut>(get: F, id: &str) -> Vec<(String, String, i64)>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    let mut out = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = get(format!("/v1/analyses/{id}/transactions?limit=1000{cursor}")).await;
+        for t in page["transactions"].as_array().unwrap() {
+            out.push((
+                t["movement_id"].as_str().unwrap().to_string(),
+                t["label"].as_str().unwrap().to_string(),
+                t["amount_cents"].as_i64().unwrap(),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    out.sort();
+    out
+}
 
 pub const ACME: &str = "acme-key-0123456789";
 pub const BETA: &str = "beta-key-0123456789";
@@ -111,6 +148,18 @@ impl TestApp {
             .get(format!("{}{path}", self.url))
             .bearer_auth(key)
             .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /metrics` (open, as without `METRICS_TOKEN`), as text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
             .await
             .unwrap()
     }

@@ -54,6 +54,16 @@ impl Drop for KeyPrefix {
     }
 }
 
+/// A connection to the test Redis.
+#[allow(dead_code)] // not every test binary looks into Redis
+pub async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
 /// A free loopback port (bound then released; the caller binds it right after).
 #[allow(dead_code)] // only `service` starts servers on ports of their own
 pub fn free_port() -> u16 {
