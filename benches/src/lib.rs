@@ -1,7 +1,12 @@
-//! Pieces the load generators share.
+//! Pieces the load generators and benchmark programs share: SSE stamps and percentiles for
+//! the load generators, and timing one analysis to its final event, for the analysis
+//! benchmarks.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use anyhow::{Context, Result};
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
 
 /// Milliseconds since the Unix epoch, the clock of the events' `at` stamps.
@@ -118,4 +123,63 @@ impl Osmem {
         let url = ready["url"].as_str().unwrap_or_default().to_string();
         Ok(Osmem { child, url })
     }
+}
+
+/// The first command-line argument as a number of runs, or `default`.
+pub fn runs_arg(default: usize) -> Result<usize> {
+    Ok(std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()
+        .context("the first argument is a number of runs")?
+        .unwrap_or(default))
+}
+
+/// What one analysis came to on its SSE stream.
+pub struct Timed {
+    /// From before `POST /v1/analyses` to the arrival of `analysis.completed`.
+    pub elapsed: Duration,
+    /// `classification.progress` events seen (movement pages).
+    pub pages: u32,
+    /// The summary's `transactions`.
+    pub transactions: u64,
+}
+
+/// Starts an analysis of `cpf` at the service `url` with API key `key` and times it to its
+/// `analysis.completed` (an `analysis.failed` is an error).
+pub async fn analyse(http: &reqwest::Client, url: &str, key: &str, cpf: &str) -> Result<Timed> {
+    let started = Instant::now();
+    let r: serde_json::Value = http
+        .post(format!("{url}/v1/analyses"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "cpf": cpf }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let events_url = r["events_url"].as_str().context("events_url")?;
+    let mut stream = http
+        .get(format!("{url}{events_url}"))
+        .send()
+        .await?
+        .bytes_stream()
+        .eventsource();
+    let mut pages = 0;
+    while let Some(e) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await? {
+        let e = e?;
+        match e.event.as_str() {
+            "classification.progress" => pages += 1,
+            "analysis.completed" => {
+                let d: serde_json::Value = serde_json::from_str(&e.data)?;
+                return Ok(Timed {
+                    elapsed: started.elapsed(),
+                    pages,
+                    transactions: d["summary"]["transactions"].as_u64().unwrap_or(0),
+                });
+            }
+            "analysis.failed" => anyhow::bail!("analysis failed: {}", e.data),
+            _ => {}
+        }
+    }
+    anyhow::bail!("the stream ended without analysis.completed")
 }

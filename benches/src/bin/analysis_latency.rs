@@ -7,13 +7,9 @@
 //! partners' time is the slowest partner's: movement pages are fetched one after another, so
 //! pages × 50 ms. Prints JSON with the percentiles and the target (partners' time + 100 ms).
 
-use std::time::{Duration, Instant};
-
 use anyhow::{Context, Result};
 use core_api::config::{ApiKeyConfig, Settings};
 use core_api::Application;
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use integrations::simulator::SimulatorSettings;
 
 const KEY: &str = "bench-key-0123456789";
@@ -21,11 +17,7 @@ const LATENCY_MS: u64 = 50;
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(20);
+    let runs = benches::runs_arg(20)?;
     let data = std::env::temp_dir().join(format!("analysis-latency-{}", std::process::id()));
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -61,38 +53,9 @@ async fn main() -> Result<()> {
     for i in 0..runs + 2 {
         // Each run asks for a different person, so nothing is cached anywhere.
         let cpf = integrations::Cpf::from_base(200_000 + i as u32).digits();
-        let started = Instant::now();
-        let r: serde_json::Value = http
-            .post(format!("{url}/v1/analyses"))
-            .bearer_auth(KEY)
-            .json(&serde_json::json!({ "cpf": cpf }))
-            .send()
-            .await?
-            .json()
-            .await?;
-        let events_url = r["events_url"].as_str().context("events_url")?;
-        let mut stream = http
-            .get(format!("{url}{events_url}"))
-            .send()
-            .await?
-            .bytes_stream()
-            .eventsource();
-        let mut pages = 0;
-        let mut transactions = 0;
-        while let Some(e) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await? {
-            let e = e?;
-            match e.event.as_str() {
-                "classification.progress" => pages += 1,
-                "analysis.completed" => {
-                    let d: serde_json::Value = serde_json::from_str(&e.data)?;
-                    transactions = d["summary"]["transactions"].as_u64().unwrap_or(0);
-                    break;
-                }
-                "analysis.failed" => anyhow::bail!("analysis failed: {}", e.data),
-                _ => {}
-            }
-        }
-        let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+        let timed = benches::analyse(&http, &url, KEY, &cpf).await?;
+        let (pages, transactions) = (timed.pages, timed.transactions);
+        let elapsed = timed.elapsed.as_secs_f64() * 1000.0;
         // The first two runs warm connections and caches.
         if i >= 2 {
             times.push(elapsed);

@@ -15,46 +15,16 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use classifier::features::MovementInput;
 use classifier::model::Workspace;
+use core_api::analyses::run::{classify_page, Whose};
 use core_api::config::{ApiKeyConfig, Settings};
-use core_api::store::{SqliteStore, StoredTransaction, TransactionStore};
+use core_api::domain::summary::Tally;
+use core_api::store::{SqliteStore, TransactionStore};
 use core_api::Application;
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use integrations::simulator::SimulatorSettings;
 
 const KEY: &str = "bench-key-0123456789";
 const PER_DAY: f64 = 2000.0 / 91.0;
-
-/// Times one analysis of `cpf`, from the POST to `analysis.completed`.
-async fn analyse(http: &reqwest::Client, url: &str, cpf: &str) -> Result<Duration> {
-    let started = Instant::now();
-    let r: serde_json::Value = http
-        .post(format!("{url}/v1/analyses"))
-        .bearer_auth(KEY)
-        .json(&serde_json::json!({ "cpf": cpf }))
-        .send()
-        .await?
-        .json()
-        .await?;
-    let events_url = r["events_url"].as_str().context("events_url")?;
-    let mut stream = http
-        .get(format!("{url}{events_url}"))
-        .send()
-        .await?
-        .bytes_stream()
-        .eventsource();
-    while let Some(e) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await? {
-        let e = e?;
-        match e.event.as_str() {
-            "analysis.completed" => return Ok(started.elapsed()),
-            "analysis.failed" => anyhow::bail!("analysis failed: {}", e.data),
-            _ => {}
-        }
-    }
-    anyhow::bail!("the stream ended without analysis.completed")
-}
 
 /// Partner calls so far, all partners, from `/metrics`.
 async fn partner_calls(http: &reqwest::Client, url: &str) -> Result<f64> {
@@ -84,35 +54,15 @@ async fn classify_and_store(
     let movements = integrations::simulator::data::movements(cpf, from, today, Some(PER_DAY));
     let started = Instant::now();
     let mut ws = Workspace::default();
+    let mut tally = Tally::default();
+    let hash = "0".repeat(64);
+    let whose = Whose {
+        analysis_id: analysis,
+        tenant: "bench",
+        cpf_hash: &hash,
+    };
     for page in movements.chunks(500) {
-        let mut rows = Vec::with_capacity(page.len());
-        for m in page {
-            let mcc = m
-                .mcc
-                .as_deref()
-                .and_then(|c| classifier::data::parse_mcc(c).ok().flatten());
-            let p = scorer.predict_with(
-                &MovementInput {
-                    description: &m.descricao,
-                    amount: m.valor,
-                    mcc,
-                    kind: m.tipo.as_deref(),
-                },
-                &mut ws,
-            );
-            rows.push(StoredTransaction {
-                analysis_id: analysis.to_string(),
-                movement_id: m.id.clone(),
-                tenant: "bench".into(),
-                cpf_hash: "0".repeat(64),
-                date: m.data.clone(),
-                description: m.descricao.clone(),
-                amount_cents: (m.valor * 100.0).round() as i64,
-                label: p.label.as_str().into(),
-                probability: p.probability,
-                confidence: p.confidence.as_str().into(),
-            });
-        }
+        let rows = classify_page(scorer, &mut ws, page, &whose, &mut tally);
         store.put(rows).await?;
     }
     store.searchable(analysis).await?;
@@ -125,11 +75,7 @@ fn chrono_today() -> chrono::NaiveDate {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let people: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(20);
+    let people = benches::runs_arg(20)?;
     let work = tempfile::tempdir()?;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -189,9 +135,9 @@ async fn main() -> Result<()> {
     for i in 0..people + 2 {
         let cpf = integrations::Cpf::from_base(300_000 + i as u32);
         let digits = cpf.digits();
-        let cold = analyse(&http, &url, &digits).await?;
+        let cold = benches::analyse(&http, &url, KEY, &digits).await?.elapsed;
         let before = partner_calls(&http, &url).await?;
-        let warm = analyse(&http, &url, &digits).await?;
+        let warm = benches::analyse(&http, &url, KEY, &digits).await?.elapsed;
         let calls = partner_calls(&http, &url).await? - before;
         let (own, n) = classify_and_store(&scorer, &store, &cpf, &format!("base-{i}")).await?;
         if i >= 2 {

@@ -68,11 +68,7 @@ async fn instance(env: &[(String, String)]) -> Result<Instance> {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let runs: usize = std::env::args()
-        .nth(1)
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(5);
+    let runs = benches::runs_arg(5)?;
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let lease_ms = std::env::var("RUN_LEASE_MS").unwrap_or_else(|_| "5000".into());
     let prefix = format!("takeover-bench-{}", std::process::id());

@@ -529,39 +529,18 @@ impl Run {
                 ));
             }
             let mut tally = at.tally.clone();
-            let mut rows = Vec::with_capacity(page.movimentacao_financeira.len());
-            for m in &page.movimentacao_financeira {
-                let mcc = m
-                    .mcc
-                    .as_deref()
-                    .and_then(|c| classifier::data::parse_mcc(c).ok().flatten());
-                let p = state.scorer.predict_with(
-                    &MovementInput {
-                        description: &m.descricao,
-                        amount: m.valor,
-                        mcc,
-                        kind: m.tipo.as_deref(),
-                    },
-                    &mut ws,
-                );
-                let amount_cents = (m.valor * 100.0).round() as i64;
-                tally.add(LabelledAmount {
-                    amount_cents,
-                    label: p.label,
-                });
-                rows.push(StoredTransaction {
-                    analysis_id: id.to_string(),
-                    movement_id: m.id.clone(),
-                    tenant: tenant.to_string(),
-                    cpf_hash: hash.clone(),
-                    date: iso_date(&m.data),
-                    description: m.descricao.clone(),
-                    amount_cents,
-                    label: p.label.as_str().into(),
-                    probability: p.probability,
-                    confidence: p.confidence.as_str().into(),
-                });
-            }
+            let whose = Whose {
+                analysis_id: id,
+                tenant,
+                cpf_hash: &hash,
+            };
+            let rows = classify_page(
+                &state.scorer,
+                &mut ws,
+                &page.movimentacao_financeira,
+                &whose,
+                &mut tally,
+            );
             crate::metrics::MOVEMENTS_CLASSIFIED
                 .fetch_add(in_page, std::sync::atomic::Ordering::Relaxed);
             let page_number = at.pages + 1;
@@ -628,6 +607,59 @@ impl Run {
         self.save(|p| p.movements = saved).await;
         Ok(at.tally)
     }
+}
+
+/// Whose movements a page holds, as every stored row says.
+pub struct Whose<'a> {
+    pub analysis_id: &'a str,
+    pub tenant: &'a str,
+    /// The keyed hash of the person's CPF.
+    pub cpf_hash: &'a str,
+}
+
+/// Classifies a page of movements with `ws` (the run's word memory) into the rows to store,
+/// adding each to `tally`. Public so the benchmarks time exactly what a run does.
+pub fn classify_page(
+    scorer: &classifier::Scorer,
+    ws: &mut Workspace,
+    movements: &[integrations::contract::Movement],
+    whose: &Whose,
+    tally: &mut Tally,
+) -> Vec<StoredTransaction> {
+    let mut rows = Vec::with_capacity(movements.len());
+    for m in movements {
+        let mcc = m
+            .mcc
+            .as_deref()
+            .and_then(|c| classifier::data::parse_mcc(c).ok().flatten());
+        let p = scorer.predict_with(
+            &MovementInput {
+                description: &m.descricao,
+                amount: m.valor,
+                mcc,
+                kind: m.tipo.as_deref(),
+            },
+            ws,
+        );
+        let amount_cents = (m.valor * 100.0).round() as i64;
+        tally.add(LabelledAmount {
+            amount_cents,
+            label: p.label,
+        });
+        rows.push(StoredTransaction {
+            analysis_id: whose.analysis_id.to_string(),
+            movement_id: m.id.clone(),
+            tenant: whose.tenant.to_string(),
+            cpf_hash: whose.cpf_hash.to_string(),
+            date: iso_date(&m.data),
+            description: m.descricao.clone(),
+            amount_cents,
+            label: p.label.as_str().into(),
+            probability: p.probability,
+            confidence: p.confidence.as_str().into(),
+        });
+    }
+    rows
 }
 
 /// The analysis's reason when the store fails (the cause goes to the log, not the client).
