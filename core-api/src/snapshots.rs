@@ -16,6 +16,9 @@ use crate::domain::Snapshot;
 #[derive(Clone, Default)]
 pub struct Analyses {
     local: Arc<Mutex<HashMap<String, Snapshot>>>,
+    /// For a durable run's snapshot in `local`: the lease token of the run that keeps it, so
+    /// a run of an earlier lease on this instance cannot drop its successor's copy.
+    holders: Arc<Mutex<HashMap<String, String>>>,
     /// The analyses that ended on this instance, oldest first, with when: their snapshots
     /// leave this instance's memory after the retention ([`Analyses::expire`]).
     ended: Arc<Mutex<VecDeque<(Instant, String)>>>,
@@ -44,6 +47,7 @@ impl Analyses {
     pub fn with_redis(conn: redis::aio::ConnectionManager, prefix: &str) -> Self {
         Analyses {
             local: Arc::default(),
+            holders: Arc::default(),
             ended: Arc::default(),
             redis: Some((conn, prefix.to_string())),
         }
@@ -113,16 +117,40 @@ impl Analyses {
         }
     }
 
-    /// Takes on an analysis another instance was running (from Redis into this instance's
-    /// memory, where its run changes it from now on); its snapshot, if there is one.
-    pub async fn adopt(&self, id: &str) -> Option<Snapshot> {
-        self.local.lock().expect("analyses lock").remove(id);
-        let s = self.find(id).await?;
+    /// Takes on an analysis another run was keeping, for the run holding `owner` (from Redis
+    /// into this instance's memory, where that run changes it from now on): its snapshot;
+    /// `Ok(None)` when Redis has none, an error when Redis could not say (the caller tries
+    /// again later rather than taking the snapshot for gone).
+    pub async fn adopt(&self, id: &str, owner: &str) -> Result<Option<Snapshot>, String> {
+        let Some((conn, prefix)) = &self.redis else {
+            return Ok(None);
+        };
+        let mut conn = conn.clone();
+        let raw: Option<String> = redis::AsyncCommands::get(&mut conn, format!("{prefix}:an:{id}"))
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let stored: Stored = serde_json::from_str(&raw).map_err(|e| e.to_string())?;
+        let s = Snapshot {
+            tenant: stored.tenant,
+            ..stored.snapshot
+        };
         self.local
             .lock()
             .expect("analyses lock")
             .insert(id.to_string(), s.clone());
-        Some(s)
+        self.hold(id, owner);
+        Ok(Some(s))
+    }
+
+    /// Marks this instance's copy of `id` as kept by the run holding `owner`.
+    pub fn hold(&self, id: &str, owner: &str) {
+        self.holders
+            .lock()
+            .expect("analyses lock")
+            .insert(id.to_string(), owner.to_string());
     }
 
     /// The analysis if `tenant` owns it: another tenant's analysis does not exist for them.
@@ -159,7 +187,9 @@ impl Analyses {
         match written {
             Ok(true) => true,
             Ok(false) => {
-                self.forget_local(id);
+                if let Some(owner) = owner {
+                    self.forget_local(id, owner);
+                }
                 false
             }
             Err(e) => {
@@ -169,11 +199,19 @@ impl Analyses {
         }
     }
 
-    /// Drops this instance's copy of a snapshot it no longer writes (its run was handed on
-    /// or taken over): reads then go to Redis, where the run's owner keeps it.
-    pub fn forget_local(&self, id: &str) {
-        if self.redis.is_some() {
-            self.local.lock().expect("analyses lock").remove(id);
+    /// Drops this instance's copy of a snapshot the run holding `owner` no longer writes (it
+    /// was handed on or taken over): reads then go to Redis, where the analysis's owner keeps
+    /// it. A copy a later run (of another lease) keeps on this instance stays.
+    pub fn forget_local(&self, id: &str, owner: &str) {
+        if self.redis.is_none() {
+            return;
+        }
+        // Locks in the order `expire` takes them: local, then holders.
+        let mut local = self.local.lock().expect("analyses lock");
+        let mut holders = self.holders.lock().expect("analyses lock");
+        if holders.get(id).is_some_and(|h| h == owner) {
+            holders.remove(id);
+            local.remove(id);
         }
     }
 
@@ -192,12 +230,14 @@ impl Analyses {
     pub fn expire(&self, retention: Duration) -> usize {
         let mut ended = self.ended.lock().expect("analyses lock");
         let mut local = self.local.lock().expect("analyses lock");
+        let mut holders = self.holders.lock().expect("analyses lock");
         let mut dropped = 0;
         while ended
             .front()
             .is_some_and(|(at, _)| at.elapsed() >= retention)
         {
             let (_, id) = ended.pop_front().expect("a front entry");
+            holders.remove(&id);
             dropped += usize::from(local.remove(&id).is_some());
         }
         dropped

@@ -58,11 +58,11 @@ redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[2]), ARGV[3])
 return 1
 ";
 
-/// KEYS meta, run; ARGV token, progress. 1 when saved, 0 when another instance owns the run
-/// or its record is gone (ended, expired): a save never makes a record without its expiry.
+/// KEYS meta, run; ARGV token, progress. 1 when saved, 0 when another instance owns the run,
+/// -1 when its record is gone (expired): a save never makes a record without its expiry.
 const SAVE: &str = r"
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
 redis.call('HSET', KEYS[2], 'progress', ARGV[2])
 return 1
 ";
@@ -476,6 +476,11 @@ impl Lease {
             .await;
         match r {
             Ok(1) => true,
+            Ok(-1) => {
+                // Only a record past its day's expiry: the run goes on, unresumable.
+                tracing::warn!(analysis = %self.id, "Run record gone; progress not saved.");
+                true
+            }
             Ok(_) => {
                 self.lose();
                 false

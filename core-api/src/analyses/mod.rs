@@ -74,12 +74,16 @@ pub async fn start(
     // back; and if registering fails, the analysis ends failed rather than `running`.
     let lease = match &state.runs {
         Some(runs) => match runs.register(&subject, window).await {
-            Ok(lease) => Some(lease),
+            Ok(lease) => {
+                state.analyses.hold(&id, lease.token());
+                Some(lease)
+            }
             Err(e) => {
+                // One try each (Redis has just failed): the caller is waiting for its answer.
                 let reason = "the analysis could not be started".to_string();
                 state
                     .analyses
-                    .finish(&id, None, final_retry(state), |s| {
+                    .finish(&id, None, Duration::ZERO, |s| {
                         s.status = Status::Failed;
                         s.error = Some(reason.clone());
                     })
@@ -112,8 +116,14 @@ pub async fn resume(state: Arc<AppState>, claimed: durable::Claimed) {
         lease,
     } = claimed;
     let id = subject.id.clone();
-    let Some(snapshot) = state.analyses.adopt(&id).await else {
-        return fail_unresumable(&state, &id, lease, "its snapshot is gone").await;
+    let snapshot = match state.analyses.adopt(&id, lease.token()).await {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => return fail_unresumable(&state, &id, lease, "its snapshot is gone").await,
+        // Redis could not say: the lease lapses and the analysis is claimed again later.
+        Err(e) => {
+            tracing::warn!(analysis = %id, error = %e, "Snapshot of a claimed analysis not read; it will be claimed again.");
+            return;
+        }
     };
     let spent = chrono::DateTime::parse_from_rfc3339(&snapshot.created_at)
         .map(|created| {
@@ -151,6 +161,11 @@ pub async fn resume(state: Arc<AppState>, claimed: durable::Claimed) {
 /// snapshot is gone), so it is not claimed again at every lease and its followers hear why.
 pub async fn fail_unresumable(state: &AppState, id: &str, lease: durable::Lease, why: &str) {
     tracing::error!(analysis = %id, why = %why, "Claimed analysis cannot be resumed; ending it as failed.");
+    // Its snapshot into this instance's memory if there is one, so the failure reaches Redis.
+    if let Err(e) = state.analyses.adopt(id, lease.token()).await {
+        tracing::warn!(analysis = %id, error = %e, "Snapshot of an unresumable analysis not read; it will be claimed again.");
+        return;
+    }
     let reason = "the analysis could not be resumed after its instance stopped".to_string();
     let owned = state
         .analyses

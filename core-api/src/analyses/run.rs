@@ -78,11 +78,18 @@ impl Running {
     }
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(keeper) = &self.keeper {
+impl Running {
+    /// Stops renewing the lease (the run hands it on).
+    fn stop_keeper(&mut self) {
+        if let Some(keeper) = self.keeper.take() {
             keeper.abort();
         }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop_keeper();
         crate::metrics::ANALYSES_RUNNING.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.active
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
@@ -178,7 +185,7 @@ impl Run {
         let deadline = Duration::from_secs(state.settings.analysis_deadline_secs);
         let left = deadline.saturating_sub(spent).max(Duration::from_secs(1));
         // Until this returns (or panics): the lease is renewed and the run counted.
-        let _running = Running::new(&state, self.lease.clone());
+        let mut running = Running::new(&state, self.lease.clone());
         let lost = async {
             match &self.lease {
                 Some(lease) => lease.lost().await,
@@ -196,10 +203,12 @@ impl Run {
         let result = match ending {
             Ending::Finished(result) => result,
             Ending::HandedOn => {
+                // No renewal may land after the release and undo it.
+                running.stop_keeper();
                 if let Some(lease) = &self.lease {
                     lease.release().await;
+                    state.analyses.forget_local(self.id(), lease.token());
                 }
-                state.analyses.forget_local(self.id());
                 tracing::info!(
                     analysis = self.id(),
                     "Analysis handed on to another instance."
@@ -214,7 +223,9 @@ impl Run {
     /// Another instance owns the run now: this one stops, and answers for the analysis from
     /// Redis from now on.
     fn lost(&self) {
-        self.state.analyses.forget_local(self.id());
+        if let Some(lease) = &self.lease {
+            self.state.analyses.forget_local(self.id(), lease.token());
+        }
         tracing::warn!(
             analysis = self.id(),
             "Analysis taken over by another instance; this run stops."
