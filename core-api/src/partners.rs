@@ -186,6 +186,7 @@ impl Remote {
                     "circuit_open" => DeferReason::CircuitOpen,
                     "rate_limited" => DeferReason::RateLimited,
                     "partner_busy" => DeferReason::PartnerBusy,
+                    "already_queued" => DeferReason::AlreadyQueued,
                     _ => DeferReason::PartnerFailed,
                 };
                 Ok(Submitted::Queued {
@@ -229,6 +230,12 @@ impl Partners {
             Partners::InProcess(g) => g.submit(request).await.map_err(|e| e.to_string()),
             Partners::Remote(r) => r.submit(request).await,
         }
+    }
+
+    /// Whether partner calls go to a separate integrations service (whose queued jobs are
+    /// answered by callback to the instance that asked).
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Partners::Remote(_))
     }
 
     pub async fn ready(&self) -> bool {

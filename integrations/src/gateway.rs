@@ -202,6 +202,18 @@ impl Gateway {
                 }));
             }
         }
+        if request.callback_url.is_none() {
+            if let Queue::Redis(queue) = &self.queue {
+                let id = Job::key(&request.request_id, &request.partner, &request.params);
+                let id = match request.caller.as_str() {
+                    "" => id,
+                    caller => format!("{caller}/{id}"),
+                };
+                if let Some(found) = self.already_asked(queue, &id).await? {
+                    return Ok(found);
+                }
+            }
+        }
         let attempt = partner.attempt(&request.cpf, &request.params).await;
         let mut job = Job::new(
             request.request_id,
@@ -264,6 +276,49 @@ impl Gateway {
             retry_in,
             receiver,
         })
+    }
+
+    /// For an in-process caller on a shared queue: the request `id` asked before (by an
+    /// earlier run of the same analysis, maybe on another instance) is not asked again. Its
+    /// outcome if it is already kept, or a wait for the queued job; none if neither.
+    async fn already_asked(
+        &self,
+        queue: &RedisQueue,
+        id: &str,
+    ) -> Result<Option<Submitted>, IntegrationError> {
+        // Waiting before looking: an outcome kept after the look-up reaches the collector.
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .expect("waiting lock")
+            .insert(id.to_string(), tx);
+        let forget = || self.waiting.lock().expect("waiting lock").remove(id);
+        match queue.take_outcomes(&[id.to_string()]).await {
+            Ok(mut kept) if !kept.is_empty() => {
+                forget();
+                return Ok(Some(Submitted::Now(kept.remove(0).1)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                forget();
+                return Err(e);
+            }
+        }
+        match queue.holds(id).await {
+            Ok(true) => Ok(Some(Submitted::Queued {
+                reason: DeferReason::AlreadyQueued,
+                retry_in: Duration::ZERO,
+                receiver: Some(rx),
+            })),
+            Ok(false) => {
+                forget();
+                Ok(None)
+            }
+            Err(e) => {
+                forget();
+                Err(e)
+            }
+        }
     }
 
     /// Partners' and queue's state.
@@ -554,20 +609,21 @@ impl Gateway {
             }
             None => {
                 let waiter = self.waiting.lock().expect("waiting lock").remove(&job.id);
-                match (waiter, &self.queue) {
-                    (Some(tx), _) => {
-                        // A caller that gave up is not an error: nobody is left to tell.
-                        let _ = tx.send(outcome.clone());
-                    }
+                // Handed to a caller here, unless it gave up (its run was handed on): then a
+                // successor may wait elsewhere, as when nobody here waits.
+                let delivered = waiter.is_some_and(|tx| tx.send(outcome.clone()).is_ok());
+                match &self.queue {
+                    _ if delivered => {}
                     // The queue is shared: the caller may wait in another process, whose
                     // collector takes the outcome from Redis (see `run_collector`).
-                    (None, Queue::Redis(q)) => {
+                    Queue::Redis(q) => {
                         let keep = Duration::from_secs(self.config.job_ttl_secs).min(OUTCOME_TTL);
                         q.store_outcome(&job.id, outcome, keep)
                             .await
                             .map_err(|e| format!("keeping the outcome on Redis: {e}"))?;
                     }
-                    (None, Queue::Local(_)) => {
+                    // A caller that gave up is not an error: nobody is left to tell.
+                    Queue::Local(_) => {
                         tracing::info!(job = %job.id, "Outcome ready but nobody waits for it in this process.")
                     }
                 }

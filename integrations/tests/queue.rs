@@ -294,11 +294,13 @@ async fn a_redis_queue_without_a_key_is_refused_at_start() {
     assert!(integrations::gateway::Gateway::build(config).await.is_ok());
 }
 
-/// Two gateways on one Redis queue, as two core-api instances with partners in process: the
-/// one whose run asked waits in process, and the outcome of a job the other's worker ran
-/// still reaches it, through Redis, sealed, and is not left there.
+/// Gateways on one Redis queue, as core-api instances with partners in process: a run asks
+/// and its request is queued; the run is taken over and its successor, on another gateway,
+/// asks the same request: it waits for the queued job instead of asking the bureau again,
+/// and the outcome of the job a third gateway's worker ran reaches it, through Redis, sealed,
+/// and is not left there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outcome_reaches_an_in_process_caller_whichever_process_ran_its_job() {
+async fn a_successor_waits_for_its_predecessors_queued_job_whichever_process_runs_it() {
     use integrations::gateway::{Gateway, PartnerRequest, Submitted};
     use integrations::simulator::{self, SimulatorSettings};
     // The bureau refuses everything at first, so the request is queued.
@@ -338,6 +340,39 @@ async fn an_outcome_reaches_an_in_process_caller_whichever_process_ran_its_job()
     let Submitted::Queued { receiver, .. } = submitted else {
         panic!("queued: {submitted:?}")
     };
+    // A successor (another run of the same analysis, on a third gateway) asking the same
+    // request waits for that job instead of asking the bureau again.
+    let successor = Gateway::build(asker.config().clone()).await.unwrap();
+    let again = successor
+        .submit(PartnerRequest {
+            caller: String::new(),
+            request_id: "an_1".into(),
+            partner: "consumer-sim".into(),
+            cpf: integrations::Cpf::parse(CPF).unwrap(),
+            params: RequestParams::default(),
+            callback_url: None,
+            fresh: false,
+            cache_scope: "acme".into(),
+        })
+        .await
+        .unwrap();
+    let Submitted::Queued {
+        reason,
+        receiver: successor_receiver,
+        ..
+    } = again
+    else {
+        panic!("queued: {again:?}")
+    };
+    assert_eq!(reason.as_str(), "already_queued");
+    let asked_before = reqwest::get(format!("http://{sim}/stats"))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["requests"]
+        .as_u64()
+        .unwrap();
     // Now the bureau answers; only the other gateway runs a worker.
     reqwest::Client::new()
         .put(format!("http://{sim}/admin/settings"))
@@ -349,18 +384,32 @@ async fn an_outcome_reaches_an_in_process_caller_whichever_process_ran_its_job()
         .error_for_status()
         .unwrap();
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let collector = tokio::spawn(asker.clone().run_collector(stopped.clone()));
+    // The first run is gone (its wait dropped): only its successor waits now.
+    drop(receiver);
+    let successor_collector = tokio::spawn(successor.clone().run_collector(stopped.clone()));
     let worker = tokio::spawn(runner.clone().run_worker(stopped));
-    let outcome = tokio::time::timeout(Duration::from_secs(15), receiver.unwrap())
+    let outcome = tokio::time::timeout(Duration::from_secs(15), successor_receiver.unwrap())
         .await
         .expect("the outcome within 15 s")
         .unwrap();
     assert_eq!(outcome.status, "ok", "{outcome:?}");
     assert!(outcome.data.unwrap().to_string().contains("nome"));
+    // The bureau answered once: the queued job's call, nothing asked again for the successor.
+    let stats = reqwest::get(format!("http://{sim}/stats"))
+        .await
+        .unwrap()
+        .json::<serde_json::Value>()
+        .await
+        .unwrap();
+    assert_eq!(stats["ok"], 1, "one answer from the bureau: {stats}");
+    assert!(
+        stats["requests"].as_u64().unwrap() <= asked_before + 1,
+        "{stats}"
+    );
     let mut redis = redis_conn().await;
     let left: Vec<String> = redis.keys(format!("{}:q:out:*", &*prefix)).await.unwrap();
     assert!(left.is_empty(), "taken once delivered: {left:?}");
     stop.send(true).unwrap();
-    collector.await.unwrap();
+    successor_collector.await.unwrap();
     worker.await.unwrap();
 }

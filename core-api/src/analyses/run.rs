@@ -347,12 +347,16 @@ impl Run {
             })
             .await;
         }
-        // One request id per movements page, so each page's outcome finds its way back; and
-        // per owner of the run, so a successor's requests are its own, whatever became of the
-        // requests its predecessor queued.
+        // One request id per movements page, so each page's outcome finds its way back.
+        // With the partners in process the queue is shared, and a successor asking what its
+        // predecessor queued waits for that job (`already_queued`) rather than asking again.
+        // A separate integrations service answers a queued job by callback to the instance
+        // that asked, so there each owner of the run asks under request ids of its own.
         let base = match self.lease.as_ref().map(|l| l.generation) {
-            None | Some(0) => id.to_string(),
-            Some(generation) => format!("{id}.g{generation}"),
+            Some(generation) if generation > 0 && state.partners.is_remote() => {
+                format!("{id}.g{generation}")
+            }
+            _ => id.to_string(),
         };
         let request_id = match &params.cursor {
             None => base,

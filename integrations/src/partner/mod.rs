@@ -43,6 +43,9 @@ pub enum DeferReason {
     PartnerBusy,
     /// The partner failed (5xx, timeout, connection); retried with backoff.
     PartnerFailed,
+    /// The same request is already queued (asked by an earlier run of the same analysis, on
+    /// any instance sharing the queue): its outcome is waited for, not asked again.
+    AlreadyQueued,
 }
 
 impl DeferReason {
@@ -53,6 +56,7 @@ impl DeferReason {
             DeferReason::RateLimited => "rate_limited",
             DeferReason::PartnerBusy => "partner_busy",
             DeferReason::PartnerFailed => "partner_failed",
+            DeferReason::AlreadyQueued => "already_queued",
         }
     }
 }

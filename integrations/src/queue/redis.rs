@@ -250,6 +250,11 @@ impl RedisQueue {
         Ok(())
     }
 
+    /// Whether a job of this id is queued now (due, leased or being delivered).
+    pub async fn holds(&self, job_id: &str) -> Result<bool, IntegrationError> {
+        Ok(self.conn().hexists(self.key("jobs"), job_id).await?)
+    }
+
     /// The outcomes stored for any of `job_ids`, each removed as it is taken (they hold a
     /// person's record: once delivered nobody needs them).
     pub async fn take_outcomes(
