@@ -256,6 +256,25 @@ async fn follow(base: String, events_url: String) -> Vec<(u64, String, Value, In
     panic!("the analysis did not end within 120 s; got {got:?}");
 }
 
+/// An analysis started on `a` and followed on `b` (to its end, in a task), returned once its
+/// first page is stored: the moment the chaos tests break something.
+async fn started_and_followed(
+    a: &Instance,
+    b: &Instance,
+) -> (
+    String,
+    tokio::task::JoinHandle<Vec<(u64, String, Value, Instant)>>,
+) {
+    let started = a.start().await;
+    let id = started["id"].as_str().unwrap().to_string();
+    let follower = tokio::spawn(follow(
+        b.url.clone(),
+        started["events_url"].as_str().unwrap().to_string(),
+    ));
+    b.first_page_stored(&id).await;
+    (id, follower)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_instance_running_an_analysis_mid_pages_loses_and_repeats_nothing() {
     let redis_dir = tempfile::tempdir().unwrap();
@@ -276,13 +295,7 @@ async fn killing_the_instance_running_an_analysis_mid_pages_loses_and_repeats_no
     let through_rows = b.stored(through["id"].as_str().unwrap()).await;
     let pages_before = sim_stats(sim).await.pages_served;
 
-    let started = a.start().await;
-    let id = started["id"].as_str().unwrap().to_string();
-    let follower = tokio::spawn(follow(
-        b.url.clone(),
-        started["events_url"].as_str().unwrap().to_string(),
-    ));
-    b.first_page_stored(&id).await;
+    let (id, follower) = started_and_followed(&a, &b).await;
     a.group.kill();
     let events = follower.await.unwrap();
 
@@ -330,13 +343,7 @@ async fn restarting_redis_mid_analysis_ends_it_completed_or_failed_and_leaves_no
     let a = shape.instance().await;
     let b = shape.instance().await;
 
-    let started = a.start().await;
-    let id = started["id"].as_str().unwrap().to_string();
-    let follower = tokio::spawn(follow(
-        b.url.clone(),
-        started["events_url"].as_str().unwrap().to_string(),
-    ));
-    b.first_page_stored(&id).await;
+    let (id, follower) = started_and_followed(&a, &b).await;
     // Killed outright; it comes back on its append-only file a second later.
     redis.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;

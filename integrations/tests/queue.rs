@@ -324,38 +324,24 @@ async fn a_successor_waits_for_its_predecessors_queued_job_whichever_process_run
     config.queue_key = Some(Secret::new("k".repeat(32)));
     let asker = Gateway::build(config.clone()).await.unwrap();
     let runner = Gateway::build(config).await.unwrap();
-    let submitted = asker
-        .submit(PartnerRequest {
-            caller: String::new(),
-            request_id: "an_1".into(),
-            partner: "consumer-sim".into(),
-            cpf: integrations::Cpf::parse(CPF).unwrap(),
-            params: RequestParams::default(),
-            callback_url: None,
-            fresh: false,
-            cache_scope: "acme".into(),
-        })
-        .await
-        .unwrap();
+    let request = PartnerRequest {
+        caller: String::new(),
+        request_id: "an_1".into(),
+        partner: "consumer-sim".into(),
+        cpf: integrations::Cpf::parse(CPF).unwrap(),
+        params: RequestParams::default(),
+        callback_url: None,
+        fresh: false,
+        cache_scope: "acme".into(),
+    };
+    let submitted = asker.submit(request.clone()).await.unwrap();
     let Submitted::Queued { receiver, .. } = submitted else {
         panic!("queued: {submitted:?}")
     };
     // A successor (another run of the same analysis, on a third gateway) asking the same
     // request waits for that job instead of asking the bureau again.
     let successor = Gateway::build(asker.config().clone()).await.unwrap();
-    let again = successor
-        .submit(PartnerRequest {
-            caller: String::new(),
-            request_id: "an_1".into(),
-            partner: "consumer-sim".into(),
-            cpf: integrations::Cpf::parse(CPF).unwrap(),
-            params: RequestParams::default(),
-            callback_url: None,
-            fresh: false,
-            cache_scope: "acme".into(),
-        })
-        .await
-        .unwrap();
+    let again = successor.submit(request).await.unwrap();
     let Submitted::Queued {
         reason,
         receiver: successor_receiver,

@@ -175,6 +175,17 @@ pub struct Runs {
     lease: Duration,
     /// This process's name in lease tokens.
     instance: String,
+    scripts: Scripts,
+}
+
+/// The runs' Lua scripts, each hashed once (renewals and saves run several times a second).
+struct Scripts {
+    register: Script,
+    renew: Script,
+    save: Script,
+    claim: Script,
+    release: Script,
+    end: Script,
 }
 
 /// A run taken over: what it is about, and how far it got.
@@ -218,6 +229,14 @@ impl Runs {
             seal: JobSeal::with_label(secret, b"credit-analysis durable run v1")?,
             lease,
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            scripts: Scripts {
+                register: Self::script(REGISTER),
+                renew: Self::script(RENEW),
+                save: Self::script(SAVE),
+                claim: Self::script(CLAIM),
+                release: Self::script(RELEASE),
+                end: Self::script(END),
+            },
         })
     }
 
@@ -260,7 +279,8 @@ impl Runs {
         );
         let token = format!("{}:0", self.instance);
         let mut conn = self.conn.clone();
-        Self::script(REGISTER)
+        self.scripts
+            .register
             .key(self.run_key(&subject.id))
             .key(self.meta_key(&subject.id))
             .key(self.runs_key())
@@ -279,7 +299,9 @@ impl Runs {
     /// got.
     pub async fn claim(self: &Arc<Self>, max: usize) -> Result<Vec<Claim>, RunsError> {
         let mut conn = self.conn.clone();
-        let raw: Vec<redis::Value> = Self::script(CLAIM)
+        let raw: Vec<redis::Value> = self
+            .scripts
+            .claim
             .key(self.runs_key())
             .arg(&self.prefix)
             .arg(&self.instance)
@@ -429,8 +451,7 @@ impl Lease {
             ticks.tick().await;
             let sent = tokio::time::Instant::now();
             let mut conn = self.runs.conn.clone();
-            let script = Runs::script(RENEW);
-            let mut invocation = script.key(self.runs.meta_key(&self.id));
+            let mut invocation = self.runs.scripts.renew.key(self.runs.meta_key(&self.id));
             invocation
                 .key(self.runs.runs_key())
                 .arg(&self.token)
@@ -467,7 +488,10 @@ impl Lease {
             &serde_json::to_string(progress).expect("progress serialises"),
         );
         let mut conn = self.runs.conn.clone();
-        let r: Result<i64, _> = Runs::script(SAVE)
+        let r: Result<i64, _> = self
+            .runs
+            .scripts
+            .save
             .key(self.runs.meta_key(&self.id))
             .key(self.runs.run_key(&self.id))
             .arg(&self.token)
@@ -495,7 +519,10 @@ impl Lease {
     /// Hands the run on at once (a clean shutdown): its lease is marked run out.
     pub async fn release(&self) {
         let mut conn = self.runs.conn.clone();
-        let r: Result<i64, _> = Runs::script(RELEASE)
+        let r: Result<i64, _> = self
+            .runs
+            .scripts
+            .release
             .key(self.runs.meta_key(&self.id))
             .key(self.runs.runs_key())
             .arg(&self.token)
@@ -511,7 +538,10 @@ impl Lease {
     /// (CPF, partner answers) deleted; only while this lease still owns the run.
     pub async fn end(&self) {
         let mut conn = self.runs.conn.clone();
-        let ended: Result<i64, _> = Runs::script(END)
+        let ended: Result<i64, _> = self
+            .runs
+            .scripts
+            .end
             .key(self.runs.meta_key(&self.id))
             .key(self.runs.runs_key())
             .key(self.runs.run_key(&self.id))
