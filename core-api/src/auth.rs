@@ -29,6 +29,21 @@ pub enum Scope {
     AnalysesRead,
     /// Classify transactions directly.
     Classify,
+    /// Erase analyses (`DELETE /v1/analyses/{id}`).
+    AnalysesErase,
+    /// Read the tenant's access audit trail.
+    AuditRead,
+}
+
+impl Scope {
+    /// Every scope: what a key configured without a list gets.
+    pub const ALL: [Scope; 5] = [
+        Scope::AnalysesWrite,
+        Scope::AnalysesRead,
+        Scope::Classify,
+        Scope::AnalysesErase,
+        Scope::AuditRead,
+    ];
 }
 
 impl Scope {
@@ -37,6 +52,8 @@ impl Scope {
             "analyses:write" => Some(Scope::AnalysesWrite),
             "analyses:read" => Some(Scope::AnalysesRead),
             "classify" => Some(Scope::Classify),
+            "analyses:erase" => Some(Scope::AnalysesErase),
+            "audit:read" => Some(Scope::AuditRead),
             _ => None,
         }
     }
@@ -46,6 +63,8 @@ impl Scope {
             Scope::AnalysesWrite => "analyses:write",
             Scope::AnalysesRead => "analyses:read",
             Scope::Classify => "classify",
+            Scope::AnalysesErase => "analyses:erase",
+            Scope::AuditRead => "audit:read",
         }
     }
 }
@@ -105,7 +124,7 @@ impl Auth {
         let mut map = HashMap::new();
         for (i, k) in keys.iter().enumerate() {
             let scopes = match &k.scopes {
-                None => vec![Scope::AnalysesWrite, Scope::AnalysesRead, Scope::Classify],
+                None => Scope::ALL.to_vec(),
                 Some(list) => list
                     .iter()
                     .map(|s| {

@@ -21,6 +21,11 @@
 //! | `RATE_PER_KEY` | requests per second per API key | `50` |
 //! | `STREAM_OPENS_PER_SEC` | event streams a tenant may open per second (bursts of ten times as many) | `1000` |
 //! | `MAX_STREAMS_PER_TENANT` | event streams a tenant may have open on one instance | `20000` |
+//! | `RETENTION_DAYS` | an analysis's stored transactions are erased this long after they were stored (fractions allowed) | `180` |
+//! | `AUDIT_RETENTION_DAYS` | access audit records are kept this long | `1825` (5 years) |
+//! | `RETENTION_SWEEP_SECS` | how often the retention looks for what to erase | `3600` |
+//! | `ELASTICSEARCH_AUDIT_INDEX` | the audit trail's index, with `ELASTICSEARCH_URL` | `credit-audit` |
+//! | `TRUSTED_PROXIES` | addresses or networks (`10.0.0.0/8`) of proxies whose `X-Forwarded-For` names the client in the audit trail | none |
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -37,7 +42,8 @@ pub struct ApiKeyConfig {
     pub tenant: String,
     /// The key itself; kept only as a hash once loaded.
     pub key: String,
-    /// `analyses:write`, `analyses:read`, `classify`; all three when omitted.
+    /// `analyses:write`, `analyses:read`, `classify`, `analyses:erase`, `audit:read`; all of
+    /// them when omitted.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
 }
@@ -109,6 +115,22 @@ pub struct Settings {
     pub elasticsearch_api_key: Option<Secret>,
     /// The index of the transactions (and its template's pattern).
     pub elasticsearch_index: String,
+    /// The index of the access audit trail; it must not start with `elasticsearch_index`,
+    /// whose template would claim it.
+    pub elasticsearch_audit_index: String,
+    /// How long after an analysis's transactions were stored the service erases the analysis
+    /// (its transactions; its snapshot and events have gone after a day), in days, fractions
+    /// allowed. LGPD asks that personal data be kept no longer than its purpose needs; a
+    /// lender's credit decision is made within days, so half a year is a generous default.
+    pub retention_days: f64,
+    /// How long the access audit trail keeps a record, in days (five years by default: the
+    /// limitation period of consumer claims under the Código de Defesa do Consumidor, art. 27).
+    pub audit_retention_days: f64,
+    /// How often an instance looks for analyses and audit records past their retention.
+    pub retention_sweep_secs: u64,
+    /// Proxies (addresses or networks) whose last `X-Forwarded-For` entry is the client's
+    /// address in the audit trail; from any other peer the header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for Settings {
@@ -142,6 +164,11 @@ impl Default for Settings {
             elasticsearch_password: None,
             elasticsearch_api_key: None,
             elasticsearch_index: "credit-transactions".into(),
+            elasticsearch_audit_index: "credit-audit".into(),
+            retention_days: 180.0,
+            audit_retention_days: 1825.0,
+            retention_sweep_secs: 3600,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -270,6 +297,51 @@ impl Settings {
         if let Some(v) = env("ELASTICSEARCH_INDEX").filter(|v| !v.is_empty()) {
             s.elasticsearch_index = v;
         }
+        if let Some(v) = env("ELASTICSEARCH_AUDIT_INDEX").filter(|v| !v.is_empty()) {
+            s.elasticsearch_audit_index = v;
+        }
+        for (name, field) in [
+            ("RETENTION_DAYS", &mut s.retention_days),
+            ("AUDIT_RETENTION_DAYS", &mut s.audit_retention_days),
+        ] {
+            if let Some(v) = env(name) {
+                *field = v
+                    .parse()
+                    .map_err(|_| ConfigError(format!("{name}: `{v}` is not a number of days")))?;
+            }
+        }
+        if let Some(v) = whole(&env, "RETENTION_SWEEP_SECS")? {
+            s.retention_sweep_secs = v;
+        }
+        if let Some(v) = env("TRUSTED_PROXIES") {
+            s.trusted_proxies = list(&v)
+                .map(|p| {
+                    p.parse::<ipnet::IpNet>()
+                        .or_else(|_| p.parse::<IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            ConfigError(format!(
+                                "TRUSTED_PROXIES: `{p}` is not an address or a network"
+                            ))
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        for (name, days) in [
+            ("retention_days", s.retention_days),
+            ("audit_retention_days", s.audit_retention_days),
+        ] {
+            // At most a century, so a time computed from it never overflows.
+            if !(days > 0.0 && days <= 36_500.0) {
+                return Err(ConfigError(format!(
+                    "{name}: must be more than 0 and at most 36500 days"
+                )));
+            }
+        }
+        if s.retention_sweep_secs == 0 {
+            return Err(ConfigError(
+                "retention_sweep_secs: must be at least 1".into(),
+            ));
+        }
         for (name, url) in [
             ("INTEGRATIONS_URL", &s.integrations_url),
             ("PUBLIC_URL", &s.public_url),
@@ -289,6 +361,19 @@ impl Settings {
         {
             return Err(ConfigError(
                 "ELASTICSEARCH_INDEX: lower-case letters, digits, `-` and `_` only".into(),
+            ));
+        }
+        let audit = &s.elasticsearch_audit_index;
+        if audit.is_empty()
+            || !audit
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            || audit.starts_with(index.as_str())
+        {
+            return Err(ConfigError(
+                "ELASTICSEARCH_AUDIT_INDEX: lower-case letters, digits, `-` and `_` only, and \
+                 not starting with ELASTICSEARCH_INDEX (its template would claim it)"
+                    .into(),
             ));
         }
         if s.stream_opens_per_sec == 0 || s.max_streams_per_tenant == 0 {
@@ -311,6 +396,11 @@ impl Settings {
         }
         Ok(s)
     }
+}
+
+/// The entries of a comma-separated list, trimmed, empty ones left out.
+fn list(v: &str) -> impl Iterator<Item = &str> {
+    v.split(',').map(str::trim).filter(|p| !p.is_empty())
 }
 
 fn parse_api_keys(v: &str) -> Result<Vec<ApiKeyConfig>, ConfigError> {

@@ -250,6 +250,35 @@ impl Partners {
         }
     }
 
+    /// Erases what the partners' side keeps of analysis `id` of the person whose cached
+    /// answers live in `cache_scope`: those answers, and the analysis's queued requests and
+    /// dead letters.
+    pub async fn erase(&self, cache_scope: &str, id: &str) -> Result<(), String> {
+        match self {
+            Partners::InProcess(g) => g
+                .erase("", cache_scope, id)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Partners::Remote(r) => {
+                let response = r
+                    .http
+                    .post(format!("{}/v1/erasures", r.base))
+                    .json(&serde_json::json!({
+                        "cache_scope": hex_sha256(cache_scope),
+                        "request_prefix": id,
+                    }))
+                    .send()
+                    .await
+                    .map_err(|_| "the integrations service is unreachable".to_string())?;
+                match response.status().as_u16() {
+                    200 => Ok(()),
+                    status => Err(format!("the integrations service answered {status}")),
+                }
+            }
+        }
+    }
+
     /// Partner call counters, when in process.
     pub async fn status(&self) -> Option<integrations::gateway::GatewayStatus> {
         match self {

@@ -29,6 +29,8 @@ pub struct Analyses {
 #[derive(Serialize, Deserialize)]
 struct Stored {
     tenant: String,
+    #[serde(default)]
+    cpf_hash: String,
     snapshot: Snapshot,
 }
 
@@ -72,6 +74,7 @@ impl Analyses {
         };
         let stored = Stored {
             tenant: s.tenant.clone(),
+            cpf_hash: s.cpf_hash.clone(),
             snapshot: s.clone(),
         };
         let json = serde_json::to_string(&stored).expect("snapshots serialise");
@@ -110,6 +113,7 @@ impl Analyses {
                 raw.and_then(|r| serde_json::from_str::<Stored>(&r).ok())
                     .map(|st| Snapshot {
                         tenant: st.tenant,
+                        cpf_hash: st.cpf_hash,
                         ..st.snapshot
                     })
             }
@@ -135,6 +139,7 @@ impl Analyses {
         let stored: Stored = serde_json::from_str(&raw).map_err(|e| e.to_string())?;
         let s = Snapshot {
             tenant: stored.tenant,
+            cpf_hash: stored.cpf_hash,
             ..stored.snapshot
         };
         self.local
@@ -241,6 +246,23 @@ impl Analyses {
             dropped += usize::from(local.remove(&id).is_some());
         }
         dropped
+    }
+
+    /// Removes an analysis's snapshot, here and on Redis (an erasure).
+    pub async fn erase(&self, id: &str) -> Result<(), String> {
+        {
+            let mut local = self.local.lock().expect("analyses lock");
+            let mut holders = self.holders.lock().expect("analyses lock");
+            local.remove(id);
+            holders.remove(id);
+        }
+        if let Some((conn, prefix)) = &self.redis {
+            let mut conn = conn.clone();
+            redis::AsyncCommands::del::<_, ()>(&mut conn, format!("{prefix}:an:{id}"))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Changes this instance's snapshot of `id` and writes it through; with `owner` (a

@@ -99,6 +99,7 @@ impl Application {
             stream_opens,
         });
         watch_for_orphans(state.clone());
+        crate::analyses::erase::watch_retention(state.clone());
         Ok(Application {
             listener,
             state,
@@ -216,6 +217,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
                 password: settings.elasticsearch_password.clone(),
                 api_key: settings.elasticsearch_api_key.clone(),
                 index: settings.elasticsearch_index.clone(),
+                audit_index: settings.elasticsearch_audit_index.clone(),
                 ..ElasticSettings::new(url)
             })
             .await?,

@@ -4,8 +4,10 @@
 //! real Elasticsearch when `ELASTICSEARCH_TEST_URL` is set. Each store gets the same rows and
 //! must answer every query as the reference filter below does.
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
+#[path = "common/mod.rs"]
+mod common;
+
+use common::start_osmem;
 
 use core_api::store::{
     words, ElasticSettings, ElasticStore, LabelTotal, Position, SqliteStore, StoredTransaction,
@@ -249,59 +251,6 @@ fn run_id() -> String {
 async fn the_embedded_store_keeps_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     keeps_the_contract(SqliteStore::open(dir.path()).unwrap(), &run_id()).await;
-}
-
-/// An `osmem-server` process, killed when dropped.
-struct Osmem {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Osmem {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The osmem-server binary: `OSMEM_SERVER_BIN`, or the one `test.sh` installs in `.venv`.
-fn osmem_binary() -> Option<std::path::PathBuf> {
-    if let Ok(p) = std::env::var("OSMEM_SERVER_BIN") {
-        return Some(p.into());
-    }
-    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
-    std::fs::read_dir(venv).ok()?.flatten().find_map(|d| {
-        let p = d.path().join("site-packages/osmem_server/bin/osmem-server");
-        p.exists().then_some(p)
-    })
-}
-
-/// Starts an osmem-server on a free port, or says why not.
-fn start_osmem() -> Option<Osmem> {
-    let Some(bin) = osmem_binary() else {
-        assert!(
-            std::env::var("REQUIRE_OSMEM").is_err(),
-            "REQUIRE_OSMEM is set but osmem-server was not found (OSMEM_SERVER_BIN or .venv)"
-        );
-        eprintln!("SKIPPED: osmem-server not found; ./test.sh installs it in .venv");
-        return None;
-    };
-    let mut child = Command::new(bin)
-        .args(["-addr", "127.0.0.1:0", "-no-stdin-watch", "-no-ja"])
-        .arg("-parent-pid")
-        .arg(std::process::id().to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("osmem-server starts");
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).expect("osmem-server's ready line");
-    Some(Osmem {
-        url: ready["url"].as_str().unwrap().to_string(),
-        child,
-    })
 }
 
 #[tokio::test]

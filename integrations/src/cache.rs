@@ -86,6 +86,8 @@ struct Memory {
     order: VecDeque<(Instant, String)>,
     /// Bytes of the sealed entries.
     bytes: usize,
+    /// Names stored under each scope (by the scope's tag), so a scope can be forgotten.
+    scopes: HashMap<String, Vec<String>>,
 }
 
 impl Memory {
@@ -123,6 +125,13 @@ impl Memory {
             if !self.drop_oldest() {
                 break;
             }
+        }
+        if self.scopes.len() > 2 * MAX_MEMORY_ANSWERS {
+            let entries = &self.entries;
+            self.scopes.retain(|_, names| {
+                names.retain(|n| entries.contains_key(n));
+                !names.is_empty()
+            });
         }
         // Stale names (entries stored again, or looked up past their time) never outnumber
         // the entries by much.
@@ -201,6 +210,38 @@ impl AnswerCache {
             .collect()
     }
 
+    /// The tag under which the names of a scope's entries are kept.
+    fn scope_tag(&self, scope: &str) -> String {
+        self.name(scope, "", "", &RequestParams::default())
+    }
+
+    /// Forgets every answer stored within `scope` (an erasure); how many names it held.
+    pub async fn forget_scope(&self, scope: &str) -> Result<usize, IntegrationError> {
+        let tag = self.scope_tag(scope);
+        match &self.store {
+            Store::Memory(m) => {
+                let mut m = m.lock().expect("cache lock");
+                let names = m.scopes.remove(&tag).unwrap_or_default();
+                for n in &names {
+                    m.remove(n);
+                }
+                Ok(names.len())
+            }
+            Store::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let index = format!("{prefix}:cache:scope:{tag}");
+                let names: Vec<String> = redis::AsyncCommands::smembers(&mut conn, &index).await?;
+                let mut pipe = redis::pipe();
+                for n in &names {
+                    pipe.del(format!("{prefix}:cache:{n}")).ignore();
+                }
+                pipe.del(&index).ignore();
+                pipe.query_async::<()>(&mut conn).await?;
+                Ok(names.len())
+            }
+        }
+    }
+
     /// The answer stored under `name`, with its age; none when there is none, it expired, or
     /// it does not open (another key).
     pub async fn get(&self, name: &str) -> Option<(serde_json::Value, CachedAnswer)> {
@@ -251,8 +292,8 @@ impl AnswerCache {
         ))
     }
 
-    /// Stores `data` under `name` for `ttl`.
-    pub async fn put(&self, name: &str, data: &serde_json::Value, ttl: Duration) {
+    /// Stores `data` under `name`, within `scope`, for `ttl`.
+    pub async fn put(&self, scope: &str, name: &str, data: &serde_json::Value, ttl: Duration) {
         if ttl.is_zero() {
             return;
         }
@@ -276,17 +317,34 @@ impl AnswerCache {
                 m.bytes += sealed.len();
                 m.order.push_back((until, name.to_string()));
                 m.entries.insert(name.to_string(), (until, sealed));
+                let names = m.scopes.entry(self.scope_tag(scope)).or_default();
+                if !names.iter().any(|n| n == name) {
+                    names.push(name.to_string());
+                }
             }
             Store::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let ms = ttl.as_millis().min(u64::MAX as u128) as u64;
-                let stored = redis::AsyncCommands::pset_ex::<_, _, ()>(
-                    &mut conn,
-                    format!("{prefix}:cache:{name}"),
-                    sealed,
-                    ms,
-                )
-                .await;
+                // The scope's index lives as long as its longest-lived entry: `NX` sets its
+                // first expiry, `GT` only ever lengthens it.
+                let index = format!("{prefix}:cache:scope:{}", self.scope_tag(scope));
+                let stored = redis::pipe()
+                    .pset_ex(format!("{prefix}:cache:{name}"), sealed, ms)
+                    .ignore()
+                    .sadd(&index, name)
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&index)
+                    .arg(ms)
+                    .arg("NX")
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&index)
+                    .arg(ms)
+                    .arg("GT")
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await;
                 if let Err(e) = stored {
                     tracing::warn!(error = %e, "Answer not cached; the next analysis asks the partner again.");
                     return;
@@ -347,7 +405,9 @@ mod tests {
         }
         assert!(cache.get(&name).await.is_none());
         let data = serde_json::json!({"nome": "Maria"});
-        cache.put(&name, &data, Duration::from_millis(300)).await;
+        cache
+            .put("s", &name, &data, Duration::from_millis(300))
+            .await;
         let (got, cached) = cache.get(&name).await.expect("a hit");
         assert_eq!(got, data);
         assert!(cached.age_secs < 2, "{cached:?}");
@@ -361,10 +421,11 @@ mod tests {
     async fn another_processs_entries_do_not_open_and_zero_ttl_keeps_nothing() {
         let (a, b) = (AnswerCache::memory(), AnswerCache::memory());
         let name = a.name("acme", "bureau", "52998224725", &params(None));
-        a.put(&name, &serde_json::json!(1), Duration::ZERO).await;
+        a.put("s", &name, &serde_json::json!(1), Duration::ZERO)
+            .await;
         assert!(a.get(&name).await.is_none());
         // B's key differs: an entry copied across would not open.
-        a.put(&name, &serde_json::json!(1), Duration::from_secs(60))
+        a.put("s", &name, &serde_json::json!(1), Duration::from_secs(60))
             .await;
         let sealed = match &a.store {
             Store::Memory(m) => m.lock().unwrap().entries[&name].1.clone(),
@@ -386,7 +447,7 @@ mod tests {
         for i in 0..MAX_MEMORY_ANSWERS + 10 {
             let name = format!("n{i}");
             cache
-                .put(&name, &serde_json::json!(i), Duration::from_secs(60))
+                .put("s", &name, &serde_json::json!(i), Duration::from_secs(60))
                 .await;
         }
         let Store::Memory(m) = &cache.store else {
@@ -408,7 +469,12 @@ mod tests {
         for round in 0..(3 * MAX_MEMORY_ANSWERS) {
             let name = format!("n{}", round % 10);
             cache
-                .put(&name, &serde_json::json!(round), Duration::from_secs(60))
+                .put(
+                    "s",
+                    &name,
+                    &serde_json::json!(round),
+                    Duration::from_secs(60),
+                )
                 .await;
         }
         let Store::Memory(m) = &cache.store else {
@@ -426,12 +492,18 @@ mod tests {
             assert_eq!(m.bytes, bytes);
         }
         cache
-            .put("n0", &serde_json::json!("fresh"), Duration::from_secs(60))
+            .put(
+                "s",
+                "n0",
+                &serde_json::json!("fresh"),
+                Duration::from_secs(60),
+            )
             .await;
         // A refreshed name is the newest: filling up evicts the others first.
         for i in 0..MAX_MEMORY_ANSWERS - 5 {
             cache
                 .put(
+                    "s",
                     &format!("x{i}"),
                     &serde_json::json!(i),
                     Duration::from_secs(60),

@@ -10,7 +10,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::http::Request;
 use axum::Router;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
@@ -221,8 +223,16 @@ pub async fn hyper_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_read);
+    // Handlers see the client's address as axum's `ConnectInfo` (the audit trail records it).
+    let service = match stream.peer_addr() {
+        Ok(peer) => tower::ServiceExt::map_request(router, move |mut r: Request<Incoming>| {
+            r.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            r
+        }),
+        Err(_) => return,
+    };
     let conn = builder
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(router))
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {

@@ -518,10 +518,30 @@ impl Gateway {
             .as_deref()
             .is_some_and(|e| e.starts_with("not_found"));
         match &outcome.data {
-            Some(data) if outcome.status == "ok" => self.cache.put(&name, data, ttl).await,
+            Some(data) if outcome.status == "ok" => {
+                self.cache.put(&job.cache_scope, &name, data, ttl).await
+            }
             _ if not_found => self.cache.forget(&name).await,
             _ => {}
         }
+    }
+
+    /// Erases what this gateway keeps of one analysis of one person: the answers cached
+    /// within `cache_scope`, and the queued requests and dead letters whose request ids start
+    /// with `request_prefix` (the caller's, when `caller` is set). How many of each.
+    pub async fn erase(
+        &self,
+        caller: &str,
+        cache_scope: &str,
+        request_prefix: &str,
+    ) -> Result<(usize, u64), IntegrationError> {
+        let cached = self.cache.forget_scope(cache_scope).await?;
+        let prefix = match caller {
+            "" => request_prefix.to_string(),
+            caller => format!("{caller}/{request_prefix}"),
+        };
+        let jobs = self.queue.purge(&prefix).await?;
+        Ok((cached, jobs))
     }
 
     /// How long `job` may still wait for an answer (`job_ttl_secs` from its queueing).

@@ -199,6 +199,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/v1/partners", get(partners))
         .route("/v1/dead-letters", get(dead_letters))
         .route("/v1/dead-letters/replay", post(replay))
+        .route("/v1/erasures", post(erase))
         .route_layer(axum::middleware::from_fn_with_state(
             gateway.clone(),
             authenticate,
@@ -371,6 +372,52 @@ async fn replay(
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(serde_json::json!({"replayed": n})).into_response())
+}
+
+/// An erasure: what the caller's requests for one analysis left here.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErasureBody {
+    /// The `cache_scope` the analysis's requests were sent with.
+    cache_scope: String,
+    /// The analysis's request ids start with this (at least 8 characters, so an erasure can
+    /// never sweep a caller's whole queue).
+    request_prefix: String,
+}
+
+/// Forgets the caller's cached answers within a scope, and its queued requests and dead
+/// letters of one analysis.
+async fn erase(
+    State(gw): State<Arc<Gateway>>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Result<Json<ErasureBody>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(body) = body.map_err(|e| ApiError::Rejected(e.status(), e.body_text()))?;
+    let safe = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if body.request_prefix.len() < 8
+        || body.request_prefix.len() > 128
+        || !body.request_prefix.chars().all(safe)
+    {
+        return Err(ApiError::Unprocessable {
+            field: "request_prefix",
+            detail: "must be 8 to 128 ASCII letters, digits, `.`, `_` or `-`".into(),
+        });
+    }
+    if body.cache_scope.len() > 128 {
+        return Err(ApiError::Unprocessable {
+            field: "cache_scope",
+            detail: "must be at most 128 characters".into(),
+        });
+    }
+    let (cached, queued) = gw
+        .erase(
+            &caller.name,
+            &format!("{}/{}", caller.name, body.cache_scope),
+            &body.request_prefix,
+        )
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(Json(serde_json::json!({"cached": cached, "queued": queued})).into_response())
 }
 
 async fn readyz(State(gw): State<Arc<Gateway>>) -> StatusCode {

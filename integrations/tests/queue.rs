@@ -147,6 +147,54 @@ async fn in_process_jobs_are_leased_once_return_when_a_worker_dies_and_dead_lett
     lifecycle(LocalQueue::new(1000)).await;
 }
 
+/// An erasure purges an analysis's queued, leased and dead jobs, and nothing else.
+async fn purge<Q: RetryQueue>(q: Q) {
+    let lease = Duration::from_secs(30);
+    for r in ["an_erased", "an_erased.p300", "an_kept"] {
+        assert!(q.enqueue(&job(r), Duration::ZERO).await.unwrap());
+    }
+    assert!(q
+        .enqueue(&job("an_erased.p600"), Duration::from_secs(60))
+        .await
+        .unwrap());
+    let leased = q.lease(10, lease).await.unwrap();
+    let dead = leased
+        .iter()
+        .find(|l| l.job.request_id == "an_erased")
+        .unwrap();
+    assert!(q.bury(dead, &dead.job).await.unwrap());
+    assert_eq!(q.purge("an_erased").await.unwrap(), 3);
+    let stats = q.stats().await.unwrap();
+    assert_eq!((stats.due, stats.dead), (0, 0), "{stats:?}");
+    let kept = leased
+        .iter()
+        .find(|l| l.job.request_id == "an_kept")
+        .unwrap();
+    assert!(
+        q.finish(kept).await.unwrap(),
+        "another analysis's job stays"
+    );
+    let erased = leased
+        .iter()
+        .find(|l| l.job.request_id == "an_erased.p300")
+        .unwrap();
+    assert!(
+        !q.finish(erased).await.unwrap(),
+        "a purged job's lease is gone"
+    );
+}
+
+#[tokio::test]
+async fn on_redis_an_erasure_purges_an_analysis_s_jobs_and_dead_letters_only() {
+    let (q, _keys) = redis().await;
+    purge(q).await;
+}
+
+#[tokio::test]
+async fn in_process_an_erasure_purges_an_analysis_s_jobs_and_dead_letters_only() {
+    purge(LocalQueue::new(1000)).await;
+}
+
 #[tokio::test]
 async fn a_full_queue_refuses_with_a_clear_error() {
     let q = LocalQueue::new(1);

@@ -3,6 +3,7 @@
 //! knows nothing of how an analysis is carried out.
 
 pub mod durable;
+pub mod erase;
 pub mod run;
 
 use std::sync::atomic::Ordering;
@@ -43,6 +44,7 @@ pub async fn start(
         .insert(Snapshot {
             id: id.clone(),
             tenant: tenant.to_string(),
+            cpf_hash: run::cpf_hash(state, cpf),
             status: Status::Running,
             cpf: cpf.masked(),
             from: window.from,

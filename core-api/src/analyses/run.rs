@@ -378,7 +378,7 @@ impl Run {
                 params,
                 callback_url: None,
                 fresh: self.subject.fresh,
-                cache_scope: self.subject.tenant.clone(),
+                cache_scope: cache_scope(&self.subject.tenant, &cpf_hash(state, &self.subject.cpf)),
             })
             .await
             .map_err(|e| format!("{kind}: {e}"))?;
@@ -693,7 +693,14 @@ struct Counts {
     pages: Option<u32>,
 }
 
-fn cpf_hash(state: &AppState, cpf: &Cpf) -> String {
+/// The scope of a person's cached partner answers: the tenant (no lender learns from a cache
+/// hit that another asked) and the person, so an erasure can forget them all.
+pub fn cache_scope(tenant: &str, cpf_hash: &str) -> String {
+    format!("{tenant}\n{cpf_hash}")
+}
+
+/// The keyed hash of a CPF (`CPF_HASH_KEY`): how the store and the audit trail name a person.
+pub fn cpf_hash(state: &AppState, cpf: &Cpf) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(state.cpf_hash_key.expose().as_bytes())
         .expect("any key length");
     mac.update(cpf.digits().as_bytes());

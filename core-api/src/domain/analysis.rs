@@ -71,6 +71,9 @@ pub struct Snapshot {
     pub id: String,
     #[serde(skip, default)]
     pub tenant: String,
+    /// The keyed hash of the person's CPF, for the audit trail; never shown either.
+    #[serde(skip, default)]
+    pub cpf_hash: String,
     pub status: Status,
     /// The CPF masked (`***.982.247-**`): the service never shows it whole.
     pub cpf: String,

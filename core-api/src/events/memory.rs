@@ -109,6 +109,10 @@ impl MemoryLog {
         })
     }
 
+    pub(super) fn erase(&self, analysis: &str) {
+        self.logs.lock().expect("event log lock").remove(analysis);
+    }
+
     pub(super) fn expire(&self) -> usize {
         let mut logs = self.logs.lock().expect("event log lock");
         let before = logs.len();

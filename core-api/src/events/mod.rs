@@ -181,6 +181,17 @@ impl EventLog {
         Ok(Some(out))
     }
 
+    /// Removes an analysis's log (an erasure); its live followers' streams end.
+    pub async fn erase(&self, analysis: &str) -> Result<(), AppendError> {
+        match self {
+            EventLog::Memory(m) => {
+                m.erase(analysis);
+                Ok(())
+            }
+            EventLog::Redis(r) => r.erase(analysis).await,
+        }
+    }
+
     /// Drops in-memory logs of analyses finished longer ago than the retention (Redis expires
     /// its own).
     pub fn expire(&self) -> usize {

@@ -124,6 +124,16 @@ impl RedisLog {
             .map_err(backend)
     }
 
+    pub(super) async fn erase(&self, analysis: &str) -> Result<(), AppendError> {
+        let mut conn = self.conn.clone();
+        redis::AsyncCommands::del::<_, ()>(
+            &mut conn,
+            &[self.stream_key(analysis), self.meta_key(analysis)],
+        )
+        .await
+        .map_err(backend)
+    }
+
     pub(super) async fn append(
         &self,
         analysis: &str,

@@ -34,9 +34,14 @@ pub enum ApiError {
     Forbidden(Scope),
     NotFound(&'static str),
     RateLimited(Duration),
-    Invalid { field: &'static str, detail: String },
+    Invalid {
+        field: &'static str,
+        detail: String,
+    },
     Rejected(StatusCode, String),
     Internal(String),
+    /// A dependency the request needs is down (the cause is logged, never shown).
+    Unavailable(String),
 }
 
 impl From<Denied> for ApiError {
@@ -74,6 +79,13 @@ impl IntoResponse for ApiError {
             ApiError::Rejected(status, detail) => {
                 (status, integrations::service::without_values(&detail))
             }
+            ApiError::Unavailable(cause) => {
+                tracing::error!(cause = %cause, "Request refused: a dependency is down.");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the service cannot serve this now; try again later".to_string(),
+                )
+            }
             ApiError::Internal(cause) => {
                 tracing::error!(cause = %cause, "Request failed.");
                 (
@@ -96,6 +108,11 @@ impl IntoResponse for ApiError {
             body,
         )
             .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
         if status == StatusCode::TOO_MANY_REQUESTS {
             response
                 .headers_mut()

@@ -3,6 +3,7 @@
 //! document ([`openapi`]) and the page at `/` ([`web`]). Handlers check what the client sent
 //! and call the layers below; they do no domain work themselves.
 
+pub mod audit;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -25,7 +26,12 @@ pub const MAX_BODY: usize = 4 * 1024 * 1024;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/v1/analyses", post(analyses::start_analysis))
-        .route("/v1/analyses/{id}", get(analyses::get_analysis))
+        .route(
+            "/v1/analyses/{id}",
+            get(analyses::get_analysis).delete(analyses::erase_analysis),
+        )
+        .route("/v1/audit", get(routes::audit::list))
+        .route("/v1/audit/export", get(routes::audit::export))
         .route("/v1/analyses/{id}/events", get(events::events))
         .route("/v1/analyses/{id}/transactions", get(transactions::list))
         .route(

@@ -15,6 +15,9 @@ use utoipa::{Modify, OpenApi};
     paths(
         crate::http::routes::analyses::start_analysis,
         crate::http::routes::analyses::get_analysis,
+        crate::http::routes::analyses::erase_analysis,
+        crate::http::routes::audit::list,
+        crate::http::routes::audit::export,
         crate::http::routes::events::events,
         crate::http::routes::transactions::list,
         crate::http::routes::transactions::categories,
@@ -25,6 +28,8 @@ use utoipa::{Modify, OpenApi};
         crate::http::routes::analyses::StartBody,
         crate::http::routes::analyses::Started,
         crate::http::error::Problem,
+        crate::http::routes::audit::AuditEntry,
+        crate::http::routes::audit::AuditPageView,
         crate::http::routes::transactions::TransactionView,
         crate::http::routes::transactions::TransactionsPage,
         crate::http::routes::transactions::Categories,

@@ -99,9 +99,14 @@ async fn lean_sse(stream: &mut TcpStream, head_len: usize, router: Router) {
     if stream.read_exact(&mut head).await.is_err() {
         return;
     }
-    let Some(request) = to_request(&head) else {
+    let Some(mut request) = to_request(&head) else {
         return;
     };
+    if let Ok(peer) = stream.peer_addr() {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+    }
     drop(head);
     let Ok(mut response) = router.oneshot(request).await;
     if response.status() == http::StatusCode::OK {

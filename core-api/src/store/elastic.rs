@@ -19,12 +19,16 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder}
 use elasticsearch::http::StatusCode;
 use elasticsearch::indices::{
     IndicesCreateParts, IndicesExistsIndexTemplateParts, IndicesPutIndexTemplateParts,
-    IndicesRefreshParts,
+    IndicesPutMappingParts, IndicesRefreshParts,
 };
-use elasticsearch::{BulkParts, CountParts, Elasticsearch, SearchParts};
+use elasticsearch::params::Conflicts;
+use elasticsearch::{
+    BulkParts, CountParts, CreateParts, DeleteByQueryParts, Elasticsearch, SearchParts,
+};
 use serde_json::{json, Value};
 use tokio::sync::OnceCell;
 
+use super::audit::{AccessRecord, AuditPage, AuditQuery, AuditTrail, Expired};
 use super::model::{
     LabelTotal, Page, Position, StoreError, StoredTransaction, TransactionQuery, TransactionStore,
 };
@@ -49,6 +53,9 @@ pub struct ElasticSettings {
     pub api_key: Option<Secret>,
     /// `ELASTICSEARCH_INDEX`: the index (and the template's pattern).
     pub index: String,
+    /// `ELASTICSEARCH_AUDIT_INDEX`: the access audit trail's index; it must not match the
+    /// transactions' pattern (`{index}*`).
+    pub audit_index: String,
     /// Per request; a bulk that takes longer is retried.
     pub timeout: Duration,
 }
@@ -61,6 +68,7 @@ impl ElasticSettings {
             password: None,
             api_key: None,
             index: "credit-transactions".into(),
+            audit_index: "credit-audit".into(),
             timeout: Duration::from_secs(30),
         }
     }
@@ -73,6 +81,8 @@ pub struct ElasticStore {
     /// Set once the template and index exist; until then every write tries to create them,
     /// so a cluster that was down at start is set up when it comes back.
     set_up: Arc<OnceCell<()>>,
+    audit_index: Arc<str>,
+    audit_set_up: Arc<OnceCell<()>>,
 }
 
 fn backend(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -119,6 +129,8 @@ impl ElasticStore {
             client: Elasticsearch::new(transport),
             index: settings.index.as_str().into(),
             set_up: Arc::default(),
+            audit_index: settings.audit_index.as_str().into(),
+            audit_set_up: Arc::default(),
         };
         if let Err(e) = store.ensure_index().await {
             tracing::warn!(error = %e, "Elasticsearch is not reachable yet; the index is set up on first use.");
@@ -162,6 +174,56 @@ impl ElasticStore {
                 if !r.status_code().is_success() && r.status_code() != StatusCode::BAD_REQUEST {
                     return Err(backend("creating the index", r.status_code()));
                 }
+                // An index made before retention lacks `stored_at`; adding a field to a
+                // mapping is allowed, and a no-op when it is there.
+                let r = self
+                    .client
+                    .indices()
+                    .put_mapping(IndicesPutMappingParts::Index(&[&self.index]))
+                    .body(json!({"properties": {"stored_at": {"type": "long"}}}))
+                    .send()
+                    .await
+                    .map_err(|e| backend("updating the mapping", e))?;
+                if !r.status_code().is_success() {
+                    return Err(backend("updating the mapping", r.status_code()));
+                }
+                Ok(())
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The audit index (strict mapping), created when missing.
+    async fn ensure_audit_index(&self) -> Result<(), StoreError> {
+        self.audit_set_up
+            .get_or_try_init(|| async {
+                let keyword = json!({"type": "keyword"});
+                let r = self
+                    .client
+                    .indices()
+                    .create(IndicesCreateParts::Index(&self.audit_index))
+                    .body(json!({
+                        "settings": {"number_of_shards": 1},
+                        "mappings": {
+                            "dynamic": "strict",
+                            "properties": {
+                                "id": keyword,
+                                "at_ms": {"type": "long"},
+                                "tenant": keyword,
+                                "key_id": keyword,
+                                "action": keyword,
+                                "analysis_id": keyword,
+                                "cpf_hash": keyword,
+                                "client": keyword
+                            }
+                        }
+                    }))
+                    .send()
+                    .await
+                    .map_err(|e| backend("creating the audit index", e))?;
+                if !r.status_code().is_success() && r.status_code() != StatusCode::BAD_REQUEST {
+                    return Err(backend("creating the audit index", r.status_code()));
+                }
                 Ok(())
             })
             .await
@@ -172,6 +234,7 @@ impl ElasticStore {
     /// refused for good.
     async fn bulk(&self, rows: &[StoredTransaction]) -> Result<Vec<String>, StoreError> {
         let mut pending: Vec<&StoredTransaction> = rows.iter().collect();
+        let stored_at = chrono::Utc::now().timestamp_millis();
         let mut refused = Vec::new();
         for attempt in 0..ATTEMPTS {
             if attempt > 0 {
@@ -180,7 +243,9 @@ impl ElasticStore {
             let mut body: Vec<JsonBody<Value>> = Vec::with_capacity(pending.len() * 2);
             for r in &pending {
                 body.push(json!({"index": {"_id": doc_id(r)}}).into());
-                body.push(serde_json::to_value(r).expect("a row serialises").into());
+                let mut doc = serde_json::to_value(r).expect("a row serialises");
+                doc["stored_at"] = json!(stored_at);
+                body.push(doc.into());
             }
             let response = match self
                 .client
@@ -302,7 +367,8 @@ fn template(index: &str) -> Value {
                     "amount_cents": {"type": "long"},
                     "label": keyword,
                     "probability": {"type": "float"},
-                    "confidence": keyword
+                    "confidence": keyword,
+                    "stored_at": {"type": "long"}
                 }
             }
         }
@@ -458,6 +524,170 @@ impl TransactionStore for ElasticStore {
     async fn ready(&self) -> bool {
         matches!(self.client.ping().send().await, Ok(r) if r.status_code().is_success())
             && self.ensure_index().await.is_ok()
+    }
+
+    async fn erase(&self, analysis_id: &str) -> Result<u64, StoreError> {
+        self.ensure_index().await?;
+        self.delete_where(&self.index, json!({"term": {"analysis_id": analysis_id}}))
+            .await
+    }
+
+    async fn expired(&self, before_ms: i64, limit: usize) -> Result<Vec<Expired>, StoreError> {
+        let v = self
+            .search(json!({
+                "size": 0,
+                "query": {"range": {"stored_at": {"lt": before_ms}}},
+                "aggs": {"analyses": {"composite": {
+                    "size": limit,
+                    "sources": [
+                        {"analysis_id": {"terms": {"field": "analysis_id"}}},
+                        {"tenant": {"terms": {"field": "tenant"}}},
+                        {"cpf_hash": {"terms": {"field": "cpf_hash"}}}
+                    ]
+                }}}
+            }))
+            .await?;
+        let buckets = v["aggregations"]["analyses"]["buckets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        Ok(buckets
+            .iter()
+            .map(|b| Expired {
+                analysis_id: b["key"]["analysis_id"].as_str().unwrap_or_default().into(),
+                tenant: b["key"]["tenant"].as_str().unwrap_or_default().into(),
+                cpf_hash: b["key"]["cpf_hash"].as_str().unwrap_or_default().into(),
+            })
+            .filter(|e| !e.analysis_id.is_empty())
+            .collect())
+    }
+}
+
+impl ElasticStore {
+    /// Deletes what `query` matches in `index`, waiting for the deletion and for it to be
+    /// visible to searches; how many documents went.
+    async fn delete_where(&self, index: &str, query: Value) -> Result<u64, StoreError> {
+        let r = self
+            .client
+            .delete_by_query(DeleteByQueryParts::Index(&[index]))
+            .conflicts(Conflicts::Proceed)
+            .refresh(true)
+            .wait_for_completion(true)
+            .body(json!({"query": query}))
+            .send()
+            .await
+            .map_err(|e| backend("delete by query", e))?;
+        if r.status_code() == StatusCode::NOT_FOUND {
+            return Ok(0);
+        }
+        if !r.status_code().is_success() {
+            return Err(backend("delete by query", r.status_code()));
+        }
+        let v: Value = r
+            .json()
+            .await
+            .map_err(|e| backend("reading the delete answer", e))?;
+        if v["failures"].as_array().is_some_and(|f| !f.is_empty()) {
+            return Err(backend(
+                "delete by query",
+                "some documents were not deleted",
+            ));
+        }
+        Ok(v["deleted"].as_u64().unwrap_or(0))
+    }
+}
+
+impl AuditTrail for ElasticStore {
+    async fn record(&self, r: AccessRecord) -> Result<(), StoreError> {
+        self.ensure_audit_index().await?;
+        // `create`: a record with an id already there is refused, never replaced.
+        let response = self
+            .client
+            .create(CreateParts::IndexId(&self.audit_index, &r.id))
+            .body(serde_json::to_value(&r).expect("a record serialises"))
+            .send()
+            .await
+            .map_err(|e| backend("writing an audit record", e))?;
+        if !response.status_code().is_success() {
+            return Err(backend("writing an audit record", response.status_code()));
+        }
+        Ok(())
+    }
+
+    async fn audit(&self, q: AuditQuery) -> Result<AuditPage, StoreError> {
+        self.ensure_audit_index().await?;
+        // Records are read rarely and must include the latest: make them visible first.
+        let r = self
+            .client
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&[&self.audit_index]))
+            .send()
+            .await
+            .map_err(|e| backend("refresh", e))?;
+        if !r.status_code().is_success() {
+            return Err(backend("refresh", r.status_code()));
+        }
+        let mut filter = Vec::new();
+        for (field, value) in [
+            ("tenant", &q.tenant),
+            ("analysis_id", &q.analysis_id),
+            ("cpf_hash", &q.cpf_hash),
+        ] {
+            if let Some(v) = value {
+                filter.push(json!({"term": {field: v}}));
+            }
+        }
+        let mut at = serde_json::Map::new();
+        if let Some(v) = q.from_ms {
+            at.insert("gte".into(), json!(v));
+        }
+        if let Some(v) = q.to_ms {
+            at.insert("lt".into(), json!(v));
+        }
+        if !at.is_empty() {
+            filter.push(json!({"range": {"at_ms": at}}));
+        }
+        let mut body = json!({
+            "size": q.limit + 1,
+            "query": {"bool": {"filter": filter}},
+            "sort": [{"at_ms": "desc"}, {"id": "desc"}],
+            "track_total_hits": false
+        });
+        if let Some(p) = &q.before {
+            body["search_after"] = json!([p.at_ms, p.id]);
+        }
+        let r = self
+            .client
+            .search(SearchParts::Index(&[&self.audit_index]))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| backend("audit search", e))?;
+        if !r.status_code().is_success() {
+            return Err(backend("audit search", r.status_code()));
+        }
+        let v: Value = r
+            .json()
+            .await
+            .map_err(|e| backend("reading the audit answer", e))?;
+        let rows = v["hits"]["hits"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|h| serde_json::from_value::<AccessRecord>(h["_source"].clone()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| backend("an audit record", e))?;
+        Ok(AuditPage::from_rows(rows, q.limit))
+    }
+
+    async fn expire_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.ensure_audit_index().await?;
+        self.delete_where(
+            &self.audit_index,
+            json!({"range": {"at_ms": {"lt": before_ms}}}),
+        )
+        .await
     }
 }
 

@@ -9,10 +9,14 @@
 //! movement make the same row. Both answer the same [`TransactionQuery`] the same way, which
 //! `tests/store_contract.rs` checks against each of them.
 
+mod audit;
 mod elastic;
 mod model;
 mod sqlite;
 
+pub use audit::{
+    actions, AccessRecord, AuditPage, AuditPosition, AuditQuery, AuditTrail, Expired, SERVICE,
+};
 pub use elastic::{ElasticSettings, ElasticStore};
 pub use model::{
     words, LabelTotal, Page, Position, StoreError, StoredTransaction, TransactionQuery,
@@ -67,6 +71,43 @@ impl TransactionStore for Store {
         match self {
             Store::Sqlite(s) => s.ready().await,
             Store::Elastic(s) => s.ready().await,
+        }
+    }
+
+    async fn erase(&self, analysis_id: &str) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.erase(analysis_id).await,
+            Store::Elastic(s) => s.erase(analysis_id).await,
+        }
+    }
+
+    async fn expired(&self, before_ms: i64, limit: usize) -> Result<Vec<Expired>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.expired(before_ms, limit).await,
+            Store::Elastic(s) => s.expired(before_ms, limit).await,
+        }
+    }
+}
+
+impl AuditTrail for Store {
+    async fn record(&self, r: AccessRecord) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(s) => s.record(r).await,
+            Store::Elastic(s) => s.record(r).await,
+        }
+    }
+
+    async fn audit(&self, q: AuditQuery) -> Result<AuditPage, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.audit(q).await,
+            Store::Elastic(s) => s.audit(q).await,
+        }
+    }
+
+    async fn expire_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.expire_audit(before_ms).await,
+            Store::Elastic(s) => s.expire_audit(before_ms).await,
         }
     }
 }

@@ -135,6 +135,16 @@ pub trait TransactionStore: Send + Sync + 'static {
     fn query(&self, q: TransactionQuery) -> impl Future<Output = Result<Page, StoreError>> + Send;
     /// Whether the store answers.
     fn ready(&self) -> impl Future<Output = bool> + Send;
+    /// Removes every transaction of the analysis, visibly to queries once it returns; how
+    /// many there were (as far as the store can tell).
+    fn erase(&self, analysis_id: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Up to `limit` analyses with transactions stored before `before_ms` (milliseconds since
+    /// the epoch): what the retention erases.
+    fn expired(
+        &self,
+        before_ms: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<super::audit::Expired>, StoreError>> + Send;
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection};
 
+use super::audit::{AccessRecord, AuditPage, AuditQuery, AuditTrail, Expired};
 use super::model::{
     words, LabelTotal, Page, Position, StoreError, StoredTransaction, TransactionQuery,
     TransactionStore,
@@ -41,10 +42,34 @@ impl SqliteStore {
                 label TEXT NOT NULL,
                 probability REAL NOT NULL,
                 confidence TEXT NOT NULL,
+                stored_at INTEGER NOT NULL DEFAULT 0,
                 PRIMARY KEY (analysis_id, movement_id)
-             ) WITHOUT ROWID;",
+             ) WITHOUT ROWID;
+             CREATE TABLE IF NOT EXISTS audit (
+                id TEXT PRIMARY KEY,
+                at_ms INTEGER NOT NULL,
+                tenant TEXT NOT NULL,
+                key_id TEXT NOT NULL,
+                action TEXT NOT NULL,
+                analysis_id TEXT,
+                cpf_hash TEXT,
+                client TEXT
+             );
+             CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, at_ms, id);
+             CREATE INDEX IF NOT EXISTS audit_by_person ON audit (cpf_hash, at_ms, id);",
         )
         .map_err(backend)?;
+        // A file from before retention has no `stored_at`: its rows count from now.
+        let has_stored_at = conn
+            .prepare("SELECT stored_at FROM transactions LIMIT 0")
+            .is_ok();
+        if !has_stored_at {
+            let now = chrono::Utc::now().timestamp_millis();
+            conn.execute_batch(&format!(
+                "ALTER TABLE transactions ADD COLUMN stored_at INTEGER NOT NULL DEFAULT {now}"
+            ))
+            .map_err(backend)?;
+        }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -70,8 +95,11 @@ impl TransactionStore for SqliteStore {
             let tx = c.transaction()?;
             {
                 let mut stmt = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO transactions VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    "INSERT OR REPLACE INTO transactions (analysis_id, movement_id, tenant, \
+                     cpf_hash, date, description, amount_cents, label, probability, confidence, \
+                     stored_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 )?;
+                let now = chrono::Utc::now().timestamp_millis();
                 for r in &rows {
                     stmt.execute(params![
                         r.analysis_id,
@@ -83,7 +111,8 @@ impl TransactionStore for SqliteStore {
                         r.amount_cents,
                         r.label,
                         r.probability as f64,
-                        r.confidence
+                        r.confidence,
+                        now
                     ])?;
                 }
             }
@@ -213,6 +242,117 @@ impl TransactionStore for SqliteStore {
         self.blocking(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
             .await
             .is_ok()
+    }
+
+    async fn erase(&self, analysis_id: &str) -> Result<u64, StoreError> {
+        let id = analysis_id.to_string();
+        self.blocking(move |c| {
+            c.execute("DELETE FROM transactions WHERE analysis_id = ?1", [id])
+                .map(|n| n as u64)
+        })
+        .await
+    }
+
+    async fn expired(&self, before_ms: i64, limit: usize) -> Result<Vec<Expired>, StoreError> {
+        self.blocking(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT analysis_id, MIN(tenant), MIN(cpf_hash) FROM transactions
+                 GROUP BY analysis_id HAVING MIN(stored_at) < ?1 LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![before_ms, limit as i64], |r| {
+                Ok(Expired {
+                    analysis_id: r.get(0)?,
+                    tenant: r.get(1)?,
+                    cpf_hash: r.get(2)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+impl AuditTrail for SqliteStore {
+    async fn record(&self, r: AccessRecord) -> Result<(), StoreError> {
+        self.blocking(move |c| {
+            // A plain INSERT: a record is never replaced.
+            c.prepare_cached("INSERT INTO audit VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")?
+                .execute(params![
+                    r.id,
+                    r.at_ms,
+                    r.tenant,
+                    r.key_id,
+                    r.action,
+                    r.analysis_id,
+                    r.cpf_hash,
+                    r.client
+                ])
+                .map(|_| ())
+        })
+        .await
+    }
+
+    async fn audit(&self, q: AuditQuery) -> Result<AuditPage, StoreError> {
+        self.blocking(move |c| {
+            let mut sql = String::from(
+                "SELECT id, at_ms, tenant, key_id, action, analysis_id, cpf_hash, client
+                 FROM audit WHERE 1 = 1",
+            );
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+                args.push(v);
+                sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+            };
+            if let Some(t) = &q.tenant {
+                arg(&mut sql, " AND tenant = ?", t.clone().into());
+            }
+            if let Some(a) = &q.analysis_id {
+                arg(&mut sql, " AND analysis_id = ?", a.clone().into());
+            }
+            if let Some(h) = &q.cpf_hash {
+                arg(&mut sql, " AND cpf_hash = ?", h.clone().into());
+            }
+            if let Some(v) = q.from_ms {
+                arg(&mut sql, " AND at_ms >= ?", v.into());
+            }
+            if let Some(v) = q.to_ms {
+                arg(&mut sql, " AND at_ms < ?", v.into());
+            }
+            if let Some(p) = &q.before {
+                arg(&mut sql, " AND (at_ms < ?", p.at_ms.into());
+                arg(&mut sql, " OR (at_ms = ?", p.at_ms.into());
+                arg(&mut sql, " AND id < ?))", p.id.clone().into());
+            }
+            arg(
+                &mut sql,
+                " ORDER BY at_ms DESC, id DESC LIMIT ?",
+                (q.limit as i64 + 1).into(),
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+                Ok(AccessRecord {
+                    id: r.get(0)?,
+                    at_ms: r.get(1)?,
+                    tenant: r.get(2)?,
+                    key_id: r.get(3)?,
+                    action: r.get(4)?,
+                    analysis_id: r.get(5)?,
+                    cpf_hash: r.get(6)?,
+                    client: r.get(7)?,
+                })
+            })?;
+            let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            Ok(AuditPage::from_rows(rows, q.limit))
+        })
+        .await
+    }
+
+    async fn expire_audit(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.blocking(move |c| {
+            c.execute("DELETE FROM audit WHERE at_ms < ?1", [before_ms])
+                .map(|n| n as u64)
+        })
+        .await
     }
 }
 

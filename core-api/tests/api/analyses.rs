@@ -297,7 +297,7 @@ async fn partners_without_a_record_leave_the_analysis_to_finish_without_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_elasticsearch_down_the_analysis_reports_the_storage_failure_and_readiness_is_false() {
+async fn with_elasticsearch_down_starts_are_refused_as_unrecordable_and_readiness_is_false() {
     // A port nothing listens on: Elasticsearch is down.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
@@ -310,17 +310,15 @@ async fn with_elasticsearch_down_the_analysis_reports_the_storage_failure_and_re
         .await
         .unwrap();
     assert_eq!(r.status(), 503);
-    let started = app.started().await;
-    let events = app
-        .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
-        .await;
-    let last = events.last().unwrap();
-    assert_eq!(last.1, "analysis.failed");
-    assert_eq!(last.2["reason"], "the transaction store failed");
-    let snapshot = app
-        .get_json(ACME, started["analysis_url"].as_str().unwrap())
-        .await;
-    assert_eq!(snapshot["status"], "failed");
+    // The audit trail lives there too: a start it cannot record asks no bureau.
+    let r = app.start(ACME, json!({"cpf": "529.982.247-25"})).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let problem: Value = r.json().await.unwrap();
+    assert_eq!(
+        problem["detail"],
+        "the service cannot serve this now; try again later"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,8 +5,9 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+use std::io::BufRead;
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use core_api::config::{ApiKeyConfig, Settings};
@@ -338,4 +339,57 @@ pub fn processes(group: u32, marker: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// An `osmem-server` process, killed when dropped.
+pub struct Osmem {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Osmem {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The osmem-server binary: `OSMEM_SERVER_BIN`, or the one `test.sh` installs in `.venv`.
+fn osmem_binary() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("OSMEM_SERVER_BIN") {
+        return Some(p.into());
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
+    std::fs::read_dir(venv).ok()?.flatten().find_map(|d| {
+        let p = d.path().join("site-packages/osmem_server/bin/osmem-server");
+        p.exists().then_some(p)
+    })
+}
+
+/// Starts an osmem-server on a free port, or says why not.
+pub fn start_osmem() -> Option<Osmem> {
+    let Some(bin) = osmem_binary() else {
+        assert!(
+            std::env::var("REQUIRE_OSMEM").is_err(),
+            "REQUIRE_OSMEM is set but osmem-server was not found (OSMEM_SERVER_BIN or .venv)"
+        );
+        eprintln!("SKIPPED: osmem-server not found; ./test.sh installs it in .venv");
+        return None;
+    };
+    let mut child = Command::new(bin)
+        .args(["-addr", "127.0.0.1:0", "-no-stdin-watch", "-no-ja"])
+        .arg("-parent-pid")
+        .arg(std::process::id().to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("osmem-server starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("osmem-server's ready line");
+    Some(Osmem {
+        url: ready["url"].as_str().unwrap().to_string(),
+        child,
+    })
 }

@@ -176,6 +176,24 @@ impl RetryQueue for LocalQueue {
         Ok(n)
     }
 
+    async fn purge(&self, prefix: &str) -> Result<u64, IntegrationError> {
+        let mut s = self.lock();
+        let ids: Vec<String> = s
+            .jobs
+            .keys()
+            .filter(|id| id.starts_with(prefix))
+            .cloned()
+            .collect();
+        for id in &ids {
+            s.jobs.remove(id);
+            s.leased.remove(id);
+        }
+        s.due.retain(|(_, id)| !id.starts_with(prefix));
+        let dead = s.dead.len();
+        s.dead.retain(|j| !j.id.starts_with(prefix));
+        Ok((ids.len() + dead - s.dead.len()) as u64)
+    }
+
     async fn dead_letters(
         &self,
         max: usize,

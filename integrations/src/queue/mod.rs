@@ -182,6 +182,10 @@ pub trait RetryQueue: Send + Sync + 'static {
         scope: &str,
     ) -> impl Future<Output = Result<u64, IntegrationError>> + Send;
 
+    /// Removes every job and dead letter whose id starts with `prefix` (an erasure of the
+    /// analysis that asked); how many. A worker running one of them loses its lease.
+    fn purge(&self, prefix: &str) -> impl Future<Output = Result<u64, IntegrationError>> + Send;
+
     /// Up to `max` dead letters whose id starts with `scope`, oldest first.
     fn dead_letters(
         &self,
@@ -234,6 +238,9 @@ impl RetryQueue for Queue {
     }
     async fn replay(&self, id: Option<&str>, scope: &str) -> Result<u64, IntegrationError> {
         dispatch!(self, q => q.replay(id, scope).await)
+    }
+    async fn purge(&self, prefix: &str) -> Result<u64, IntegrationError> {
+        dispatch!(self, q => q.purge(prefix).await)
     }
     async fn dead_letters(
         &self,

@@ -141,6 +141,29 @@ end
 return n
 ";
 
+/// KEYS jobs, due, leased, owner, age, dead, dead order; ARGV id prefix. Removes every job
+/// and dead letter whose id starts with the prefix (the hashes are bounded by the queue's
+/// depth); how many.
+const PURGE: &str = r"
+local n = 0
+local p = ARGV[1]
+for _, h in ipairs({KEYS[1], KEYS[6]}) do
+  for _, id in ipairs(redis.call('HKEYS', h)) do
+    if string.sub(id, 1, #p) == p then
+      redis.call('HDEL', KEYS[1], id)
+      redis.call('ZREM', KEYS[2], id)
+      redis.call('ZREM', KEYS[3], id)
+      redis.call('HDEL', KEYS[4], id)
+      redis.call('ZREM', KEYS[5], id)
+      redis.call('HDEL', KEYS[6], id)
+      redis.call('ZREM', KEYS[7], id)
+      n = n + 1
+    end
+  end
+end
+return n
+";
+
 struct Scripts {
     enqueue: Script,
     lease: Script,
@@ -148,6 +171,7 @@ struct Scripts {
     reschedule: Script,
     bury: Script,
     replay: Script,
+    purge: Script,
 }
 
 /// How long jobs and dead letters are kept (see the module documentation).
@@ -217,6 +241,7 @@ impl RedisQueue {
                 reschedule: with_now(RESCHEDULE),
                 bury: with_now(BURY),
                 replay: with_now(REPLAY),
+                purge: Script::new(PURGE),
             },
         })))
     }
@@ -510,6 +535,46 @@ impl RetryQueue for RedisQueue {
         }
         script.arg(self.0.ttl.key_ms());
         let n: u64 = script.invoke_async(&mut conn).await?;
+        Ok(n)
+    }
+
+    async fn purge(&self, prefix: &str) -> Result<u64, IntegrationError> {
+        let mut conn = self.conn();
+        let n: u64 = self
+            .0
+            .scripts
+            .purge
+            .key(self.key("jobs"))
+            .key(self.key("due"))
+            .key(self.key("leased"))
+            .key(self.key("owner"))
+            .key(self.key("age"))
+            .key(self.key("dead"))
+            .key(self.key("dead:order"))
+            .arg(prefix)
+            .invoke_async(&mut conn)
+            .await?;
+        // Outcomes kept for a caller in another process (a person's record): gone too. Job
+        // ids are the queue's own text; glob characters are escaped all the same.
+        let escaped: String = prefix
+            .chars()
+            .flat_map(|c| match c {
+                '*' | '?' | '[' | ']' | '\\' => vec!['\\', c],
+                c => vec![c],
+            })
+            .collect();
+        let pattern = self.outcome_key(&format!("{escaped}*"));
+        let keys: Vec<String> = {
+            let mut iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await?;
+            let mut keys = Vec::new();
+            while let Some(k) = iter.next_item().await {
+                keys.push(k?);
+            }
+            keys
+        };
+        if !keys.is_empty() {
+            let _: () = conn.del(keys).await?;
+        }
         Ok(n)
     }
 

@@ -14,10 +14,12 @@ use utoipa::ToSchema;
 use crate::analyses;
 use crate::auth::Scope;
 use crate::domain::{Snapshot, Status, Window};
+use crate::http::audit::{self, Client};
 use crate::http::error::{invalid, rejected, ApiError, Problem};
 use crate::http::extract::api_key;
 use crate::idempotency::{self, Claim};
 use crate::state::AppState;
+use crate::store::{actions, AccessRecord};
 
 /// The header that makes a start idempotent.
 const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
@@ -70,6 +72,7 @@ pub struct Started {
 )]
 pub async fn start_analysis(
     State(state): State<Arc<AppState>>,
+    client: Client,
     headers: HeaderMap,
     body: Result<Json<StartBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
@@ -92,6 +95,7 @@ pub async fn start_analysis(
     let today = chrono::Utc::now().date_naive();
     let window = Window::parse(body.from.as_deref(), body.to.as_deref(), today)
         .map_err(|e| invalid(e.field, e.detail))?;
+    let person = analyses::run::cpf_hash(&state, &cpf);
     let subject = analyses::run::Subject {
         id: analyses::new_id(),
         tenant: caller.tenant.clone(),
@@ -119,9 +123,23 @@ pub async fn start_analysis(
     };
     // In a task of its own: a client that hangs up mid-way must not leave a claimed key, or a
     // snapshot, without the run that goes with it.
-    tokio::spawn(start(state, subject, window, key))
+    // Recorded before the person's data is asked for; the analysis is named once known.
+    let record = AccessRecord::now(&caller.tenant, &caller.key_id, actions::START)
+        .about("", &person)
+        .from_client(client.0);
+    tokio::spawn(start(state, subject, window, key, record))
         .await
         .map_err(|e| ApiError::Internal(format!("the start task: {e}")))?
+}
+
+/// Records `record` (a start) for analysis `id` in the audit trail.
+async fn record_start(
+    state: &AppState,
+    mut record: AccessRecord,
+    id: &str,
+) -> Result<(), ApiError> {
+    record.analysis_id = Some(id.to_string());
+    audit::record(state, record).await
 }
 
 /// How long a replay waits for the first request with its key to finish starting.
@@ -134,9 +152,11 @@ async fn start(
     subject: analyses::run::Subject,
     window: Window,
     key: Option<(String, String)>,
+    record: AccessRecord,
 ) -> Result<Response, ApiError> {
     let (id, tenant) = (subject.id.clone(), subject.tenant.clone());
     let Some((key, fingerprint)) = key else {
+        record_start(&state, record, &id).await?;
         analyses::start(&state, subject, window)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -156,7 +176,10 @@ async fn start(
                 started: true,
             } => {
                 match state.analyses.get(&earlier, &tenant).await {
-                    Some(s) => return Ok(accepted(&state, &earlier, &tenant, s.status, true)),
+                    Some(s) => {
+                        record_start(&state, record, &earlier).await?;
+                        return Ok(accepted(&state, &earlier, &tenant, s.status, true));
+                    }
                     // Started, but no longer kept (in memory, ended analyses go after an
                     // hour): nothing to answer with, so the key starts a new analysis.
                     None => keys.release(&tenant, &key, &fingerprint, &earlier).await,
@@ -184,6 +207,10 @@ async fn start(
                 ))
             }
         }
+    }
+    if let Err(e) = record_start(&state, record, &id).await {
+        keys.release(&tenant, &key, &fingerprint, &id).await;
+        return Err(e);
     }
     if let Err(e) = analyses::start(&state, subject, window).await {
         keys.release(&tenant, &key, &fingerprint, &id).await;
@@ -242,6 +269,7 @@ fn accepted(state: &AppState, id: &str, tenant: &str, status: Status, replayed: 
 pub async fn get_analysis(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = state
@@ -252,6 +280,13 @@ pub async fn get_analysis(
         .get(&id, &caller.tenant)
         .await
         .ok_or(ApiError::NotFound("analysis"))?;
+    audit::record(
+        &state,
+        AccessRecord::now(&caller.tenant, &caller.key_id, actions::READ)
+            .about(&id, &snapshot.cpf_hash)
+            .from_client(client.0),
+    )
+    .await?;
     snapshot.events_url = Some(events_url(&state, &id, &caller.tenant));
     Ok(Json(snapshot).into_response())
 }
@@ -260,4 +295,42 @@ pub async fn get_analysis(
 pub fn events_url(state: &AppState, id: &str, tenant: &str) -> String {
     let token = state.auth.events_token(id, tenant);
     format!("/v1/analyses/{id}/events?token={token}")
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/analyses/{id}",
+    params(("id" = String, Path, description = "The analysis id")),
+    security(("api_key" = [])),
+    responses(
+        (status = 204, description = "Erased: the snapshot, the event log, the stored transactions, the partners' cached answers about the person (within this tenant) and the analysis's queued requests are gone; the erasure is in the audit trail"),
+        (status = 401, description = "No or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks `analyses:erase`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such analysis for this tenant (or already erased)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The analysis is still running; erase it once it has ended (within its deadline)", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn erase_analysis(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    client: Client,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let (caller, person) = crate::http::routes::transactions::own_analysis(
+        &state,
+        &headers,
+        &id,
+        Scope::AnalysesErase,
+    )
+    .await?;
+    let record =
+        AccessRecord::now(&caller.tenant, &caller.key_id, actions::ERASE).from_client(client.0);
+    match analyses::erase::erase(&state, &id, &caller.tenant, &person, record).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(analyses::erase::EraseError::Running) => Err(ApiError::Rejected(
+            StatusCode::CONFLICT,
+            "the analysis is still running; erase it once it has ended".into(),
+        )),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
 }

@@ -10,10 +10,12 @@ use serde::Deserialize;
 
 use crate::auth::Scope;
 use crate::domain::Status;
+use crate::http::audit::{self, Client};
 use crate::http::error::{ApiError, Problem};
 use crate::http::extract::api_key;
 use crate::server::sse::live_response;
 use crate::state::AppState;
+use crate::store::{actions, AccessRecord};
 
 #[derive(Deserialize)]
 /// The events request's query: the `events_url` token, and where to resume (as the header).
@@ -42,15 +44,22 @@ pub async fn events(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(q): Query<EventsQuery>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     // A signed token (EventSource cannot send headers) or an API key with the read scope.
-    let tenant = match (&q.token, api_key(&headers)) {
-        (Some(token), _) => state
-            .auth
-            .check_events_token(token, &id)
-            .ok_or(ApiError::Unauthenticated)?,
-        (None, key) => state.auth.authorize(key, Scope::AnalysesRead)?.tenant,
+    let (tenant, key_id) = match (&q.token, api_key(&headers)) {
+        (Some(token), _) => (
+            state
+                .auth
+                .check_events_token(token, &id)
+                .ok_or(ApiError::Unauthenticated)?,
+            "events-token".to_string(),
+        ),
+        (None, key) => {
+            let caller = state.auth.authorize(key, Scope::AnalysesRead)?;
+            (caller.tenant, caller.key_id)
+        }
     };
     if state.stream_opens.check_key(&tenant).is_err() {
         return Err(ApiError::Rejected(
@@ -92,6 +101,13 @@ pub async fn events(
     // The final event of an analysis that has ended is on its way (the run records it right
     // after the snapshot) or was lost (Redis failed for longer than the run retried): then
     // its followers are not left waiting for it for ever.
+    audit::record(
+        &state,
+        AccessRecord::now(&tenant, &key_id, actions::EVENTS)
+            .about(&id, &snapshot.cpf_hash)
+            .from_client(client.0),
+    )
+    .await?;
     let rx = if snapshot.status == Status::Running {
         state.events.follow(&id, last).await
     } else {

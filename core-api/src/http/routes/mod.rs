@@ -2,6 +2,7 @@
 //! types, and their OpenAPI annotations.
 
 pub mod analyses;
+pub mod audit;
 pub mod classify;
 pub mod classify_stream;
 pub mod events;

@@ -12,10 +12,12 @@ use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::Scope;
+use crate::auth::{Caller, Scope};
+use crate::http::audit::{self, Client};
 use crate::http::error::{invalid, ApiError, Problem};
 use crate::http::extract::api_key;
 use crate::state::AppState;
+use crate::store::{actions, AccessRecord};
 use crate::store::{LabelTotal, Position, TransactionQuery, TransactionStore};
 
 /// Rows per page by default and at most.
@@ -51,15 +53,19 @@ pub struct Categories {
     pub categories: Vec<LabelTotal>,
 }
 
-/// The caller's analysis, or 404 (also for another tenant's). Its snapshot says whose it is;
-/// once the snapshot has left memory (an hour after the end, in the embedded shape), its
-/// stored transactions, which carry their tenant, say so.
-async fn own_analysis(state: &AppState, headers: &HeaderMap, id: &str) -> Result<(), ApiError> {
-    let caller = state
-        .auth
-        .authorize(api_key(headers), Scope::AnalysesRead)?;
-    if state.analyses.get(id, &caller.tenant).await.is_some() {
-        return Ok(());
+/// The caller's analysis, or 404 (also for another tenant's), as the caller and the keyed
+/// hash of the person. Its snapshot says whose it is; once the snapshot has left memory (an
+/// hour after the end, in the embedded shape), its stored transactions, which carry their
+/// tenant, say so.
+pub async fn own_analysis(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+    scope: Scope,
+) -> Result<(Caller, String), ApiError> {
+    let caller = state.auth.authorize(api_key(headers), scope)?;
+    if let Some(s) = state.analyses.get(id, &caller.tenant).await {
+        return Ok((caller, s.cpf_hash));
     }
     let first = state
         .store
@@ -70,8 +76,8 @@ async fn own_analysis(state: &AppState, headers: &HeaderMap, id: &str) -> Result
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    match first.transactions.first() {
-        Some(t) if t.tenant == caller.tenant => Ok(()),
+    match first.transactions.into_iter().next() {
+        Some(t) if t.tenant == caller.tenant => Ok((caller, t.cpf_hash)),
         _ => Err(ApiError::NotFound("analysis")),
     }
 }
@@ -177,10 +183,18 @@ pub async fn list(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<Json<TransactionsPage>, ApiError> {
-    own_analysis(&state, &headers, &id).await?;
+    let (caller, person) = own_analysis(&state, &headers, &id, Scope::AnalysesRead).await?;
     let q = parse_query(&id, &params)?;
+    audit::record(
+        &state,
+        AccessRecord::now(&caller.tenant, &caller.key_id, actions::TRANSACTIONS)
+            .about(&id, &person)
+            .from_client(client.0),
+    )
+    .await?;
     let page = state
         .store
         .query(q)
@@ -218,9 +232,17 @@ pub async fn list(
 pub async fn categories(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
+    client: Client,
     headers: HeaderMap,
 ) -> Result<Json<Categories>, ApiError> {
-    own_analysis(&state, &headers, &id).await?;
+    let (caller, person) = own_analysis(&state, &headers, &id, Scope::AnalysesRead).await?;
+    audit::record(
+        &state,
+        AccessRecord::now(&caller.tenant, &caller.key_id, actions::CATEGORIES)
+            .about(&id, &person)
+            .from_client(client.0),
+    )
+    .await?;
     let categories = state
         .store
         .totals(&id)

@@ -1,0 +1,143 @@
+//! Erasure: `DELETE /v1/analyses/{id}` and the retention both come here. An analysis's
+//! personal data lives in five places, and all of them go: the partners' side (cached answers
+//! about the person within the tenant, queued requests and dead letters of the analysis), the
+//! stored transactions (waited on, so a read right after finds none), the event log and, last, the snapshot (last, because it is what says whose the analysis is:
+//! an erasure that fails half-way can be asked again). Then the erasure is recorded in the
+//! audit trail, which keeps no personal data but the keyed CPF hash.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::domain::Status;
+use crate::state::AppState;
+use crate::store::{actions, AccessRecord, AuditTrail, TransactionStore, SERVICE};
+
+/// Why an analysis was not erased.
+#[derive(Debug, thiserror::Error)]
+pub enum EraseError {
+    /// Its run is still writing; it ends within the analysis deadline.
+    #[error("the analysis is still running")]
+    Running,
+    /// A store failed; what was erased stays erased, and the erasure can be asked again.
+    #[error("erasing {what}: {cause}")]
+    Backend { what: &'static str, cause: String },
+}
+
+fn failed(what: &'static str) -> impl Fn(String) -> EraseError {
+    move |cause| EraseError::Backend { what, cause }
+}
+
+/// Analyses the retention erases per look-up; it looks again until none is left.
+const RETENTION_BATCH: usize = 100;
+
+/// Erases analysis `id` of `tenant`, whose person's keyed CPF hash is `cpf_hash`, and records
+/// `record` (the access that asked for it) once it is done.
+pub async fn erase(
+    state: &AppState,
+    id: &str,
+    tenant: &str,
+    cpf_hash: &str,
+    record: AccessRecord,
+) -> Result<(), EraseError> {
+    if let Some(s) = state.analyses.get(id, tenant).await {
+        if s.status == Status::Running {
+            return Err(EraseError::Running);
+        }
+    }
+    if !cpf_hash.is_empty() {
+        let scope = crate::analyses::run::cache_scope(tenant, cpf_hash);
+        state
+            .partners
+            .erase(&scope, id)
+            .await
+            .map_err(failed("the partners' cached answers and queued requests"))?;
+    }
+    state
+        .store
+        .erase(id)
+        .await
+        .map_err(|e| failed("the stored transactions")(e.to_string()))?;
+    state
+        .events
+        .erase(id)
+        .await
+        .map_err(|e| failed("the event log")(e.to_string()))?;
+    state
+        .analyses
+        .erase(id)
+        .await
+        .map_err(failed("the snapshot"))?;
+    state
+        .store
+        .record(record.about(id, cpf_hash))
+        .await
+        .map_err(|e| failed("the audit record of the erasure")(e.to_string()))?;
+    tracing::info!(analysis = %id, "Analysis erased.");
+    Ok(())
+}
+
+/// Erases, every `retention_sweep_secs`, the analyses stored longer than `retention_days` ago
+/// and the audit records older than `audit_retention_days`, until the service stops.
+pub fn watch_retention(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        let stop = state.shutdown_signal();
+        tokio::pin!(stop);
+        let every = Duration::from_secs(state.settings.retention_sweep_secs);
+        loop {
+            sweep(&state).await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = &mut stop => break,
+            }
+        }
+    });
+}
+
+/// Milliseconds since the epoch, `days` ago.
+fn days_ago(days: f64) -> i64 {
+    chrono::Utc::now().timestamp_millis() - (days * 86_400_000.0) as i64
+}
+
+/// One pass of the retention.
+async fn sweep(state: &AppState) {
+    let before = days_ago(state.settings.retention_days);
+    let mut skipped = std::collections::HashSet::new();
+    loop {
+        let expired = match state.store.expired(before, RETENTION_BATCH).await {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not look for analyses past their retention.");
+                return;
+            }
+        };
+        let fresh: Vec<_> = expired
+            .into_iter()
+            .filter(|e| !skipped.contains(&e.analysis_id))
+            .collect();
+        if fresh.is_empty() {
+            break;
+        }
+        for e in fresh {
+            let record = AccessRecord::now(&e.tenant, SERVICE, actions::RETENTION_ERASE);
+            match erase(state, &e.analysis_id, &e.tenant, &e.cpf_hash, record).await {
+                Ok(()) => {}
+                // Running again after a takeover, or a store failing: the next pass retries.
+                Err(err) => {
+                    tracing::warn!(analysis = %e.analysis_id, error = %err, "Analysis past its retention not erased yet.");
+                    skipped.insert(e.analysis_id);
+                }
+            }
+        }
+    }
+    match state
+        .store
+        .expire_audit(days_ago(state.settings.audit_retention_days))
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(records = n, "Audit records past their retention removed."),
+        Err(e) => {
+            tracing::warn!(error = %e, "Could not remove audit records past their retention.")
+        }
+    }
+}
