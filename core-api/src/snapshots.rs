@@ -102,23 +102,32 @@ impl Analyses {
     async fn find(&self, id: &str) -> Option<Snapshot> {
         let local = self.local.lock().expect("analyses lock").get(id).cloned();
         match (local, &self.redis) {
-            (Some(s), _) => Some(s),
-            (None, Some((conn, prefix))) => {
-                let mut conn = conn.clone();
-                let raw: Option<String> =
-                    redis::AsyncCommands::get(&mut conn, format!("{prefix}:an:{id}"))
-                        .await
-                        .ok()
-                        .flatten();
-                raw.and_then(|r| serde_json::from_str::<Stored>(&r).ok())
-                    .map(|st| Snapshot {
-                        tenant: st.tenant,
-                        cpf_hash: st.cpf_hash,
-                        ..st.snapshot
-                    })
+            // An ended analysis may have been erased through another instance: Redis says
+            // (when it can; else this instance's copy answers).
+            (Some(s), Some(_)) if s.status != crate::domain::Status::Running => {
+                self.read_redis(id).await.unwrap_or(Some(s))
             }
+            (Some(s), _) => Some(s),
+            (None, Some(_)) => self.read_redis(id).await.ok().flatten(),
             (None, None) => None,
         }
+    }
+
+    /// The snapshot Redis keeps of `id`.
+    async fn read_redis(&self, id: &str) -> Result<Option<Snapshot>, redis::RedisError> {
+        let Some((conn, prefix)) = &self.redis else {
+            return Ok(None);
+        };
+        let mut conn = conn.clone();
+        let raw: Option<String> =
+            redis::AsyncCommands::get(&mut conn, format!("{prefix}:an:{id}")).await?;
+        Ok(raw
+            .and_then(|r| serde_json::from_str::<Stored>(&r).ok())
+            .map(|st| Snapshot {
+                tenant: st.tenant,
+                cpf_hash: st.cpf_hash,
+                ..st.snapshot
+            }))
     }
 
     /// Takes on an analysis another run was keeping, for the run holding `owner` (from Redis

@@ -143,6 +143,25 @@ impl Memory {
     }
 }
 
+/// KEYS entry, scope index; ARGV sealed entry, ttl ms, name. Stores the entry and adds it to
+/// its scope's index, which lives as long as its longest-lived entry.
+const PUT: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+redis.call('SADD', KEYS[2], ARGV[3])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2]))
+end
+";
+
+/// KEYS scope index; ARGV the entries' key prefix. Deletes the scope's entries and its index;
+/// how many names it held.
+const FORGET_SCOPE: &str = r"
+local names = redis.call('SMEMBERS', KEYS[1])
+for _, n in ipairs(names) do redis.call('DEL', ARGV[1] .. n) end
+redis.call('DEL', KEYS[1])
+return #names
+";
+
 /// The cache's two keys from one secret: labels keep them apart from each other and from the
 /// queue's seal made from the same secret.
 fn keys(secret: &Secret) -> Result<(Vec<u8>, JobSeal), String> {
@@ -230,14 +249,14 @@ impl AnswerCache {
             Store::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let index = format!("{prefix}:cache:scope:{tag}");
-                let names: Vec<String> = redis::AsyncCommands::smembers(&mut conn, &index).await?;
-                let mut pipe = redis::pipe();
-                for n in &names {
-                    pipe.del(format!("{prefix}:cache:{n}")).ignore();
-                }
-                pipe.del(&index).ignore();
-                pipe.query_async::<()>(&mut conn).await?;
-                Ok(names.len())
+                // One script: an answer stored meanwhile is either gone with the rest or
+                // under a new index, never left without one.
+                let n: usize = redis::Script::new(FORGET_SCOPE)
+                    .key(index)
+                    .arg(format!("{prefix}:cache:"))
+                    .invoke_async(&mut conn)
+                    .await?;
+                Ok(n)
             }
         }
     }
@@ -328,22 +347,13 @@ impl AnswerCache {
                 // The scope's index lives as long as its longest-lived entry: `NX` sets its
                 // first expiry, `GT` only ever lengthens it.
                 let index = format!("{prefix}:cache:scope:{}", self.scope_tag(scope));
-                let stored = redis::pipe()
-                    .pset_ex(format!("{prefix}:cache:{name}"), sealed, ms)
-                    .ignore()
-                    .sadd(&index, name)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&index)
+                let stored = redis::Script::new(PUT)
+                    .key(format!("{prefix}:cache:{name}"))
+                    .key(&index)
+                    .arg(sealed)
                     .arg(ms)
-                    .arg("NX")
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&index)
-                    .arg(ms)
-                    .arg("GT")
-                    .ignore()
-                    .query_async::<()>(&mut conn)
+                    .arg(name)
+                    .invoke_async::<()>(&mut conn)
                     .await;
                 if let Err(e) = stored {
                     tracing::warn!(error = %e, "Answer not cached; the next analysis asks the partner again.");

@@ -535,12 +535,13 @@ impl Gateway {
         cache_scope: &str,
         request_prefix: &str,
     ) -> Result<(usize, u64), IntegrationError> {
-        let cached = self.cache.forget_scope(cache_scope).await?;
+        // The queue first: a job purged cannot answer into the cache after it was emptied.
         let prefix = match caller {
             "" => request_prefix.to_string(),
             caller => format!("{caller}/{request_prefix}"),
         };
         let jobs = self.queue.purge(&prefix).await?;
+        let cached = self.cache.forget_scope(cache_scope).await?;
         Ok((cached, jobs))
     }
 

@@ -2,8 +2,8 @@
 //! personal data lives in five places, and all of them go: the partners' side (cached answers
 //! about the person within the tenant, queued requests and dead letters of the analysis), the
 //! stored transactions (waited on, so a read right after finds none), the event log and, last, the snapshot (last, because it is what says whose the analysis is:
-//! an erasure that fails half-way can be asked again). Then the erasure is recorded in the
-//! audit trail, which keeps no personal data but the keyed CPF hash.
+//! an erasure that fails half-way can be asked again). The erasure is recorded in the audit
+//! trail (which keeps no personal data but the keyed CPF hash) before any of it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,14 +44,21 @@ pub async fn erase(
             return Err(EraseError::Running);
         }
     }
-    if !cpf_hash.is_empty() {
-        let scope = crate::analyses::run::cache_scope(tenant, cpf_hash);
-        state
-            .partners
-            .erase(&scope, id)
-            .await
-            .map_err(failed("the partners' cached answers and queued requests"))?;
-    }
+    // Recorded first, failing closed: an erasure that stops half-way is in the trail, and
+    // one that cannot be recorded does not start.
+    state
+        .store
+        .record(record.about(id, cpf_hash))
+        .await
+        .map_err(|e| failed("the audit record of the erasure")(e.to_string()))?;
+    // Without the person's hash (a snapshot from before it was kept) the queue is purged all
+    // the same; the scope then names no cached answer.
+    let scope = crate::analyses::run::cache_scope(tenant, cpf_hash);
+    state
+        .partners
+        .erase(&scope, id)
+        .await
+        .map_err(failed("the partners' cached answers and queued requests"))?;
     state
         .store
         .erase(id)
@@ -67,11 +74,6 @@ pub async fn erase(
         .erase(id)
         .await
         .map_err(failed("the snapshot"))?;
-    state
-        .store
-        .record(record.about(id, cpf_hash))
-        .await
-        .map_err(|e| failed("the audit record of the erasure")(e.to_string()))?;
     tracing::info!(analysis = %id, "Analysis erased.");
     Ok(())
 }

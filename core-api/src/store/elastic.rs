@@ -536,7 +536,11 @@ impl TransactionStore for ElasticStore {
         let v = self
             .search(json!({
                 "size": 0,
-                "query": {"range": {"stored_at": {"lt": before_ms}}},
+                // Rows indexed before `stored_at` existed have none: they are old enough.
+                "query": {"bool": {"should": [
+                    {"range": {"stored_at": {"lt": before_ms}}},
+                    {"bool": {"must_not": {"exists": {"field": "stored_at"}}}}
+                ], "minimum_should_match": 1}},
                 "aggs": {"analyses": {"composite": {
                     "size": limit,
                     "sources": [
@@ -567,6 +571,18 @@ impl ElasticStore {
     /// Deletes what `query` matches in `index`, waiting for the deletion and for it to be
     /// visible to searches; how many documents went.
     async fn delete_where(&self, index: &str, query: Value) -> Result<u64, StoreError> {
+        // What was indexed in the last second is not searched yet, and a delete-by-query
+        // deletes what a search finds.
+        let r = self
+            .client
+            .indices()
+            .refresh(IndicesRefreshParts::Index(&[index]))
+            .send()
+            .await
+            .map_err(|e| backend("refresh", e))?;
+        if !r.status_code().is_success() && r.status_code() != StatusCode::NOT_FOUND {
+            return Err(backend("refresh", r.status_code()));
+        }
         let r = self
             .client
             .delete_by_query(DeleteByQueryParts::Index(&[index]))
@@ -587,7 +603,11 @@ impl ElasticStore {
             .json()
             .await
             .map_err(|e| backend("reading the delete answer", e))?;
-        if v["failures"].as_array().is_some_and(|f| !f.is_empty()) {
+        // A document changed while the deletion ran was skipped (`conflicts=proceed`): not
+        // deleted, so not done.
+        if v["failures"].as_array().is_some_and(|f| !f.is_empty())
+            || v["version_conflicts"].as_u64().is_some_and(|n| n > 0)
+        {
             return Err(backend(
                 "delete by query",
                 "some documents were not deleted",

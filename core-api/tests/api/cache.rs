@@ -101,6 +101,13 @@ async fn with_redis_instances_share_cached_answers_sealed_and_expiring() {
         keys.into_iter().partition(|k| k.contains(":cache:scope:"));
     assert_eq!(keys.len(), 2, "consumer and rating: {keys:?}");
     assert_eq!(index.len(), 1, "{index:?}");
+    let ttl: i64 = redis::AsyncCommands::ttl(&mut redis, &index[0])
+        .await
+        .unwrap();
+    assert!(
+        (86_000..=86_400).contains(&ttl),
+        "the index expires too: {ttl}"
+    );
     for key in keys {
         let ttl: i64 = redis::AsyncCommands::ttl(&mut redis, &key).await.unwrap();
         assert!((86_000..=86_400).contains(&ttl), "{ttl}");
