@@ -34,10 +34,12 @@ echo "== tests use Redis at $REDIS_URL"
 
 OSMEM_VERSION=0.1.6
 CHECK_JSONSCHEMA_VERSION=0.39.0
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import osmem_server, check_jsonschema" 2>/dev/null; then
-  echo "== installing osmem-server $OSMEM_VERSION (in-memory OpenSearch-compatible server) and check-jsonschema $CHECK_JSONSCHEMA_VERSION in .venv"
+# The webhook tests verify signatures with the Standard Webhooks project's own Python package.
+STANDARDWEBHOOKS_VERSION=1.1.0
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import osmem_server, check_jsonschema, standardwebhooks" 2>/dev/null; then
+  echo "== installing osmem-server $OSMEM_VERSION (in-memory OpenSearch-compatible server), check-jsonschema $CHECK_JSONSCHEMA_VERSION and standardwebhooks $STANDARDWEBHOOKS_VERSION in .venv"
   python3 -m venv .venv
-  .venv/bin/pip install -q "osmem-server==$OSMEM_VERSION" "check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+  .venv/bin/pip install -q "osmem-server==$OSMEM_VERSION" "check-jsonschema==$CHECK_JSONSCHEMA_VERSION" "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
 fi
 OSMEM_SERVER_BIN=$(.venv/bin/python -c "import osmem_server; print(osmem_server.resolve_binary())")
 export OSMEM_SERVER_BIN REQUIRE_OSMEM=1

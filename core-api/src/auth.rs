@@ -33,16 +33,19 @@ pub enum Scope {
     AnalysesErase,
     /// Read the tenant's access audit trail.
     AuditRead,
+    /// Manage the tenant's webhook endpoints and resend deliveries.
+    Webhooks,
 }
 
 impl Scope {
     /// Every scope: what a key configured without a list gets.
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::AnalysesWrite,
         Scope::AnalysesRead,
         Scope::Classify,
         Scope::AnalysesErase,
         Scope::AuditRead,
+        Scope::Webhooks,
     ];
 }
 
@@ -54,6 +57,7 @@ impl Scope {
             "classify" => Some(Scope::Classify),
             "analyses:erase" => Some(Scope::AnalysesErase),
             "audit:read" => Some(Scope::AuditRead),
+            "webhooks" => Some(Scope::Webhooks),
             _ => None,
         }
     }
@@ -65,6 +69,7 @@ impl Scope {
             Scope::Classify => "classify",
             Scope::AnalysesErase => "analyses:erase",
             Scope::AuditRead => "audit:read",
+            Scope::Webhooks => "webhooks",
         }
     }
 }

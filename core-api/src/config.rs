@@ -25,6 +25,9 @@
 //! | `AUDIT_RETENTION_DAYS` | access audit records are kept this long | `1825` (5 years) |
 //! | `RETENTION_SWEEP_SECS` | how often the retention looks for what to erase | `3600` |
 //! | `ELASTICSEARCH_AUDIT_INDEX` | the audit trail's index, with `ELASTICSEARCH_URL` | `credit-audit` |
+//! | `WEBHOOK_ALLOWED_HOSTS` | host names, addresses or networks webhook endpoints may use although private or loopback | none |
+//! | `WEBHOOK_RETRY_BASE_MS` | the wait after a webhook's first failed attempt; each next one is six times longer (at most 6 h) | `5000` |
+//! | `WEBHOOK_MAX_ATTEMPTS` | attempts of one webhook delivery, then it is kept as failed | `8` |
 //! | `TRUSTED_PROXIES` | addresses or networks (`10.0.0.0/8`) of proxies whose `X-Forwarded-For` names the client in the audit trail | none |
 
 use std::net::IpAddr;
@@ -42,8 +45,8 @@ pub struct ApiKeyConfig {
     pub tenant: String,
     /// The key itself; kept only as a hash once loaded.
     pub key: String,
-    /// `analyses:write`, `analyses:read`, `classify`, `analyses:erase`, `audit:read`; all of
-    /// them when omitted.
+    /// `analyses:write`, `analyses:read`, `classify`, `analyses:erase`, `audit:read`,
+    /// `webhooks`; all of them when omitted.
     #[serde(default)]
     pub scopes: Option<Vec<String>>,
 }
@@ -131,6 +134,15 @@ pub struct Settings {
     /// Proxies (addresses or networks) whose last `X-Forwarded-For` entry is the client's
     /// address in the audit trail; from any other peer the header is ignored.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Webhook endpoints may not point at private, loopback or link-local addresses (the
+    /// service's own network) unless their host is listed here: a host name, an address or a
+    /// network (`10.1.0.0/16`).
+    pub webhook_allowed_hosts: Vec<String>,
+    /// The wait after a webhook's first failed attempt, in milliseconds; each next wait is six
+    /// times longer, at most six hours.
+    pub webhook_retry_base_ms: u64,
+    /// Attempts of one webhook delivery, the first included; then it is kept as failed.
+    pub webhook_max_attempts: u32,
 }
 
 impl Default for Settings {
@@ -169,6 +181,9 @@ impl Default for Settings {
             audit_retention_days: 1825.0,
             retention_sweep_secs: 3600,
             trusted_proxies: Vec::new(),
+            webhook_allowed_hosts: Vec::new(),
+            webhook_retry_base_ms: 5_000,
+            webhook_max_attempts: 8,
         }
     }
 }
@@ -325,6 +340,23 @@ impl Settings {
                         })
                 })
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = env("WEBHOOK_ALLOWED_HOSTS") {
+            s.webhook_allowed_hosts = list(&v).map(String::from).collect();
+        }
+        if let Some(v) = whole(&env, "WEBHOOK_RETRY_BASE_MS")? {
+            s.webhook_retry_base_ms = v;
+        }
+        if let Some(v) = whole(&env, "WEBHOOK_MAX_ATTEMPTS")? {
+            s.webhook_max_attempts = v;
+        }
+        if s.webhook_max_attempts == 0 || s.webhook_max_attempts > 20 {
+            return Err(ConfigError("webhook_max_attempts: must be 1 to 20".into()));
+        }
+        if s.webhook_retry_base_ms == 0 {
+            return Err(ConfigError(
+                "webhook_retry_base_ms: must be at least 1".into(),
+            ));
         }
         for (name, days) in [
             ("retention_days", s.retention_days),

@@ -8,7 +8,8 @@
 //!
 //! `docs/architecture.md` and `docs/events.md` (at the repository root) describe the design
 //! and the SSE events. The modules, in layers that depend one way (each uses only those
-//! above it, and within layer 2 only `partners` uses another, `auth`'s key helpers):
+//! above it, and within layer 2 only `partners` uses another, `auth`'s key helpers, and `webhooks` the
+//! store's audit trail):
 //!
 //! 1. [`config`], [`domain`] (the analysis, its window, summary and events), [`shutdown`],
 //!    [`metrics`], [`retry`]: no I/O of their own.
@@ -16,7 +17,8 @@
 //!    log, in memory or on Redis Streams), [`snapshots`], [`partners`] (integrations in
 //!    process or over HTTP), [`auth`] (keys, tenants, scopes, rate limits, `events_url`
 //!    tokens), [`limits`] (what one caller may hold open at once), [`idempotency`] (the
-//!    `Idempotency-Key`s of analysis starts).
+//!    `Idempotency-Key`s of analysis starts), [`webhooks`] (endpoints, the delivery queue and
+//!    its sender, which records its deliveries in the store's audit trail).
 //! 3. [`state`]: one handle on each of them, shared by handlers and runs.
 //! 4. [`analyses`]: starting an analysis and running it to its end.
 //! 5. [`http`] (router, error type, one module per resource, OpenAPI, the page) and
@@ -40,5 +42,6 @@ pub mod snapshots;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod webhooks;
 
 pub use startup::{Application, MAX_CONNECTIONS};

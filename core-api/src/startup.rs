@@ -76,6 +76,7 @@ impl Application {
             let burst = rate.saturating_mul(std::num::NonZeroU32::new(10).expect("10"));
             governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst))
         };
+        let webhooks = Arc::new(open_webhooks(&settings).await?);
         let state = Arc::new(AppState {
             settings,
             auth,
@@ -87,6 +88,7 @@ impl Application {
             partners,
             scorer: Arc::new(scorer),
             store,
+            webhooks,
             cpf_hash_key,
             max_transactions: 200_000,
             shutdown: shutdown_rx,
@@ -100,6 +102,12 @@ impl Application {
         });
         watch_for_orphans(state.clone());
         crate::analyses::erase::watch_retention(state.clone());
+        tokio::spawn(
+            state
+                .webhooks
+                .clone()
+                .run_worker(state.store.clone(), state.shutdown_signal_owned()),
+        );
         Ok(Application {
             listener,
             state,
@@ -206,6 +214,30 @@ fn require_shared_keys(settings: &Settings) -> anyhow::Result<()> {
         anyhow::bail!("RUN_LEASE_MS: at least 300 (renewed every third of it)");
     }
     Ok(())
+}
+
+/// The webhook endpoints and deliveries: on Redis (shared, secrets sealed with `QUEUE_KEY`)
+/// when it is set, else in a SQLite file in the data folder.
+async fn open_webhooks(settings: &Settings) -> anyhow::Result<crate::webhooks::Webhooks> {
+    let store = match (&settings.redis_url, &settings.queue_key) {
+        (Some(url), Some(key)) => {
+            let conn =
+                redis::aio::ConnectionManager::new(redis::Client::open(url.as_str())?).await?;
+            let seal = integrations::queue::JobSeal::with_label(
+                key,
+                b"credit-analysis webhook endpoint secrets v1",
+            )
+            .map_err(|why| anyhow::anyhow!("QUEUE_KEY: {why}"))?;
+            crate::webhooks::WebhookStore::redis(conn, &settings.key_prefix, seal)
+        }
+        _ => crate::webhooks::WebhookStore::sqlite(&settings.data_dir)?,
+    };
+    Ok(crate::webhooks::Webhooks::new(
+        store,
+        crate::webhooks::Allowed::new(&settings.webhook_allowed_hosts),
+        Duration::from_millis(settings.webhook_retry_base_ms),
+        settings.webhook_max_attempts,
+    ))
 }
 
 /// The transaction store: Elasticsearch when a URL is set, else SQLite in the data folder.

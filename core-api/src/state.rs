@@ -31,6 +31,8 @@ pub struct AppState {
     pub partners: Partners,
     pub scorer: Arc<Scorer>,
     pub store: Store,
+    /// Webhook endpoints, deliveries and their sender.
+    pub webhooks: Arc<crate::webhooks::Webhooks>,
     pub cpf_hash_key: Secret,
     /// Movements an analysis may hold at most.
     pub max_transactions: usize,
@@ -53,5 +55,11 @@ impl AppState {
     /// Resolves when the service starts shutting down.
     pub async fn shutdown_signal(&self) {
         crate::shutdown::stopped(&self.shutdown).await
+    }
+
+    /// As [`AppState::shutdown_signal`], for a task that does not hold the state.
+    pub fn shutdown_signal_owned(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let rx = self.shutdown.clone();
+        async move { crate::shutdown::stopped(&rx).await }
     }
 }

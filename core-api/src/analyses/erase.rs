@@ -1,7 +1,8 @@
 //! Erasure: `DELETE /v1/analyses/{id}` and the retention both come here. An analysis's
 //! personal data lives in five places, and all of them go: the partners' side (cached answers
 //! about the person within the tenant, queued requests and dead letters of the analysis), the
-//! stored transactions (waited on, so a read right after finds none), the event log and, last, the snapshot (last, because it is what says whose the analysis is:
+//! stored transactions (waited on, so a read right after finds none), the webhook deliveries,
+//! the event log and, last, the snapshot (last, because it is what says whose the analysis is:
 //! an erasure that fails half-way can be asked again). The erasure is recorded in the audit
 //! trail (which keeps no personal data but the keyed CPF hash) before any of it.
 
@@ -64,6 +65,12 @@ pub async fn erase(
         .erase(id)
         .await
         .map_err(|e| failed("the stored transactions")(e.to_string()))?;
+    state
+        .webhooks
+        .store()
+        .erase_analysis(id)
+        .await
+        .map_err(|e| failed("the webhook deliveries")(e.to_string()))?;
     state
         .events
         .erase(id)
@@ -130,6 +137,15 @@ async fn sweep(state: &AppState) {
                 }
             }
         }
+    }
+    let kept = crate::webhooks::store::DELIVERY_TTL.as_millis() as i64;
+    if let Err(e) = state
+        .webhooks
+        .store()
+        .expire(chrono::Utc::now().timestamp_millis() - kept)
+        .await
+    {
+        tracing::warn!(error = %e, "Could not remove old webhook deliveries.");
     }
     match state
         .store

@@ -277,6 +277,19 @@ impl Run {
             _ => &crate::metrics::ANALYSES_FAILED,
         };
         ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The lender's back end is told (thin payloads: no personal data is queued).
+        let (event, status) = match status {
+            Status::Completed => ("analysis.completed", "completed"),
+            _ => ("analysis.failed", "failed"),
+        };
+        let person = cpf_hash(state, &self.subject.cpf);
+        if let Err(e) = state
+            .webhooks
+            .analysis_ended(&self.subject.tenant, id, &person, event, status)
+            .await
+        {
+            tracing::error!(analysis = %id, error = %e, "Webhooks for the analysis's end not queued.");
+        }
         if let Some(lease) = &self.lease {
             lease.end().await;
         }

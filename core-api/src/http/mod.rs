@@ -30,6 +30,22 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/v1/analyses/{id}",
             get(analyses::get_analysis).delete(analyses::erase_analysis),
         )
+        .route(
+            "/v1/webhook-endpoints",
+            post(routes::webhooks::create).get(routes::webhooks::list),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}",
+            axum::routing::delete(routes::webhooks::delete),
+        )
+        .route(
+            "/v1/analyses/{id}/webhooks",
+            get(routes::webhooks::deliveries),
+        )
+        .route(
+            "/v1/analyses/{id}/webhooks/{delivery_id}/resend",
+            post(routes::webhooks::resend),
+        )
         .route("/v1/audit", get(routes::audit::list))
         .route("/v1/audit/export", get(routes::audit::export))
         .route("/v1/analyses/{id}/events", get(events::events))

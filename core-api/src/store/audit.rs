@@ -2,7 +2,7 @@
 //!
 //! LGPD (art. 37) asks a controller to keep a record of the processing of personal data, and a
 //! person may ask who looked at theirs. Every read or write of an analysis's data (its start,
-//! snapshot, events, transactions, categories, erasure) is one
+//! snapshot, events, transactions, categories, webhook deliveries, erasure) is one
 //! [`AccessRecord`]: the tenant, the key's id (never the key), the action, the analysis, the
 //! time and the client's address, with the keyed hash of the person's CPF (never the CPF) so an
 //! operator given a CPF can find every access to that person's analyses. Records are only ever
@@ -29,9 +29,15 @@ pub mod actions {
     pub const ERASE: &str = "analysis.erase";
     /// The service erased an analysis at the end of its retention.
     pub const RETENTION_ERASE: &str = "analysis.retention_erase";
+    /// A webhook telling a lender an analysis ended was sent (or tried).
+    pub const WEBHOOK_DELIVERY: &str = "webhook.delivery";
+    /// An analysis's webhook delivery log was read.
+    pub const WEBHOOK_LOG: &str = "webhook.deliveries.read";
+    /// A webhook delivery was queued again by hand.
+    pub const WEBHOOK_RESEND: &str = "webhook.resend";
 }
 
-/// The key id of what the service does on its own (the retention).
+/// The key id of what the service does on its own (the retention, webhook deliveries).
 pub const SERVICE: &str = "service";
 
 /// One access to a person's data.
@@ -44,7 +50,7 @@ pub struct AccessRecord {
     pub tenant: String,
     /// The key's id (a prefix of its hash), `events-token` for a stream opened with an
     /// `events_url` token, or `service` for what the service does on its own (the
-    /// retention).
+    /// retention, webhook deliveries).
     pub key_id: String,
     pub action: String,
     #[serde(default)]

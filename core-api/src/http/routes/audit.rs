@@ -37,7 +37,8 @@ pub struct AuditEntry {
     /// with an `events_url` token; `service` for what the service did on its own.
     pub key_id: String,
     /// `analysis.start`, `analysis.read`, `analysis.events`, `transactions.read`,
-    /// `categories.read`, `analysis.erase`, `analysis.retention_erase`.
+    /// `categories.read`, `analysis.erase`, `analysis.retention_erase`, `webhook.delivery`,
+    /// `webhook.deliveries.read`, `webhook.resend`.
     pub action: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analysis_id: Option<String>,

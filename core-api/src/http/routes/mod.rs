@@ -8,3 +8,4 @@ pub mod classify_stream;
 pub mod events;
 pub mod ops;
 pub mod transactions;
+pub mod webhooks;
