@@ -104,8 +104,14 @@ impl Analyses {
         match (local, &self.redis) {
             // An ended analysis may have been erased through another instance: Redis says
             // (when it can; else this instance's copy answers).
+            // A Redis copy still `running` is an end not written there (Redis failed then):
+            // this instance's copy knows better.
             (Some(s), Some(_)) if s.status != crate::domain::Status::Running => {
-                self.read_redis(id).await.unwrap_or(Some(s))
+                match self.read_redis(id).await {
+                    Ok(Some(r)) if r.status == crate::domain::Status::Running => Some(s),
+                    Ok(found) => found,
+                    Err(_) => Some(s),
+                }
             }
             (Some(s), _) => Some(s),
             (None, Some(_)) => self.read_redis(id).await.ok().flatten(),
@@ -165,6 +171,11 @@ impl Analyses {
             .lock()
             .expect("analyses lock")
             .insert(id.to_string(), owner.to_string());
+    }
+
+    /// The analysis, whoever owns it (for the service's own work, never a client's read).
+    pub async fn get_any(&self, id: &str) -> Option<Snapshot> {
+        self.find(id).await
     }
 
     /// The analysis if `tenant` owns it: another tenant's analysis does not exist for them.

@@ -428,10 +428,12 @@ impl Proxy {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_connection_shows_reconnecting_and_the_page_resumes_without_duplicates() {
     let Some(b) = browser().await else { return };
-    // Slow partners, so the analysis is still running when the connection is cut.
+    // Slow partners and several movement pages (about 2,000 movements, four pages of 500),
+    // so the analysis is still running when the connection is cut.
     let app = spawn_app_with(|s| {
         s.simulator.latency_ms = 1000;
         s.simulator.latency_jitter_ms = 0;
+        s.simulator.movements_per_day = Some(2000.0 / 91.0);
     })
     .await;
     let upstream: SocketAddr = app.url.trim_start_matches("http://").parse().unwrap();

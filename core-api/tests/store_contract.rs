@@ -10,8 +10,8 @@ mod common;
 use common::start_osmem;
 
 use core_api::store::{
-    words, ElasticSettings, ElasticStore, LabelTotal, Position, SqliteStore, StoredTransaction,
-    TransactionQuery, TransactionStore,
+    words, AccessRecord, AuditQuery, AuditTrail, ElasticSettings, ElasticStore, LabelTotal,
+    Position, SqliteStore, StoredTransaction, TransactionQuery, TransactionStore,
 };
 
 const LABELS: [&str; 4] = [
@@ -85,7 +85,137 @@ async fn all_pages(store: &impl TransactionStore, q: &TransactionQuery) -> Vec<S
     panic!("more pages than rows");
 }
 
-async fn keeps_the_contract(store: impl TransactionStore, run: &str) {
+async fn keeps_the_contract(store: impl TransactionStore + AuditTrail, run: &str) {
+    keeps_the_query_contract(&store, run).await;
+    keeps_the_erasure_contract(&store, run).await;
+    keeps_the_audit_contract(&store, run).await;
+}
+
+/// An erasure takes every row of one analysis and nothing else; what the retention finds is
+/// every analysis with old rows, once each, page by page.
+async fn keeps_the_erasure_contract(store: &(impl TransactionStore + AuditTrail), run: &str) {
+    let (gone, kept) = (format!("{run}-gone"), format!("{run}-kept"));
+    store.put(rows(&gone, 30)).await.unwrap();
+    store.put(rows(&kept, 20)).await.unwrap();
+    store.searchable(&gone).await.unwrap();
+    let future = chrono::Utc::now().timestamp_millis() + 60_000;
+    let mut found = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, next) = store.expired(future, after, 1).await.unwrap();
+        assert!(page.len() <= 1);
+        found.extend(
+            page.into_iter()
+                .map(|e| (e.analysis_id, e.tenant, e.cpf_hash)),
+        );
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    for id in [&gone, &kept] {
+        assert_eq!(
+            found.iter().filter(|(a, ..)| a == id).count(),
+            1,
+            "{id} once in {found:?}"
+        );
+    }
+    assert!(found.iter().all(|(_, t, h)| t == "acme" && h == "hash"));
+    let past = chrono::Utc::now().timestamp_millis() - 60_000;
+    let (old, _) = store.expired(past, None, 100).await.unwrap();
+    assert!(
+        !old.iter().any(|e| e.analysis_id == gone),
+        "nothing of it is old yet"
+    );
+    assert_eq!(store.erase(&gone).await.unwrap(), 30);
+    assert_eq!(store.count(&gone).await.unwrap(), 0);
+    assert_eq!(store.count(&kept).await.unwrap(), 20);
+    assert_eq!(store.erase(&gone).await.unwrap(), 0);
+}
+
+/// The trail pages newest first, records of one millisecond included, filters hold together,
+/// tenants see only theirs, and the retention removes the old records only.
+async fn keeps_the_audit_contract(store: &(impl TransactionStore + AuditTrail), run: &str) {
+    let tenant = format!("t-{run}");
+    let base = 1_700_000_000_000i64;
+    let mut all = Vec::new();
+    for i in 0..25i64 {
+        let mut r = AccessRecord::now(&tenant, "key1", "analysis.read").about(
+            if i % 2 == 0 { "a1" } else { "a2" },
+            if i % 3 == 0 { "h1" } else { "h2" },
+        );
+        // Ten records share one millisecond: the id breaks the tie.
+        r.at_ms = if i < 10 { base } else { base + i * 1000 };
+        store.record(r.clone()).await.unwrap();
+        all.push(r);
+    }
+    let mut other = AccessRecord::now("someone-else", "key2", "analysis.read");
+    other.at_ms = base;
+    store.record(other).await.unwrap();
+    all.sort_by(|a, b| (b.at_ms, &b.id).cmp(&(a.at_ms, &a.id)));
+    let q = AuditQuery {
+        tenant: Some(tenant.clone()),
+        limit: 4,
+        ..AuditQuery::default()
+    };
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .audit(AuditQuery {
+                before: before.clone(),
+                ..q.clone()
+            })
+            .await
+            .unwrap();
+        assert!(page.records.len() <= 4);
+        paged.extend(page.records);
+        match page.next {
+            Some(p) => before = Some(p),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all, "every record once, newest first");
+    let only = |q: AuditQuery| async move {
+        store
+            .audit(AuditQuery { limit: 100, ..q })
+            .await
+            .unwrap()
+            .records
+    };
+    let a1 = only(AuditQuery {
+        analysis_id: Some("a1".into()),
+        cpf_hash: Some("h1".into()),
+        from_ms: Some(base + 1),
+        ..q.clone()
+    })
+    .await;
+    let expected: Vec<&AccessRecord> = all
+        .iter()
+        .filter(|r| {
+            r.analysis_id.as_deref() == Some("a1")
+                && r.cpf_hash.as_deref() == Some("h1")
+                && r.at_ms > base
+        })
+        .collect();
+    assert_eq!(a1.iter().collect::<Vec<_>>(), expected);
+    let before_end = only(AuditQuery {
+        to_ms: Some(base + 1),
+        ..q.clone()
+    })
+    .await;
+    assert_eq!(before_end.len(), 10);
+    store.expire_audit(base + 15_000).await.unwrap();
+    let left = only(q.clone()).await;
+    assert_eq!(
+        left.len(),
+        10,
+        "the ten records from the 15th second on stay"
+    );
+    assert!(left.iter().all(|r| r.at_ms >= base + 15_000));
+}
+
+async fn keeps_the_query_contract(store: &impl TransactionStore, run: &str) {
     let a1 = format!("an_{run}_1");
     let a2 = format!("an_{run}_2");
     let mut first = rows(&a1, 200);
@@ -227,7 +357,7 @@ async fn keeps_the_contract(store: impl TransactionStore, run: &str) {
         ),
     ];
     for (what, q) in queries {
-        let got = all_pages(&store, &q).await;
+        let got = all_pages(store, &q).await;
         let want = reference(&all, &q);
         assert!(
             q.text.as_deref() != Some("ifood") || !want.is_empty(),
@@ -263,6 +393,7 @@ async fn an_elasticsearch_compatible_server_keeps_the_contract() {
     let run = run_id();
     let store = ElasticStore::connect(&ElasticSettings {
         index: format!("contract-{run}"),
+        audit_index: format!("contract-audit-{run}"),
         ..ElasticSettings::new(&server.url)
     })
     .await
@@ -281,6 +412,7 @@ async fn a_real_elasticsearch_keeps_the_contract_when_one_is_configured() {
     let run = run_id();
     let store = ElasticStore::connect(&ElasticSettings {
         index: format!("contract-{run}"),
+        audit_index: format!("contract-audit-{run}"),
         username: std::env::var("ELASTICSEARCH_TEST_USER").ok(),
         password: std::env::var("ELASTICSEARCH_TEST_PASSWORD")
             .ok()

@@ -13,7 +13,7 @@
 //! instances read each other's entries) and in memory otherwise, bounded. Every entry expires
 //! on its own; a cache that fails (Redis restarting) is a miss, never a failed request.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -86,8 +86,10 @@ struct Memory {
     order: VecDeque<(Instant, String)>,
     /// Bytes of the sealed entries.
     bytes: usize,
-    /// Names stored under each scope (by the scope's tag), so a scope can be forgotten.
-    scopes: HashMap<String, Vec<String>>,
+    /// Names stored under each scope (by the scope's tag), so a scope can be forgotten; and
+    /// each name's scope, so an entry that goes leaves its scope's set.
+    scopes: HashMap<String, HashSet<String>>,
+    scope_of: HashMap<String, String>,
 }
 
 impl Memory {
@@ -95,6 +97,23 @@ impl Memory {
         if let Some((_, sealed)) = self.entries.remove(name) {
             self.bytes -= sealed.len();
         }
+        if let Some(tag) = self.scope_of.remove(name) {
+            if let Some(names) = self.scopes.get_mut(&tag) {
+                names.remove(name);
+                if names.is_empty() {
+                    self.scopes.remove(&tag);
+                }
+            }
+        }
+    }
+
+    /// Files `name` under the scope tagged `tag`.
+    fn file(&mut self, tag: String, name: &str) {
+        self.scopes
+            .entry(tag.clone())
+            .or_default()
+            .insert(name.to_string());
+        self.scope_of.insert(name.to_string(), tag);
     }
 
     /// Drops the oldest stored entry (skipping stale names); whether there was one.
@@ -126,13 +145,6 @@ impl Memory {
                 break;
             }
         }
-        if self.scopes.len() > 2 * MAX_MEMORY_ANSWERS {
-            let entries = &self.entries;
-            self.scopes.retain(|_, names| {
-                names.retain(|n| entries.contains_key(n));
-                !names.is_empty()
-            });
-        }
         // Stale names (entries stored again, or looked up past their time) never outnumber
         // the entries by much.
         if self.order.len() > 2 * MAX_MEMORY_ANSWERS {
@@ -154,13 +166,20 @@ end
 ";
 
 /// KEYS scope index; ARGV the entries' key prefix. Deletes the scope's entries and its index;
-/// how many names it held.
+/// how many names it held. It names keys it was not given, so it needs a standalone Redis (as
+/// the durable runs do), not a cluster.
 const FORGET_SCOPE: &str = r"
 local names = redis.call('SMEMBERS', KEYS[1])
 for _, n in ipairs(names) do redis.call('DEL', ARGV[1] .. n) end
 redis.call('DEL', KEYS[1])
 return #names
 ";
+
+/// The scripts, hashed once.
+static PUT_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(PUT));
+static FORGET_SCOPE_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(FORGET_SCOPE));
 
 /// The cache's two keys from one secret: labels keep them apart from each other and from the
 /// queue's seal made from the same secret.
@@ -240,7 +259,7 @@ impl AnswerCache {
         match &self.store {
             Store::Memory(m) => {
                 let mut m = m.lock().expect("cache lock");
-                let names = m.scopes.remove(&tag).unwrap_or_default();
+                let names = m.scopes.get(&tag).cloned().unwrap_or_default();
                 for n in &names {
                     m.remove(n);
                 }
@@ -251,7 +270,7 @@ impl AnswerCache {
                 let index = format!("{prefix}:cache:scope:{tag}");
                 // One script: an answer stored meanwhile is either gone with the rest or
                 // under a new index, never left without one.
-                let n: usize = redis::Script::new(FORGET_SCOPE)
+                let n: usize = FORGET_SCOPE_SCRIPT
                     .key(index)
                     .arg(format!("{prefix}:cache:"))
                     .invoke_async(&mut conn)
@@ -336,18 +355,15 @@ impl AnswerCache {
                 m.bytes += sealed.len();
                 m.order.push_back((until, name.to_string()));
                 m.entries.insert(name.to_string(), (until, sealed));
-                let names = m.scopes.entry(self.scope_tag(scope)).or_default();
-                if !names.iter().any(|n| n == name) {
-                    names.push(name.to_string());
-                }
+                m.file(self.scope_tag(scope), name);
             }
             Store::Redis { conn, prefix } => {
                 let mut conn = conn.clone();
                 let ms = ttl.as_millis().min(u64::MAX as u128) as u64;
-                // The scope's index lives as long as its longest-lived entry: `NX` sets its
-                // first expiry, `GT` only ever lengthens it.
+                // One script: the entry, and its scope's index, which lives as long as its
+                // longest-lived entry.
                 let index = format!("{prefix}:cache:scope:{}", self.scope_tag(scope));
-                let stored = redis::Script::new(PUT)
+                let stored = PUT_SCRIPT
                     .key(format!("{prefix}:cache:{name}"))
                     .key(&index)
                     .arg(sealed)
@@ -452,6 +468,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn forgetting_a_scope_removes_its_answers_only() {
+        let cache = AnswerCache::memory();
+        let json = serde_json::json!(1);
+        let ttl = Duration::from_secs(60);
+        cache.put("acme\nperson", "a1", &json, ttl).await;
+        cache.put("acme\nperson", "a2", &json, ttl).await;
+        cache.put("acme\nother", "b1", &json, ttl).await;
+        assert_eq!(cache.forget_scope("acme\nperson").await.unwrap(), 2);
+        assert!(cache.get("a1").await.is_none() && cache.get("a2").await.is_none());
+        assert!(cache.get("b1").await.is_some());
+        assert_eq!(cache.forget_scope("acme\nperson").await.unwrap(), 0);
+    }
+
+    #[tokio::test]
     async fn memory_holds_at_most_its_bound() {
         let cache = AnswerCache::memory();
         for i in 0..MAX_MEMORY_ANSWERS + 10 {
@@ -464,6 +494,16 @@ mod tests {
             unreachable!()
         };
         assert_eq!(m.lock().unwrap().entries.len(), MAX_MEMORY_ANSWERS);
+        // The scope's index follows the entries: what was evicted left it.
+        assert_eq!(
+            m.lock()
+                .unwrap()
+                .scopes
+                .values()
+                .map(HashSet::len)
+                .sum::<usize>(),
+            MAX_MEMORY_ANSWERS
+        );
         assert!(cache.get("n0").await.is_none());
         assert!(cache
             .get(&format!("n{}", MAX_MEMORY_ANSWERS + 9))

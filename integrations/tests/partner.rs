@@ -86,7 +86,7 @@ fn partner(sim: &Sim, kind: Kind, breaker: BreakerConfig, timeout_ms: u64) -> Pa
 }
 
 fn cpf() -> Cpf {
-    Cpf::from_base(123_456_789)
+    integrations::simulator::data::person_with_record(123_456_789)
 }
 
 fn quiet() -> SimulatorSettings {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use axum::routing::post;
 use axum::{Json, Router};
 use integrations::queue::Outcome;
+use integrations::simulator::data::person_with_record;
 use integrations::simulator::{self, SimulatorSettings, SimulatorStats};
-use integrations::Cpf;
 
 mod common;
 use common::{free_port, redis_url, trickling_and_idle_connections_are_closed, KeyPrefix};
@@ -200,7 +200,7 @@ async fn fire(services: &[String], n: usize, callback: &str, tag: &str) -> Vec<O
         let body = serde_json::json!({
             "request_id": format!("{tag}-{i}"),
             "partner": "bureau",
-            "cpf": Cpf::from_base(100_000 + i as u32).digits(),
+            "cpf": person_with_record(100_000 + i as u32).digits(),
             "callback_url": callback,
         });
         let http = http.clone();
@@ -559,7 +559,7 @@ async fn a_callback_that_keeps_failing_or_redirects_gets_a_few_tries_then_its_jo
                 .json(&serde_json::json!({
                     "request_id": format!("cb-{i}"),
                     "partner": "bureau",
-                    "cpf": Cpf::from_base(200_000 + i).digits(),
+                    "cpf": person_with_record(200_000 + i).digits(),
                     "callback_url": format!("{callbacks}/{path}"),
                 }))
                 .send();
@@ -766,7 +766,7 @@ async fn callers_request_ids_never_meet_and_each_sees_and_replays_only_its_dead_
             .post(url("/v1/partner-requests"))
             .json(&serde_json::json!({
                 "request_id": "same", "partner": "bureau",
-                "cpf": Cpf::from_base(base).digits(), "callback_url": receiver.url,
+                "cpf": person_with_record(base).digits(), "callback_url": receiver.url,
             }))
             .send()
             .await
@@ -891,7 +891,7 @@ async fn a_cached_answer_is_reused_within_its_caller_and_scope_and_fresh_asks_ag
     let prefix = KeyPrefix::new("svc");
     let service = ServiceProcess::start(&config, &prefix).await;
     let receiver = Receiver::start().await;
-    let cpf = Cpf::from_base(400_000).digits();
+    let cpf = person_with_record(400_000).digits();
     let ask = |http: reqwest::Client, extra: serde_json::Value| {
         let mut body = serde_json::json!({
             "request_id": "c", "partner": "bureau", "cpf": cpf, "callback_url": receiver.url,

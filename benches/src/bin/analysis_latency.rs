@@ -52,7 +52,7 @@ async fn main() -> Result<()> {
     let mut pages_seen = Vec::new();
     for i in 0..runs + 2 {
         // Each run asks for a different person, so nothing is cached anywhere.
-        let cpf = integrations::Cpf::from_base(200_000 + i as u32).digits();
+        let cpf = integrations::simulator::data::person_with_record(200_000 + i as u32).digits();
         let timed = benches::analyse(&http, &url, KEY, &cpf).await?;
         let (pages, transactions) = (timed.pages, timed.transactions);
         let elapsed = timed.elapsed.as_secs_f64() * 1000.0;

@@ -133,7 +133,7 @@ async fn main() -> Result<()> {
     let mut repeat_calls = 0.0;
     // Two people first to warm connections and the model's pages; not counted.
     for i in 0..people + 2 {
-        let cpf = integrations::Cpf::from_base(300_000 + i as u32);
+        let cpf = integrations::simulator::data::person_with_record(300_000 + i as u32);
         let digits = cpf.digits();
         let cold = benches::analyse(&http, &url, KEY, &digits).await?.elapsed;
         let before = partner_calls(&http, &url).await?;

@@ -19,7 +19,7 @@ use integrations::partner::{Attempt, Partner, RequestParams};
 use integrations::queue::{Job, JobSeal, QueueTtl, RedisQueue, RetryQueue};
 use integrations::semaphore::{new_holder, PermitStore, RedisSemaphore, Semaphore};
 use integrations::simulator::{self, SimulatorSettings};
-use integrations::{Cpf, Kind};
+use integrations::Kind;
 
 const SECONDS: f64 = 3.0;
 
@@ -143,7 +143,7 @@ async fn overhead(url: &str, prefix: &str) -> Result<serde_json::Value> {
         token: None,
     };
     let partner = Partner::new(config, http.clone(), semaphore, Duration::from_secs(10));
-    let cpf = Cpf::from_base(123_456_789);
+    let cpf = integrations::simulator::data::person_with_record(123_456_789);
     let plain_url = format!("http://{addr}/v1/consumers/{}", cpf.digits());
     // Warm both paths (connections, script cache).
     for _ in 0..200 {

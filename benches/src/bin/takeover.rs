@@ -122,7 +122,7 @@ async fn main() -> Result<()> {
     let b = instance(&env).await?;
     let mut times = Vec::new();
     for i in 0..runs {
-        let cpf = integrations::Cpf::from_base(500_000 + i as u32).digits();
+        let cpf = integrations::simulator::data::person_with_record(500_000 + i as u32).digits();
         let started: serde_json::Value = http
             .post(format!("{}/v1/analyses", a.url))
             .bearer_auth(KEY)

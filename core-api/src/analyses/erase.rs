@@ -1,5 +1,5 @@
 //! Erasure: `DELETE /v1/analyses/{id}` and the retention both come here. An analysis's
-//! personal data lives in five places, and all of them go: the partners' side (cached answers
+//! personal data lives in six places, and all of them go: the partners' side (cached answers
 //! about the person within the tenant, queued requests and dead letters of the analysis), the
 //! stored transactions (waited on, so a read right after finds none), the webhook deliveries,
 //! the event log and, last, the snapshot (last, because it is what says whose the analysis is:
@@ -110,32 +110,26 @@ fn days_ago(days: f64) -> i64 {
 /// One pass of the retention.
 async fn sweep(state: &AppState) {
     let before = days_ago(state.settings.retention_days);
-    let mut skipped = std::collections::HashSet::new();
+    // Page by page in the store's order, so analyses that cannot be erased now (running again
+    // after a takeover, a store failing) are passed over, not looked at for ever.
+    let mut after = None;
     loop {
-        let expired = match state.store.expired(before, RETENTION_BATCH).await {
-            Ok(e) => e,
+        let (expired, next) = match state.store.expired(before, after, RETENTION_BATCH).await {
+            Ok(page) => page,
             Err(e) => {
                 tracing::warn!(error = %e, "Could not look for analyses past their retention.");
                 return;
             }
         };
-        let fresh: Vec<_> = expired
-            .into_iter()
-            .filter(|e| !skipped.contains(&e.analysis_id))
-            .collect();
-        if fresh.is_empty() {
-            break;
-        }
-        for e in fresh {
+        for e in expired {
             let record = AccessRecord::now(&e.tenant, SERVICE, actions::RETENTION_ERASE);
-            match erase(state, &e.analysis_id, &e.tenant, &e.cpf_hash, record).await {
-                Ok(()) => {}
-                // Running again after a takeover, or a store failing: the next pass retries.
-                Err(err) => {
-                    tracing::warn!(analysis = %e.analysis_id, error = %err, "Analysis past its retention not erased yet.");
-                    skipped.insert(e.analysis_id);
-                }
+            if let Err(err) = erase(state, &e.analysis_id, &e.tenant, &e.cpf_hash, record).await {
+                tracing::warn!(analysis = %e.analysis_id, error = %err, "Analysis past its retention not erased yet; the next pass tries again.");
             }
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
         }
     }
     let kept = crate::webhooks::store::DELIVERY_TTL.as_millis() as i64;

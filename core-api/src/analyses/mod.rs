@@ -159,6 +159,28 @@ pub async fn resume(state: Arc<AppState>, claimed: durable::Claimed) {
     run.run(spent).await;
 }
 
+/// Queues the webhooks of an analysis's end for `tenant`'s endpoints (thin payloads: no
+/// personal data is queued). A failure is logged: the analysis has ended all the same.
+pub async fn tell_webhooks(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+    cpf_hash: &str,
+    status: Status,
+) {
+    let (event, status) = match status {
+        Status::Completed => ("analysis.completed", "completed"),
+        _ => ("analysis.failed", "failed"),
+    };
+    if let Err(e) = state
+        .webhooks
+        .analysis_ended(tenant, id, cpf_hash, event, status)
+        .await
+    {
+        tracing::error!(analysis = %id, error = %e, "Webhooks for the analysis's end not queued.");
+    }
+}
+
 /// Ends as failed a run that was claimed but cannot go on (its record does not open, or its
 /// snapshot is gone), so it is not claimed again at every lease and its followers hear why.
 pub async fn fail_unresumable(state: &AppState, id: &str, lease: durable::Lease, why: &str) {
@@ -169,6 +191,11 @@ pub async fn fail_unresumable(state: &AppState, id: &str, lease: durable::Lease,
         return;
     }
     let reason = "the analysis could not be resumed after its instance stopped".to_string();
+    let whose = state
+        .analyses
+        .get_any(id)
+        .await
+        .map(|s| (s.tenant, s.cpf_hash));
     let owned = state
         .analyses
         .finish(id, Some(lease.token()), final_retry(state), |s| {
@@ -180,6 +207,11 @@ pub async fn fail_unresumable(state: &AppState, id: &str, lease: durable::Lease,
         id: id.to_string(),
         reason,
     };
+    if owned {
+        if let Some((tenant, person)) = &whose {
+            tell_webhooks(state, tenant, id, person, Status::Failed).await;
+        }
+    }
     if owned
         && state
             .events

@@ -269,7 +269,14 @@ impl Run {
                 s.error = reason;
             })
             .await;
-        if !owned || !self.emit_final(event).await {
+        if !owned {
+            return self.lost();
+        }
+        // Queued before the final event: a lender's back end hears of the end even if this
+        // instance dies now (a successor that ends the run again queues the same messages).
+        let person = cpf_hash(state, &self.subject.cpf);
+        super::tell_webhooks(state, &self.subject.tenant, id, &person, status).await;
+        if !self.emit_final(event).await {
             return self.lost();
         }
         let ended = match status {
@@ -277,19 +284,6 @@ impl Run {
             _ => &crate::metrics::ANALYSES_FAILED,
         };
         ended.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // The lender's back end is told (thin payloads: no personal data is queued).
-        let (event, status) = match status {
-            Status::Completed => ("analysis.completed", "completed"),
-            _ => ("analysis.failed", "failed"),
-        };
-        let person = cpf_hash(state, &self.subject.cpf);
-        if let Err(e) = state
-            .webhooks
-            .analysis_ended(&self.subject.tenant, id, &person, event, status)
-            .await
-        {
-            tracing::error!(analysis = %id, error = %e, "Webhooks for the analysis's end not queued.");
-        }
         if let Some(lease) = &self.lease {
             lease.end().await;
         }

@@ -47,7 +47,11 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(routes::webhooks::resend),
         )
         .route("/v1/audit", get(routes::audit::list))
-        .route("/v1/audit/export", get(routes::audit::export))
+        .route("/v1/audit/search", post(routes::audit::search))
+        .route(
+            "/v1/audit/export",
+            get(routes::audit::export).post(routes::audit::export_search),
+        )
         .route("/v1/analyses/{id}/events", get(events::events))
         .route("/v1/analyses/{id}/transactions", get(transactions::list))
         .route(

@@ -22,6 +22,8 @@ use super::model::StoreError;
 /// The actions the trail records.
 pub mod actions {
     pub const START: &str = "analysis.start";
+    /// A start answered with the analysis an earlier request with its Idempotency-Key began.
+    pub const START_REPLAYED: &str = "analysis.start_replayed";
     pub const READ: &str = "analysis.read";
     pub const EVENTS: &str = "analysis.events";
     pub const TRANSACTIONS: &str = "transactions.read";

@@ -532,7 +532,23 @@ impl TransactionStore for ElasticStore {
             .await
     }
 
-    async fn expired(&self, before_ms: i64, limit: usize) -> Result<Vec<Expired>, StoreError> {
+    async fn expired(
+        &self,
+        before_ms: i64,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Expired>, Option<String>), StoreError> {
+        let mut composite = json!({
+            "size": limit,
+            "sources": [
+                {"analysis_id": {"terms": {"field": "analysis_id"}}},
+                {"tenant": {"terms": {"field": "tenant"}}},
+                {"cpf_hash": {"terms": {"field": "cpf_hash"}}}
+            ]
+        });
+        if let Some(after) = after.and_then(|a| serde_json::from_str::<Value>(&a).ok()) {
+            composite["after"] = after;
+        }
         let v = self
             .search(json!({
                 "size": 0,
@@ -541,21 +557,18 @@ impl TransactionStore for ElasticStore {
                     {"range": {"stored_at": {"lt": before_ms}}},
                     {"bool": {"must_not": {"exists": {"field": "stored_at"}}}}
                 ], "minimum_should_match": 1}},
-                "aggs": {"analyses": {"composite": {
-                    "size": limit,
-                    "sources": [
-                        {"analysis_id": {"terms": {"field": "analysis_id"}}},
-                        {"tenant": {"terms": {"field": "tenant"}}},
-                        {"cpf_hash": {"terms": {"field": "cpf_hash"}}}
-                    ]
-                }}}
+                "aggs": {"analyses": {"composite": composite}}
             }))
             .await?;
+        let next = v["aggregations"]["analyses"]["after_key"]
+            .as_object()
+            .map(|k| Value::Object(k.clone()).to_string());
         let buckets = v["aggregations"]["analyses"]["buckets"]
             .as_array()
             .cloned()
             .unwrap_or_default();
-        Ok(buckets
+        let next = next.filter(|_| buckets.len() == limit);
+        let expired = buckets
             .iter()
             .map(|b| Expired {
                 analysis_id: b["key"]["analysis_id"].as_str().unwrap_or_default().into(),
@@ -563,7 +576,8 @@ impl TransactionStore for ElasticStore {
                 cpf_hash: b["key"]["cpf_hash"].as_str().unwrap_or_default().into(),
             })
             .filter(|e| !e.analysis_id.is_empty())
-            .collect())
+            .collect();
+        Ok((expired, next))
     }
 }
 

@@ -81,10 +81,15 @@ impl TransactionStore for Store {
         }
     }
 
-    async fn expired(&self, before_ms: i64, limit: usize) -> Result<Vec<Expired>, StoreError> {
+    async fn expired(
+        &self,
+        before_ms: i64,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Expired>, Option<String>), StoreError> {
         match self {
-            Store::Sqlite(s) => s.expired(before_ms, limit).await,
-            Store::Elastic(s) => s.expired(before_ms, limit).await,
+            Store::Sqlite(s) => s.expired(before_ms, after, limit).await,
+            Store::Elastic(s) => s.expired(before_ms, after, limit).await,
         }
     }
 }

@@ -139,12 +139,14 @@ pub trait TransactionStore: Send + Sync + 'static {
     /// many there were (as far as the store can tell).
     fn erase(&self, analysis_id: &str) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Up to `limit` analyses with transactions stored before `before_ms` (milliseconds since
-    /// the epoch): what the retention erases.
+    /// the epoch), what the retention erases, in a stable order from `after` (the previous
+    /// page's opaque position); with the position of the next page, if there may be one.
     fn expired(
         &self,
         before_ms: i64,
+        after: Option<String>,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<super::audit::Expired>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<(Vec<super::audit::Expired>, Option<String>), StoreError>> + Send;
 }
 
 #[cfg(test)]

@@ -70,6 +70,10 @@ impl SqliteStore {
             ))
             .map_err(backend)?;
         }
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS transactions_by_age ON transactions (stored_at, analysis_id);",
+        )
+        .map_err(backend)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -253,20 +257,34 @@ impl TransactionStore for SqliteStore {
         .await
     }
 
-    async fn expired(&self, before_ms: i64, limit: usize) -> Result<Vec<Expired>, StoreError> {
+    async fn expired(
+        &self,
+        before_ms: i64,
+        after: Option<String>,
+        limit: usize,
+    ) -> Result<(Vec<Expired>, Option<String>), StoreError> {
         self.blocking(move |c| {
+            // The `stored_at` index finds the old rows without reading the rest.
             let mut stmt = c.prepare_cached(
                 "SELECT analysis_id, MIN(tenant), MIN(cpf_hash) FROM transactions
-                 GROUP BY analysis_id HAVING MIN(stored_at) < ?1 LIMIT ?2",
+                 WHERE stored_at < ?1 AND analysis_id > ?2
+                 GROUP BY analysis_id ORDER BY analysis_id LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![before_ms, limit as i64], |r| {
-                Ok(Expired {
-                    analysis_id: r.get(0)?,
-                    tenant: r.get(1)?,
-                    cpf_hash: r.get(2)?,
-                })
-            })?;
-            rows.collect()
+            let rows = stmt.query_map(
+                params![before_ms, after.unwrap_or_default(), limit as i64],
+                |r| {
+                    Ok(Expired {
+                        analysis_id: r.get(0)?,
+                        tenant: r.get(1)?,
+                        cpf_hash: r.get(2)?,
+                    })
+                },
+            )?;
+            let rows = rows.collect::<Result<Vec<_>, _>>()?;
+            let next = (rows.len() == limit)
+                .then(|| rows.last().map(|e| e.analysis_id.clone()))
+                .flatten();
+            Ok((rows, next))
         })
         .await
     }

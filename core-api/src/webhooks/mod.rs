@@ -44,9 +44,12 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const LEASE: Duration = Duration::from_secs(60);
 /// Deliveries one worker sends at once.
 const BATCH: usize = 16;
+/// How long one attempt may take in all (the endpoint read, the call, saving and recording),
+/// well inside [`LEASE`], so no other worker sends it meanwhile.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(30);
 
-/// An endpoint, as kept.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// An endpoint, as kept (its debug output leaves the secret out).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Endpoint {
     pub id: String,
     pub tenant: String,
@@ -55,6 +58,18 @@ pub struct Endpoint {
     /// `whsec_` and the base64 of 24 random bytes.
     pub secret: String,
     pub created_ms: i64,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &"[redacted]")
+            .finish()
+    }
 }
 
 /// Where a delivery is.
@@ -143,26 +158,45 @@ impl Allowed {
 fn internal(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
             v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
-                || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_multicast()
                 || v4.is_documentation()
-                // 100.64.0.0/10, carrier-grade NAT.
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+                // 0.0.0.0/8 "this network", 100.64.0.0/10 carrier-grade NAT, 192.0.0.0/24
+                // protocol assignments, 198.18.0.0/15 benchmarking, 240.0.0.0/4 reserved.
+                || a == 0
+                || (a == 100 && (b & 0xc0) == 64)
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (b & 0xfe) == 18)
+                || a >= 240
         }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => internal(IpAddr::V4(v4)),
-            None => {
-                v6.is_loopback()
-                    || v6.is_unspecified()
-                    || v6.is_multicast()
-                    || v6.is_unique_local()
-                    || v6.is_unicast_link_local()
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            // An IPv4 address inside an IPv6 one (mapped, compatible, NAT64 64:ff9b::/96,
+            // 6to4 2002::/16) is judged as that IPv4 address.
+            let embedded = match s {
+                [0, 0, 0, 0, 0, 0xffff, h, l] | [0, 0, 0, 0, 0, 0, h, l] if h != 0 || l > 1 => {
+                    Some((h, l))
+                }
+                [0x64, 0xff9b, 0, 0, 0, 0, h, l] => Some((h, l)),
+                [0x2002, h, l, ..] => Some((h, l)),
+                _ => None,
+            };
+            if let Some((h, l)) = embedded {
+                let v4 = std::net::Ipv4Addr::new((h >> 8) as u8, h as u8, (l >> 8) as u8, l as u8);
+                return internal(IpAddr::V4(v4));
             }
-        },
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || v6.is_unique_local()
+                || v6.is_unicast_link_local()
+                // fec0::/10, the deprecated site-local range.
+                || (s[0] & 0xffc0) == 0xfec0
+        }
     }
 }
 
@@ -230,6 +264,16 @@ pub async fn check_url(url: &str, allowed: &Allowed) -> Result<reqwest::Url, Url
     Ok(u)
 }
 
+/// The `webhook-id` of `event` of an analysis for an endpoint: the same however often the
+/// analysis's end is told (a successor that ends a run again), so a receiver can tell a
+/// message it has seen, and the queue keeps one.
+fn delivery_id(analysis_id: &str, endpoint_id: &str, event: &str) -> String {
+    use sha2::Digest;
+    let digest = Sha256::digest(format!("{analysis_id}\n{endpoint_id}\n{event}").as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("msg_{hex}")
+}
+
 /// A new endpoint secret: `whsec_` and the base64 of 24 random bytes (Standard Webhooks).
 pub fn new_secret() -> String {
     let mut bytes = [0u8; 24];
@@ -281,6 +325,9 @@ impl Webhooks {
     ) -> Self {
         let allowed = Arc::new(allowed);
         let http = reqwest::Client::builder()
+            // Never through a proxy from the environment: the proxy would resolve the target
+            // itself, past the address check.
+            .no_proxy()
             .timeout(ATTEMPT_TIMEOUT)
             .connect_timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
@@ -332,7 +379,7 @@ impl Webhooks {
                 },
             });
             let d = Delivery {
-                id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+                id: delivery_id(analysis_id, &e.id, event),
                 tenant: tenant.into(),
                 endpoint_id: e.id.clone(),
                 url: e.url.clone(),
@@ -348,14 +395,24 @@ impl Webhooks {
                 created_ms: now,
                 delivered_ms: None,
             };
-            self.store.save(&d).await?;
-            queued += 1;
+            queued += usize::from(self.store.insert(&d).await?);
         }
         Ok(queued)
     }
 
-    /// Sends `d` once with its endpoint's secret and records how it went.
-    async fn attempt(&self, mut d: Delivery, audit: &Store) {
+    /// Sends `d` once (within [`ATTEMPT_LIMIT`], well inside its lease) and records how it
+    /// went.
+    async fn attempt(&self, d: Delivery, audit: &Store) {
+        let id = d.id.clone();
+        if tokio::time::timeout(ATTEMPT_LIMIT, self.try_attempt(d, audit))
+            .await
+            .is_err()
+        {
+            tracing::warn!(delivery = %id, "Webhook attempt took too long; it is sent again after its lease.");
+        }
+    }
+
+    async fn try_attempt(&self, mut d: Delivery, audit: &Store) {
         let secret = match self.store.endpoints(&d.tenant).await {
             Ok(eps) => eps
                 .into_iter()
@@ -370,6 +427,13 @@ impl Webhooks {
         let outcome = match secret {
             // The endpoint was deleted: nothing to send to any more.
             None => Err((None, "the endpoint was deleted".to_string(), true)),
+            // A literal address is never looked up, so the resolver cannot check it: here,
+            // with the allowed hosts as they are now.
+            Some(_) if self.literal_refused(&d.url) => Err((
+                None,
+                "the endpoint's address is not one webhooks may reach".to_string(),
+                true,
+            )),
             Some(secret) => {
                 let timestamp = chrono::Utc::now().timestamp();
                 let signature = sign(&secret, &d.id, timestamp, &d.payload);
@@ -412,13 +476,18 @@ impl Webhooks {
                 }
             }
         }
+        match self.store.update(&d).await {
+            Ok(true) => {}
+            // Erased (or expired) while it was being sent: nothing is kept of it.
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(delivery = %d.id, error = %e, "Webhook delivery state not saved; it is sent again after its lease.");
+            }
+        }
         let record = AccessRecord::now(&d.tenant, SERVICE, actions::WEBHOOK_DELIVERY)
             .about(&d.analysis_id, &d.cpf_hash);
         if let Err(e) = audit.record(record).await {
             tracing::warn!(delivery = %d.id, error = %e, "Webhook delivery not recorded in the audit trail.");
-        }
-        if let Err(e) = self.store.save(&d).await {
-            tracing::warn!(delivery = %d.id, error = %e, "Webhook delivery state not saved; it is sent again after its lease.");
         }
         tracing::info!(delivery = %d.id, analysis = %d.analysis_id, attempts = d.attempts, status = ?d.status, "Webhook attempted.");
     }
@@ -467,8 +536,23 @@ impl Webhooks {
         d.status = DeliveryStatus::Pending;
         d.attempts = 0;
         d.next_ms = now_ms();
-        self.store.save(&d).await?;
-        Ok(true)
+        self.store.update(&d).await
+    }
+
+    /// Whether `url`'s host is an address literal webhooks may not reach.
+    fn literal_refused(&self, url: &str) -> bool {
+        let Ok(u) = reqwest::Url::parse(url) else {
+            return true;
+        };
+        let host = u.host_str().unwrap_or_default();
+        match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            Ok(ip) => internal(ip) && !self.allowed.ip(ip) && !self.allowed.host(host),
+            Err(_) => false,
+        }
     }
 }
 
@@ -514,10 +598,22 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:7f00:1::",
+            "fec0::1",
+            "0.1.2.3",
+            "198.18.0.1",
+            "240.0.0.1",
         ] {
             assert!(internal(ip.parse().unwrap()), "{ip}");
         }
-        for ip in ["8.8.8.8", "200.160.2.3", "2001:4860:4860::8888"] {
+        for ip in [
+            "8.8.8.8",
+            "200.160.2.3",
+            "2001:4860:4860::8888",
+            "64:ff9b::808:808",
+        ] {
             assert!(!internal(ip.parse().unwrap()), "{ip}");
         }
     }

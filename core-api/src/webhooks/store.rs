@@ -8,11 +8,12 @@
 //! their per-analysis sets expire after [`DELIVERY_TTL`].
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use integrations::queue::JobSeal;
 use redis::aio::ConnectionManager;
+use redis::Script;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Delivery, Endpoint};
@@ -41,19 +42,65 @@ pub enum WebhookStore {
 
 /// KEYS due; ARGV now, lease ms, max. Takes up to `max` due deliveries, pushing their next
 /// attempt a lease ahead so no other worker takes them meanwhile.
-const CLAIM: &str = r"
+static CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
 for _, id in ipairs(ids) do
   redis.call('ZADD', KEYS[1], tonumber(ARGV[1]) + tonumber(ARGV[2]), id)
 end
 return ids
-";
+",
+    )
+});
+
+/// KEYS delivery, analysis's set, due; ARGV json, ttl s, id, next ms. Adds a delivery unless
+/// one with its id is there (a run ended twice, by a successor): 1 added, 0 not.
+static INSERT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', tonumber(ARGV[2])) then return 0 end
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[3])
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[2]))
+return 1
+",
+    )
+});
+
+/// KEYS delivery, due; ARGV json, pending ('1' or '0'), next ms, id. Changes a delivery that
+/// is still there (not erased, not expired), keeping its expiry: 1 changed, 0 gone.
+static UPDATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('ZREM', KEYS[2], ARGV[4])
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL')
+if ARGV[2] == '1' then
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[3]), ARGV[4])
+else
+  redis.call('ZREM', KEYS[2], ARGV[4])
+end
+return 1
+",
+    )
+});
 
 impl WebhookStore {
     /// Opens (creating if needed) `dir/webhooks.sqlite`.
     pub fn sqlite(dir: &Path) -> Result<Self, WebhookStoreError> {
         std::fs::create_dir_all(dir).map_err(backend)?;
-        let conn = Connection::open(dir.join("webhooks.sqlite")).map_err(backend)?;
+        let path = dir.join("webhooks.sqlite");
+        let conn = Connection::open(&path).map_err(backend)?;
+        // It holds the endpoints' signing secrets: the service's user only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(backend)?;
+        }
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
@@ -134,8 +181,8 @@ impl WebhookStore {
                 })
                 .await?;
                 rows.iter()
-                    .filter_map(|j| serde_json::from_str(j).ok())
-                    .collect()
+                    .map(|j| serde_json::from_str(j).map_err(backend))
+                    .collect::<Result<_, _>>()?
             }
             WebhookStore::Redis { conn, prefix, seal } => {
                 let mut conn = conn.clone();
@@ -143,10 +190,15 @@ impl WebhookStore {
                     redis::AsyncCommands::hgetall(&mut conn, format!("{prefix}:wh:ep:{tenant}"))
                         .await
                         .map_err(backend)?;
+                // An endpoint that does not open (another QUEUE_KEY) is an error, never
+                // taken for a deleted one: its deliveries wait instead of failing.
                 all.iter()
-                    .filter_map(|(id, sealed)| seal.open(id, sealed))
-                    .filter_map(|j| serde_json::from_str(&j).ok())
-                    .collect()
+                    .map(|(id, sealed)| {
+                        seal.open(id, sealed)
+                            .and_then(|j| serde_json::from_str(&j).ok())
+                            .ok_or_else(|| backend("an endpoint does not open with QUEUE_KEY"))
+                    })
+                    .collect::<Result<_, _>>()?
             }
         };
         out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
@@ -178,43 +230,71 @@ impl WebhookStore {
         }
     }
 
-    /// Stores a delivery as it is now (new, attempted, resent).
-    pub async fn save(&self, d: &Delivery) -> Result<(), WebhookStoreError> {
+    /// Adds a new delivery unless one with its id is there (the same analysis's end told
+    /// twice); whether it was added.
+    pub async fn insert(&self, d: &Delivery) -> Result<bool, WebhookStoreError> {
         let json = serde_json::to_string(d).expect("deliveries serialise");
-        let pending = d.status == super::DeliveryStatus::Pending;
         match self {
             WebhookStore::Sqlite(c) => {
                 let (id, analysis, next, created) =
                     (d.id.clone(), d.analysis_id.clone(), d.next_ms, d.created_ms);
                 Self::sql(c, move |c| {
                     c.execute(
-                        "INSERT OR REPLACE INTO deliveries VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                        params![id, analysis, pending, next, created, json],
+                        "INSERT OR IGNORE INTO deliveries VALUES (?1, ?2, 1, ?3, ?4, ?5)",
+                        params![id, analysis, next, created, json],
                     )
-                    .map(|_| ())
+                    .map(|n| n > 0)
                 })
                 .await
             }
             WebhookStore::Redis { conn, prefix, .. } => {
                 let mut conn = conn.clone();
-                let ttl = DELIVERY_TTL.as_secs();
-                let due = format!("{prefix}:wh:due");
-                let by_analysis = format!("{prefix}:wh:an:{}", d.analysis_id);
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .set_ex(format!("{prefix}:wh:d:{}", d.id), json, ttl)
-                    .ignore()
-                    .sadd(&by_analysis, &d.id)
-                    .ignore()
-                    .expire(&by_analysis, ttl as i64)
-                    .ignore();
-                if pending {
-                    pipe.zadd(&due, &d.id, d.next_ms).ignore();
-                } else {
-                    pipe.zrem(&due, &d.id).ignore();
-                }
-                pipe.expire(&due, ttl as i64).ignore();
-                pipe.query_async::<()>(&mut conn).await.map_err(backend)
+                let added: i64 = INSERT
+                    .key(format!("{prefix}:wh:d:{}", d.id))
+                    .key(format!("{prefix}:wh:an:{}", d.analysis_id))
+                    .key(format!("{prefix}:wh:due"))
+                    .arg(json)
+                    .arg(DELIVERY_TTL.as_secs())
+                    .arg(&d.id)
+                    .arg(d.next_ms)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(backend)?;
+                Ok(added == 1)
+            }
+        }
+    }
+
+    /// Stores how a delivery is now (attempted, resent), if it is still there: an erasure (or
+    /// the expiry) in the meantime wins. Whether it was.
+    pub async fn update(&self, d: &Delivery) -> Result<bool, WebhookStoreError> {
+        let json = serde_json::to_string(d).expect("deliveries serialise");
+        let pending = d.status == super::DeliveryStatus::Pending;
+        match self {
+            WebhookStore::Sqlite(c) => {
+                let (id, next) = (d.id.clone(), d.next_ms);
+                Self::sql(c, move |c| {
+                    c.execute(
+                        "UPDATE deliveries SET pending = ?2, next_ms = ?3, json = ?4 WHERE id = ?1",
+                        params![id, pending, next, json],
+                    )
+                    .map(|n| n > 0)
+                })
+                .await
+            }
+            WebhookStore::Redis { conn, prefix, .. } => {
+                let mut conn = conn.clone();
+                let changed: i64 = UPDATE
+                    .key(format!("{prefix}:wh:d:{}", d.id))
+                    .key(format!("{prefix}:wh:due"))
+                    .arg(json)
+                    .arg(if pending { "1" } else { "0" })
+                    .arg(d.next_ms)
+                    .arg(&d.id)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(backend)?;
+                Ok(changed == 1)
             }
         }
     }
@@ -250,7 +330,7 @@ impl WebhookStore {
             }
             WebhookStore::Redis { conn, prefix, .. } => {
                 let mut conn = conn.clone();
-                let ids: Vec<String> = redis::Script::new(CLAIM)
+                let ids: Vec<String> = CLAIM
                     .key(format!("{prefix}:wh:due"))
                     .arg(now_ms)
                     .arg(lease_ms)

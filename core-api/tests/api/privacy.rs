@@ -115,7 +115,19 @@ async fn the_audit_trail_finds_a_person_by_cpf_pages_and_exports_as_json_lines()
         .await
         .unwrap();
     let second = analyse(&app, ACME).await;
-    let person = audit(&app, ACME, "cpf=52998224725").await;
+    let search = |body: Value| {
+        app.http
+            .post(format!("{}/v1/audit/search", app.url))
+            .bearer_auth(ACME)
+            .json(&body)
+            .send()
+    };
+    let r = search(json!({"cpf": "52998224725"})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let person = r.json::<Value>().await.unwrap()["records"]
+        .as_array()
+        .unwrap()
+        .clone();
     let ids: std::collections::BTreeSet<&str> = person
         .iter()
         .map(|r| r["analysis_id"].as_str().unwrap())
@@ -126,7 +138,26 @@ async fn the_audit_trail_finds_a_person_by_cpf_pages_and_exports_as_json_lines()
         "the other person's analysis {} is not theirs",
         other["id"]
     );
-    assert_eq!(app.get(ACME, "/v1/audit?cpf=123").await.status(), 422);
+    assert_eq!(search(json!({"cpf": "123"})).await.unwrap().status(), 422);
+    assert_eq!(search(json!({"who": 1})).await.unwrap().status(), 422);
+    // A CPF is never taken from a URL, where proxies would log it.
+    let r = app.get(ACME, "/v1/audit?cpf=52998224725").await;
+    assert_eq!(r.status(), 422);
+    assert!(!r.text().await.unwrap().contains("52998224725"));
+    let r = app
+        .get(ACME, "/v1/audit?from=2026-11-02&to=2026-11-01")
+        .await;
+    assert_eq!(r.status(), 422);
+    let r = app
+        .http
+        .post(format!("{}/v1/audit/export", app.url))
+        .bearer_auth(ACME)
+        .json(&json!({"cpf": "529.982.247-25"}))
+        .send()
+        .await
+        .unwrap();
+    let exported = r.text().await.unwrap();
+    assert_eq!(exported.lines().count(), person.len());
     // Paged newest first: the pages together are the whole trail, once each.
     let all = audit(&app, ACME, "").await;
     let mut paged = Vec::new();

@@ -360,3 +360,55 @@ async fn endpoints_are_per_tenant_refuse_internal_addresses_and_show_their_secre
     assert_eq!(delete(ACME).await.unwrap().status(), 204);
     assert_eq!(delete(ACME).await.unwrap().status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erasure_removes_an_analysis_s_deliveries_and_another_tenant_cannot_resend_them() {
+    let Some(mut rx) = receiver(1_000) else {
+        return;
+    };
+    let app = spawn_app_with(|s| {
+        fast_retries(s);
+        // The second attempt would come two seconds after the first.
+        s.webhook_retry_base_ms = 2_000;
+    })
+    .await;
+    let endpoint: Value = register(
+        &app,
+        ACME,
+        json!({"url": rx.url(), "events": ["analysis.completed"]}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    rx.know(endpoint["secret"].as_str().unwrap());
+    let id = analyse(&app).await;
+    // The first attempt fails; the erasure comes before the second.
+    let first = rx.lines.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(first["status"], 500);
+    let log = app
+        .get_json(ACME, &format!("/v1/analyses/{id}/webhooks"))
+        .await;
+    let delivery = log["deliveries"][0]["id"].as_str().unwrap().to_string();
+    let resend = |key: &'static str| {
+        app.http
+            .post(format!(
+                "{}/v1/analyses/{id}/webhooks/{delivery}/resend",
+                app.url
+            ))
+            .bearer_auth(key)
+            .send()
+    };
+    assert_eq!(resend(BETA).await.unwrap().status(), 404);
+    let r = app
+        .http
+        .delete(format!("{}/v1/analyses/{id}", app.url))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(resend(ACME).await.unwrap().status(), 404);
+    // Nothing more is sent for it: its delivery went with it.
+    assert!(rx.until_delivered(Duration::from_secs(4)).is_empty());
+}

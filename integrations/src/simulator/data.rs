@@ -193,7 +193,8 @@ pub enum Profile {
     Salaried,
     /// Income as irregular PIX transfers from many people; declares more than comes in.
     Informal,
-    /// An INSS benefit on the 25th, a payroll loan, more pharmacy; owns a home.
+    /// An INSS benefit on the 25th, a payroll loan, a condominium fee instead of rent; one to
+    /// two assets, all paid off.
     Retired,
     /// Salaried, with about a third of the income going to betting sites.
     Gambler,
@@ -398,6 +399,16 @@ pub fn is_missing(cpf: &Cpf, missing_rate: f64) -> bool {
         || (seed(cpf, 99) % 10_000) as f64 / 10_000.0 < missing_rate
 }
 
+/// A CPF of someone the bureaus know (any profile but [`Profile::NoRecord`]), the `n`th of
+/// them: tests and benchmarks that need every partner to answer draw their people here.
+/// Different `n` give different CPFs.
+pub fn person_with_record(n: u32) -> Cpf {
+    (0..16u64)
+        .map(|k| Cpf::from_base(((n as u64 * 16 + k) % 1_000_000_000) as u32))
+        .find(|c| Profile::of(c) != Profile::NoRecord)
+        .expect("one in sixteen CPFs has a record at least")
+}
+
 /// The person's monthly income, in BRL: the same every month.
 fn income(cpf: &Cpf) -> f64 {
     money(&mut rng(cpf, 5), Profile::of(cpf).median_income())
@@ -449,8 +460,9 @@ pub fn consumer(cpf: &Cpf, today: NaiveDate) -> ConsumerRecord {
     let dividas = (0..n)
         .map(|_| {
             let due = today - Duration::days(r.random_range(-60..oldest));
+            // Paid on or after its due date, never after today.
             let paid = (due < today && r.random_bool(paid))
-                .then(|| br_date(due + Duration::days(r.random_range(0..40))));
+                .then(|| br_date((due + Duration::days(r.random_range(0..40))).min(today)));
             Debt {
                 valor: money(&mut r, size * monthly),
                 empresa: CREDITORS.choose(&mut r).expect("pool").to_string(),

@@ -132,13 +132,18 @@ pub async fn start_analysis(
         .map_err(|e| ApiError::Internal(format!("the start task: {e}")))?
 }
 
-/// Records `record` (a start) for analysis `id` in the audit trail.
+/// Records `record` (a start) for analysis `id` in the audit trail; a replay (an earlier
+/// request with the same Idempotency-Key started it) as such.
 async fn record_start(
     state: &AppState,
     mut record: AccessRecord,
     id: &str,
+    replayed: bool,
 ) -> Result<(), ApiError> {
     record.analysis_id = Some(id.to_string());
+    if replayed {
+        record.action = actions::START_REPLAYED.into();
+    }
     audit::record(state, record).await
 }
 
@@ -156,7 +161,7 @@ async fn start(
 ) -> Result<Response, ApiError> {
     let (id, tenant) = (subject.id.clone(), subject.tenant.clone());
     let Some((key, fingerprint)) = key else {
-        record_start(&state, record, &id).await?;
+        record_start(&state, record, &id, false).await?;
         analyses::start(&state, subject, window)
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -177,7 +182,7 @@ async fn start(
             } => {
                 match state.analyses.get(&earlier, &tenant).await {
                     Some(s) => {
-                        record_start(&state, record, &earlier).await?;
+                        record_start(&state, record, &earlier, true).await?;
                         return Ok(accepted(&state, &earlier, &tenant, s.status, true));
                     }
                     // Started, but no longer kept (in memory, ended analyses go after an
@@ -208,7 +213,7 @@ async fn start(
             }
         }
     }
-    if let Err(e) = record_start(&state, record, &id).await {
+    if let Err(e) = record_start(&state, record, &id, false).await {
         keys.release(&tenant, &key, &fingerprint, &id).await;
         return Err(e);
     }

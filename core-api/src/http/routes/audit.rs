@@ -1,22 +1,24 @@
 //! `GET /v1/audit`: the tenant's access audit trail, newest first and paged; and
 //! `GET /v1/audit/export`: the same records as JSON lines, for archiving or a data subject's
 //! request. Records name the key (its id), the action, the analysis, the time and the client's
-//! address; never a CPF. A person is found with `cpf`, which is hashed as the trail keeps it.
+//! address; never a CPF. A person is found with `POST /v1/audit/search` (or `/export`) and
+//! `cpf` in the body, hashed as the trail keeps it: a CPF never goes in a URL.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use integrations::Cpf;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::auth::Scope;
-use crate::http::error::{invalid, ApiError, Problem};
+use crate::http::error::{invalid, rejected, ApiError, Problem};
 use crate::http::extract::api_key;
 use crate::state::AppState;
 use crate::store::{AccessRecord, AuditPosition, AuditQuery, AuditTrail};
@@ -36,7 +38,7 @@ pub struct AuditEntry {
     /// The key's id (a prefix of its hash, never the key); `events-token` for a stream opened
     /// with an `events_url` token; `service` for what the service did on its own.
     pub key_id: String,
-    /// `analysis.start`, `analysis.read`, `analysis.events`, `transactions.read`,
+    /// `analysis.start`, `analysis.start_replayed`, `analysis.read`, `analysis.events`, `transactions.read`,
     /// `categories.read`, `analysis.erase`, `analysis.retention_erase`, `webhook.delivery`,
     /// `webhook.deliveries.read`, `webhook.resend`.
     pub action: String,
@@ -91,56 +93,111 @@ fn time(field: &'static str, v: &str, end: bool) -> Result<i64, ApiError> {
         .unwrap_or_default())
 }
 
-/// The query of a request: the caller's tenant and the parameters, each checked.
-fn parse(
-    state: &AppState,
-    tenant: &str,
-    params: &HashMap<String, String>,
-    export: bool,
-) -> Result<AuditQuery, ApiError> {
-    let mut q = AuditQuery {
-        tenant: Some(tenant.to_string()),
-        limit: if export { EXPORT_MAX } else { DEFAULT_LIMIT },
-        ..AuditQuery::default()
-    };
-    for (k, v) in params {
-        match k.as_str() {
-            "analysis" => {
-                if v.is_empty() || v.len() > 64 {
-                    return Err(invalid("analysis", "analysis must be an analysis id"));
+/// What to read of the trail: `GET`'s query parameters, or the body of the `POST`s (the only
+/// way to look a person up: a CPF never goes in a URL, where proxies log it).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSearch {
+    /// Only accesses to this person's data: the CPF is hashed as the trail keeps it, never
+    /// stored. Body only.
+    #[schema(example = "529.982.247-25")]
+    pub cpf: Option<String>,
+    /// Only accesses to this analysis.
+    pub analysis: Option<String>,
+    /// At or after this time: RFC 3339, or a date (`YYYY-MM-DD`, from its midnight UTC).
+    pub from: Option<String>,
+    /// Before this time: RFC 3339, or a date (its whole day included).
+    pub to: Option<String>,
+    /// Records per page, 1 to 1000 (100); not for exports.
+    pub limit: Option<usize>,
+    /// The previous page's `next_cursor`; not for exports.
+    pub cursor: Option<String>,
+}
+
+impl AuditSearch {
+    /// From `GET`'s query parameters: every one known, and no CPF.
+    fn from_params(params: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let mut s = AuditSearch::default();
+        for (k, v) in params {
+            match k.as_str() {
+                "analysis" => s.analysis = Some(v.clone()),
+                "from" => s.from = Some(v.clone()),
+                "to" => s.to = Some(v.clone()),
+                "limit" => {
+                    s.limit =
+                        Some(v.parse().map_err(|_| {
+                            invalid("limit", format!("limit must be 1 to {MAX_LIMIT}"))
+                        })?)
                 }
-                q.analysis_id = Some(v.clone());
-            }
-            "cpf" => {
-                let cpf = Cpf::parse(v).map_err(|e| invalid("cpf", e.to_string()))?;
-                q.cpf_hash = Some(crate::analyses::run::cpf_hash(state, &cpf));
-            }
-            "from" => q.from_ms = Some(time("from", v, false)?),
-            "to" => q.to_ms = Some(time("to", v, true)?),
-            "limit" if !export => {
-                q.limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| invalid("limit", format!("limit must be 1 to {MAX_LIMIT}")))?;
-            }
-            "cursor" if !export => {
-                q.before = Some(AuditPosition::from_cursor(v).ok_or_else(|| {
-                    invalid("cursor", "cursor must be a next_cursor this API returned")
-                })?);
-            }
-            other => {
-                return Err(ApiError::Invalid {
-                    field: "query",
-                    detail: format!(
-                        "unknown query parameter `{}`",
-                        integrations::service::without_values(other)
-                    ),
-                })
+                "cursor" => s.cursor = Some(v.clone()),
+                "cpf" => {
+                    return Err(invalid(
+                        "cpf",
+                        "a CPF never goes in a URL (proxies log them): send it in the body of \
+                         POST /v1/audit/search or POST /v1/audit/export",
+                    ))
+                }
+                other => {
+                    return Err(ApiError::Invalid {
+                        field: "query",
+                        detail: format!(
+                            "unknown query parameter `{}`",
+                            integrations::service::without_values(other)
+                        ),
+                    })
+                }
             }
         }
+        Ok(s)
     }
-    Ok(q)
+
+    /// The store's query for `tenant`, every field checked.
+    fn query(self, state: &AppState, tenant: &str, export: bool) -> Result<AuditQuery, ApiError> {
+        let mut q = AuditQuery {
+            tenant: Some(tenant.to_string()),
+            limit: if export { EXPORT_MAX } else { DEFAULT_LIMIT },
+            ..AuditQuery::default()
+        };
+        if let Some(a) = self.analysis {
+            if a.is_empty() || a.len() > 64 {
+                return Err(invalid("analysis", "analysis must be an analysis id"));
+            }
+            q.analysis_id = Some(a);
+        }
+        if let Some(c) = self.cpf {
+            let cpf = Cpf::parse(&c).map_err(|e| invalid("cpf", e.to_string()))?;
+            q.cpf_hash = Some(crate::analyses::run::cpf_hash(state, &cpf));
+        }
+        if let Some(v) = self.from {
+            q.from_ms = Some(time("from", &v, false)?);
+        }
+        if let Some(v) = self.to {
+            q.to_ms = Some(time("to", &v, true)?);
+        }
+        if let (Some(f), Some(t)) = (q.from_ms, q.to_ms) {
+            if f >= t {
+                return Err(invalid("to", "to must be after from"));
+            }
+        }
+        if export && (self.limit.is_some() || self.cursor.is_some()) {
+            return Err(invalid(
+                "limit",
+                "an export has no pages: narrow it with from and to instead",
+            ));
+        }
+        if let Some(l) = self.limit {
+            if !(1..=MAX_LIMIT).contains(&l) {
+                return Err(invalid("limit", format!("limit must be 1 to {MAX_LIMIT}")));
+            }
+            q.limit = l;
+        }
+        if let Some(c) = self.cursor {
+            q.before = Some(AuditPosition::from_cursor(&c).ok_or_else(|| {
+                invalid("cursor", "cursor must be a next_cursor this API returned")
+            })?);
+        }
+        Ok(q)
+    }
 }
 
 #[utoipa::path(
@@ -148,7 +205,6 @@ fn parse(
     path = "/v1/audit",
     params(
         ("analysis" = Option<String>, Query, description = "Only accesses to this analysis"),
-        ("cpf" = Option<String>, Query, description = "Only accesses to this person's data (the CPF is hashed as the trail keeps it, never stored)"),
         ("from" = Option<String>, Query, description = "At or after this time (RFC 3339, or YYYY-MM-DD)"),
         ("to" = Option<String>, Query, description = "Before this time (RFC 3339; a date includes its whole day)"),
         ("limit" = Option<usize>, Query, description = "Records per page, 1 to 1000 (default 100)"),
@@ -168,7 +224,36 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<AuditPageView>, ApiError> {
     let caller = state.auth.authorize(api_key(&headers), Scope::AuditRead)?;
-    let q = parse(&state, &caller.tenant, &params, false)?;
+    let q = AuditSearch::from_params(&params)?.query(&state, &caller.tenant, false)?;
+    page(&state, q).await
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/audit/search",
+    request_body = AuditSearch,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The tenant's accesses that match, newest first", body = AuditPageView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks `audit:read`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is malformed or unknown; `field` names it", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn search(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<AuditSearch>, JsonRejection>,
+) -> Result<Json<AuditPageView>, ApiError> {
+    let caller = state.auth.authorize(api_key(&headers), Scope::AuditRead)?;
+    let Json(body) = body.map_err(rejected)?;
+    let q = body.query(&state, &caller.tenant, false)?;
+    page(&state, q).await
+}
+
+/// One page of the trail for `q`.
+async fn page(state: &AppState, q: AuditQuery) -> Result<Json<AuditPageView>, ApiError> {
     let page = state
         .store
         .audit(q)
@@ -185,7 +270,6 @@ pub async fn list(
     path = "/v1/audit/export",
     params(
         ("analysis" = Option<String>, Query, description = "Only accesses to this analysis"),
-        ("cpf" = Option<String>, Query, description = "Only accesses to this person's data"),
         ("from" = Option<String>, Query, description = "At or after this time (RFC 3339, or YYYY-MM-DD)"),
         ("to" = Option<String>, Query, description = "Before this time (RFC 3339; a date includes its whole day)"),
     ),
@@ -203,7 +287,35 @@ pub async fn export(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let caller = state.auth.authorize(api_key(&headers), Scope::AuditRead)?;
-    let q = parse(&state, &caller.tenant, &params, true)?;
+    let q = AuditSearch::from_params(&params)?.query(&state, &caller.tenant, true)?;
+    Ok(lines(state, q))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/audit/export",
+    request_body = AuditSearch,
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "JSON lines of the matching records, newest first; at most 100,000", content_type = "application/x-ndjson", body = String),
+        (status = 401, description = "No or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "The key lacks `audit:read`", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is malformed or unknown, or `limit`/`cursor` given; `field` names it", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn export_search(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Json<AuditSearch>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let caller = state.auth.authorize(api_key(&headers), Scope::AuditRead)?;
+    let Json(body) = body.map_err(rejected)?;
+    let q = body.query(&state, &caller.tenant, true)?;
+    Ok(lines(state, q))
+}
+
+/// The records of `q` as a stream of JSON lines.
+fn lines(state: Arc<AppState>, q: AuditQuery) -> Response {
     // Read page by page as the client takes them, so an export holds one page in memory.
     let pages = futures_util::stream::unfold(
         (state, q, 0usize, false),
@@ -237,9 +349,9 @@ pub async fn export(
             }
         },
     );
-    Ok((
+    (
         [(header::CONTENT_TYPE, "application/x-ndjson")],
         Body::from_stream(pages),
     )
-        .into_response())
+        .into_response()
 }

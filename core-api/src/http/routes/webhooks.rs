@@ -298,6 +298,13 @@ pub async fn resend(
 ) -> Result<StatusCode, ApiError> {
     let (caller, person) =
         super::transactions::own_analysis(&state, &headers, &id, Scope::Webhooks).await?;
+    audit::record(
+        &state,
+        AccessRecord::now(&caller.tenant, &caller.key_id, actions::WEBHOOK_RESEND)
+            .about(&id, &person)
+            .from_client(client.0),
+    )
+    .await?;
     if !state
         .webhooks
         .resend(&caller.tenant, &id, &delivery_id)
@@ -306,12 +313,5 @@ pub async fn resend(
     {
         return Err(ApiError::NotFound("webhook delivery"));
     }
-    audit::record(
-        &state,
-        AccessRecord::now(&caller.tenant, &caller.key_id, actions::WEBHOOK_RESEND)
-            .about(&id, &person)
-            .from_client(client.0),
-    )
-    .await?;
     Ok(StatusCode::ACCEPTED)
 }
