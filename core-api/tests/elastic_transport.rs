@@ -29,7 +29,8 @@ fn row(movement: &str) -> StoredTransaction {
     }
 }
 
-/// A server that already has the template and index, and a store on it.
+/// A server that already has the template and index (whose mapping takes `stored_at`), and a
+/// store on it.
 async fn store_on(server: &MockServer, timeout: Duration) -> ElasticStore {
     Mock::given(method("HEAD"))
         .and(path(format!("/_index_template/{INDEX}-template")))
@@ -41,6 +42,12 @@ async fn store_on(server: &MockServer, timeout: Duration) -> ElasticStore {
         .respond_with(ResponseTemplate::new(400).set_body_json(
             json!({"error": {"type": "resource_already_exists_exception"}, "status": 400}),
         ))
+        .mount(server)
+        .await;
+    // The mapping is brought up to date (`stored_at`) once the index is there.
+    Mock::given(method("PUT"))
+        .and(path(format!("/{INDEX}/_mapping")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"acknowledged": true})))
         .mount(server)
         .await;
     ElasticStore::connect(&ElasticSettings {

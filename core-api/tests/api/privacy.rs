@@ -328,3 +328,60 @@ async fn analyses_past_the_retention_are_erased_on_their_own_from_an_elasticsear
     .await;
     analyses_past_the_retention_go(&app).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_separate_integrations_service_an_erasure_forgets_the_person_s_answers_there() {
+    let (sim, _) = integrations::simulator::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        integrations::simulator::SimulatorSettings::default(),
+        None,
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let mut config = integrations::Config::embedded(&format!("http://{sim}"));
+    const SECRET: &str = "core-api-caller-secret-0123456789";
+    config.callers.push(integrations::config::CallerConfig {
+        name: "core-api".into(),
+        secret_env: "UNUSED_HERE".into(),
+        callback_hosts: vec!["127.0.0.1".into()],
+        secret_hash: integrations::auth::secret_hash(SECRET),
+    });
+    let gateway = integrations::gateway::Gateway::build(config).await.unwrap();
+    let service = integrations::service::Service::start(gateway, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let app = spawn_app_with(|s| {
+        s.integrations_url = Some(format!("http://{}", service.addr));
+        s.integrations_secret = Some(core_api::config::Secret::new(SECRET));
+    })
+    .await;
+    let consumer_cached = |events: &[(u64, String, Value)]| {
+        events
+            .iter()
+            .find(|e| e.1 == "partner.completed" && e.2["kind"] == "consumer")
+            .unwrap()
+            .2
+            .get("cached")
+            .is_some()
+    };
+    let run = || async {
+        let started = app.started().await;
+        let events = app
+            .events(started["events_url"].as_str().unwrap(), None, usize::MAX)
+            .await;
+        assert_eq!(events.last().unwrap().1, "analysis.completed");
+        (started["id"].as_str().unwrap().to_string(), events)
+    };
+    let (first, events) = run().await;
+    assert!(!consumer_cached(&events));
+    let (_, events) = run().await;
+    assert!(consumer_cached(&events), "the service cached the answer");
+    assert_eq!(delete(&app, ACME, &first).await.status(), 204);
+    let (_, events) = run().await;
+    assert!(
+        !consumer_cached(&events),
+        "the erasure reached the integrations service's cache"
+    );
+    service.stop().await;
+}
