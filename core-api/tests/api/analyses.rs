@@ -210,29 +210,13 @@ async fn with_a_separate_integrations_service_queued_partner_calls_come_back_by_
     )
     .await
     .unwrap();
-    let mut config = integrations::Config::embedded(&format!("http://{sim}"));
-    for p in &mut config.partners {
-        p.retry.max_attempts = 20;
-    }
-    // This core API is the service's one caller, with callbacks to this machine.
-    const SECRET: &str = "core-api-caller-secret-0123456789";
-    config.callers.push(integrations::config::CallerConfig {
-        name: "core-api".into(),
-        secret_env: "UNUSED_HERE".into(),
-        callback_hosts: vec!["127.0.0.1".into()],
-        secret_hash: integrations::auth::secret_hash(SECRET),
-    });
-    let gateway = integrations::gateway::Gateway::build(config).await.unwrap();
-    let service = integrations::service::Service::start(gateway, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let integrations_url = format!("http://{}", service.addr);
-
-    let app = spawn_app_with(|s| {
-        s.integrations_url = Some(integrations_url.clone());
-        s.integrations_secret = Some(core_api::config::Secret::new(SECRET));
+    let (_service, integrations_url) = integrations_service(sim, |config| {
+        for p in &mut config.partners {
+            p.retry.max_attempts = 20;
+        }
     })
     .await;
+    let app = spawn_app_with(|s| on_integrations(s, &integrations_url)).await;
     let started = app.started().await;
     // Every first attempt has been refused (and queued) by the time the bureau recovers.
     tokio::spawn(async move {

@@ -339,23 +339,8 @@ async fn with_a_separate_integrations_service_an_erasure_forgets_the_person_s_an
     )
     .await
     .unwrap();
-    let mut config = integrations::Config::embedded(&format!("http://{sim}"));
-    const SECRET: &str = "core-api-caller-secret-0123456789";
-    config.callers.push(integrations::config::CallerConfig {
-        name: "core-api".into(),
-        secret_env: "UNUSED_HERE".into(),
-        callback_hosts: vec!["127.0.0.1".into()],
-        secret_hash: integrations::auth::secret_hash(SECRET),
-    });
-    let gateway = integrations::gateway::Gateway::build(config).await.unwrap();
-    let service = integrations::service::Service::start(gateway, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let app = spawn_app_with(|s| {
-        s.integrations_url = Some(format!("http://{}", service.addr));
-        s.integrations_secret = Some(core_api::config::Secret::new(SECRET));
-    })
-    .await;
+    let (service, url) = integrations_service(sim, |_| {}).await;
+    let app = spawn_app_with(|s| on_integrations(s, &url)).await;
     let consumer_cached = |events: &[(u64, String, Value)]| {
         events
             .iter()

@@ -393,3 +393,35 @@ pub fn start_osmem() -> Option<Osmem> {
         child,
     })
 }
+
+/// The secret the core API presents to a separate integrations service in these tests.
+pub const INTEGRATIONS_CALLER_SECRET: &str = "core-api-caller-secret-0123456789";
+
+/// A separate integrations service (over HTTP, as `integrations serve`) whose partners are the
+/// simulator at `sim`, with the core API as its one caller (callbacks to this machine), its
+/// configuration changed by `adjust`; and its URL.
+pub async fn integrations_service(
+    sim: std::net::SocketAddr,
+    adjust: impl FnOnce(&mut integrations::Config),
+) -> (integrations::service::Service, String) {
+    let mut config = integrations::Config::embedded(&format!("http://{sim}"));
+    config.callers.push(integrations::config::CallerConfig {
+        name: "core-api".into(),
+        secret_env: "UNUSED_HERE".into(),
+        callback_hosts: vec!["127.0.0.1".into()],
+        secret_hash: integrations::auth::secret_hash(INTEGRATIONS_CALLER_SECRET),
+    });
+    adjust(&mut config);
+    let gateway = integrations::gateway::Gateway::build(config).await.unwrap();
+    let service = integrations::service::Service::start(gateway, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{}", service.addr);
+    (service, url)
+}
+
+/// Points `s` at a separate integrations service at `url` (from [`integrations_service`]).
+pub fn on_integrations(s: &mut Settings, url: &str) {
+    s.integrations_url = Some(url.to_string());
+    s.integrations_secret = Some(core_api::config::Secret::new(INTEGRATIONS_CALLER_SECRET));
+}

@@ -250,6 +250,22 @@ impl RedisQueue {
         format!("{}:q:{name}", self.0.prefix)
     }
 
+    /// Names the keys a job's whole state lives in, in the order the lease and purge scripts
+    /// take them: jobs, due, leased, owner, age, dead, dead order.
+    fn state_keys(&self, script: &mut redis::ScriptInvocation<'_>) {
+        for name in [
+            "jobs",
+            "due",
+            "leased",
+            "owner",
+            "age",
+            "dead",
+            "dead:order",
+        ] {
+            script.key(self.key(name));
+        }
+    }
+
     fn conn(&self) -> ConnectionManager {
         self.0.conn.clone()
     }
@@ -405,17 +421,9 @@ impl RetryQueue for RedisQueue {
     }
 
     async fn lease(&self, max: usize, lease: Duration) -> Result<Vec<Leased>, IntegrationError> {
-        let flat: Vec<String> = self
-            .0
-            .scripts
-            .lease
-            .key(self.key("jobs"))
-            .key(self.key("due"))
-            .key(self.key("leased"))
-            .key(self.key("owner"))
-            .key(self.key("age"))
-            .key(self.key("dead"))
-            .key(self.key("dead:order"))
+        let mut script = self.0.scripts.lease.prepare_invoke();
+        self.state_keys(&mut script);
+        let flat: Vec<String> = script
             .arg(max)
             .arg(millis(lease))
             .arg(crate::semaphore::new_holder())
@@ -540,20 +548,9 @@ impl RetryQueue for RedisQueue {
 
     async fn purge(&self, prefix: &str) -> Result<u64, IntegrationError> {
         let mut conn = self.conn();
-        let n: u64 = self
-            .0
-            .scripts
-            .purge
-            .key(self.key("jobs"))
-            .key(self.key("due"))
-            .key(self.key("leased"))
-            .key(self.key("owner"))
-            .key(self.key("age"))
-            .key(self.key("dead"))
-            .key(self.key("dead:order"))
-            .arg(prefix)
-            .invoke_async(&mut conn)
-            .await?;
+        let mut script = self.0.scripts.purge.prepare_invoke();
+        self.state_keys(&mut script);
+        let n: u64 = script.arg(prefix).invoke_async(&mut conn).await?;
         // Outcomes kept for a caller in another process (a person's record): gone too. Job
         // ids are the queue's own text; glob characters are escaped all the same.
         let escaped: String = prefix
