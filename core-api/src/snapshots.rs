@@ -104,14 +104,11 @@ impl Analyses {
         match (local, &self.redis) {
             // An ended analysis may have been erased through another instance: Redis says
             // (when it can; else this instance's copy answers).
-            // A Redis copy still `running` is an end not written there (Redis failed then):
-            // this instance's copy knows better.
+            // (A Redis copy still `running` wins too: another instance may have taken the run
+            // over; if it is only an end Redis missed, the analysis looks running, and cannot
+            // be erased, until that copy expires: the safer of the two mistakes.)
             (Some(s), Some(_)) if s.status != crate::domain::Status::Running => {
-                match self.read_redis(id).await {
-                    Ok(Some(r)) if r.status == crate::domain::Status::Running => Some(s),
-                    Ok(found) => found,
-                    Err(_) => Some(s),
-                }
+                self.read_redis(id).await.unwrap_or(Some(s))
             }
             (Some(s), _) => Some(s),
             (None, Some(_)) => self.read_redis(id).await.ok().flatten(),

@@ -101,7 +101,11 @@ async fn keeps_the_erasure_contract(store: &(impl TransactionStore + AuditTrail)
     let future = chrono::Utc::now().timestamp_millis() + 60_000;
     let mut found = Vec::new();
     let mut after = None;
-    loop {
+    for page_number in 0.. {
+        assert!(
+            page_number < 1000,
+            "more pages than analyses: `after` is not honoured"
+        );
         let (page, next) = store.expired(future, after, 1).await.unwrap();
         assert!(page.len() <= 1);
         found.extend(
@@ -160,7 +164,11 @@ async fn keeps_the_audit_contract(store: &(impl TransactionStore + AuditTrail), 
     };
     let mut paged = Vec::new();
     let mut before = None;
-    loop {
+    for page_number in 0.. {
+        assert!(
+            page_number < 100,
+            "more pages than records: `before` is not honoured"
+        );
         let page = store
             .audit(AuditQuery {
                 before: before.clone(),

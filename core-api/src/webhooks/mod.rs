@@ -178,9 +178,9 @@ fn internal(ip: IpAddr) -> bool {
             // An IPv4 address inside an IPv6 one (mapped, compatible, NAT64 64:ff9b::/96,
             // 6to4 2002::/16) is judged as that IPv4 address.
             let embedded = match s {
-                [0, 0, 0, 0, 0, 0xffff, h, l] | [0, 0, 0, 0, 0, 0, h, l] if h != 0 || l > 1 => {
-                    Some((h, l))
-                }
+                [0, 0, 0, 0, 0, 0xffff, h, l] => Some((h, l)),
+                // `::a.b.c.d`, but not `::` and `::1`, judged as IPv6 below.
+                [0, 0, 0, 0, 0, 0, h, l] if h != 0 || l > 1 => Some((h, l)),
                 [0x64, 0xff9b, 0, 0, 0, 0, h, l] => Some((h, l)),
                 [0x2002, h, l, ..] => Some((h, l)),
                 _ => None,
@@ -599,6 +599,8 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "::ffff:0.0.0.0",
+            "::ffff:0.0.0.1",
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
             "fec0::1",

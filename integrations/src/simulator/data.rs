@@ -401,7 +401,8 @@ pub fn is_missing(cpf: &Cpf, missing_rate: f64) -> bool {
 
 /// A CPF of someone the bureaus know (any profile but [`Profile::NoRecord`]), the `n`th of
 /// them: tests and benchmarks that need every partner to answer draw their people here.
-/// Different `n` give different CPFs.
+/// Different `n` below 62,500,000 give different CPFs, but for the rare base the CPF rules
+/// adjust.
 pub fn person_with_record(n: u32) -> Cpf {
     (0..16u64)
         .map(|k| Cpf::from_base(((n as u64 * 16 + k) % 1_000_000_000) as u32))

@@ -298,6 +298,16 @@ pub async fn resend(
 ) -> Result<StatusCode, ApiError> {
     let (caller, person) =
         super::transactions::own_analysis(&state, &headers, &id, Scope::Webhooks).await?;
+    let known = state
+        .webhooks
+        .store()
+        .delivery(&delivery_id)
+        .await
+        .map_err(store_failed)?
+        .is_some_and(|d| d.tenant == caller.tenant && d.analysis_id == id);
+    if !known {
+        return Err(ApiError::NotFound("webhook delivery"));
+    }
     audit::record(
         &state,
         AccessRecord::now(&caller.tenant, &caller.key_id, actions::WEBHOOK_RESEND)
