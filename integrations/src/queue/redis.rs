@@ -253,15 +253,8 @@ impl RedisQueue {
     /// Names the keys a job's whole state lives in, in the order the lease and purge scripts
     /// take them: jobs, due, leased, owner, age, dead, dead order.
     fn state_keys(&self, script: &mut redis::ScriptInvocation<'_>) {
-        for name in [
-            "jobs",
-            "due",
-            "leased",
-            "owner",
-            "age",
-            "dead",
-            "dead:order",
-        ] {
+        // The queue's keys but `wake`, which no script of a job's state touches.
+        for name in &KEY_NAMES[..7] {
             script.key(self.key(name));
         }
     }
