@@ -8,13 +8,16 @@
 # 2. Leave-one-family-out: for each statement family (bank style) of the corpus, both models
 #    are trained without it and scored on every row printed in its style (corpus and eval).
 # 3. Real Brazilian supplier names (benches/data/real-br-suppliers.csv, evaluation only).
-# 4. What the column limit costs: the shipped dense model against scikit-learn's logistic
-#    regression on the very same hashed features with no column limit, and the shipped column
-#    choice (mutual information) against the old one (frequency), on sets 1 and 3.
+# 4. What the shared buckets cost: the shipped dense model (2^13 buckets, every one a column)
+#    against the settings before (2^20 buckets, 8,000 chosen columns) and against scikit-learn
+#    fitted on every bucket of either hash space, on sets 1 and 3 and held-out bradesco.
 #
-# Every Rust model here trains with the shipped settings; only the data differ. Takes about
-# 30 minutes on 2 cores (seven Rust trainings of about 3.5 minutes each). Results go to
-# benches/out/quality/report.md and standard output.
+# 5. What the real names either model gets wrong have in common (real_names_errors.py): how
+#    many carry an activity word the corpus builder knows for their label.
+#
+# Every Rust model here but the "before" ones of part 4 trains with the shipped settings; only
+# the data differ. Takes about 40 minutes on 2 cores (eight Rust trainings of about 4 minutes
+# each). Results go to benches/out/quality/report.md and standard output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,22 +56,49 @@ for f in $families; do
     --data "$OUT/families/family-$f.csv" --out "$OUT/sklearn/lofo-$f.csv"
 done
 
-echo "== what the column limit costs" >&2
-$BIN features --data "$CORPUS" --out "$OUT/corpus.svm"
-$BIN features --data "$EVAL" --out "$OUT/eval.svm"
-$BIN features --data "$REAL" --out "$OUT/real.svm"
-sparse_eval=$($PY benches/sklearn_reference.py sparse-hashed "$OUT/corpus.svm" "$OUT/eval.svm")
-sparse_real=$($PY benches/sklearn_reference.py sparse-hashed "$OUT/corpus.svm" "$OUT/real.svm")
-$BIN train --data "$CORPUS" --eval "$EVAL" --select frequency \
-  --out "$OUT/models/frequency.json" 2>&1 | tail -1 >&2
-score() { # model data -> "macro-F1 accuracy"
-  $BIN eval --model "$1" --data "$2" | sed -n 's/^macro-F1 \*\*\([0-9.]*\)\*\*, accuracy \([0-9.]*\).*/\1 \2/p'
+echo "== what the shared buckets cost" >&2
+# The shipped settings hash into 2^13 buckets and keep every one as a dense column. Against
+# them: the settings before this (2^20 buckets, the 8,000 best by mutual information, alpha
+# 30), and scikit-learn trained like the Rust model on every bucket of the 2^20 and 2^13 spaces
+# (no column limit), on the evaluation set, the real names and the held-out bradesco style.
+alpha=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["training"]["alpha"])' "$MODEL")
+columns=$($PY -c 'import json,sys; print(f"{len(json.load(open(sys.argv[1]))[\"buckets\"]):,}")' "$MODEL")
+for bits in 13 20; do
+  $BIN features --hash-bits $bits --data "$CORPUS" --out "$OUT/corpus-$bits.svm"
+  $BIN features --hash-bits $bits --data "$CORPUS" --exclude-family bradesco \
+    --out "$OUT/corpus-no-bradesco-$bits.svm"
+  $BIN features --hash-bits $bits --data "$EVAL" --out "$OUT/eval-$bits.svm"
+  $BIN features --hash-bits $bits --data "$REAL" --out "$OUT/real-$bits.svm"
+  $BIN features --hash-bits $bits --data "$OUT/families/family-bradesco.csv" \
+    --out "$OUT/bradesco-$bits.svm"
+  $PY benches/sklearn_reference.py sparse-hashed --alpha "$alpha" "$OUT/corpus-$bits.svm" \
+    "$OUT/eval-$bits.svm" "$OUT/real-$bits.svm" > "$OUT/sparse-$bits.jsonl"
+  $PY benches/sklearn_reference.py sparse-hashed --alpha "$alpha" \
+    "$OUT/corpus-no-bradesco-$bits.svm" "$OUT/bradesco-$bits.svm" >> "$OUT/sparse-$bits.jsonl"
+done
+before=(--hash-bits 20 --max-columns 8000 --select information --alpha 30)
+$BIN train --data "$CORPUS" --eval "$EVAL" "${before[@]}" \
+  --out "$OUT/models/before.json" 2>&1 | tail -1 >&2
+$BIN train --data "$CORPUS" --eval "$EVAL" "${before[@]}" --exclude-family bradesco \
+  --out "$OUT/models/before-without-bradesco.json" 2>&1 | tail -1 >&2
+score() { # model data -> "macro-F1 accuracy"; stops the run when eval fails or says nothing
+  local line
+  line=$($BIN eval --model "$1" --data "$2" |
+    sed -n 's/^macro-F1 \*\*\([0-9.]*\)\*\*, accuracy \([0-9.]*\).*/\1 \2/p')
+  if [ -z "$line" ]; then
+    echo "no score for $1 on $2" >&2
+    exit 1
+  fi
+  echo "$line"
 }
-read -r info_f1 _ <<<"$(score "$MODEL" "$EVAL")"
-read -r _ info_acc <<<"$(score "$MODEL" "$REAL")"
-read -r freq_f1 _ <<<"$(score "$OUT/models/frequency.json" "$EVAL")"
-read -r _ freq_acc <<<"$(score "$OUT/models/frequency.json" "$REAL")"
-columns=$($PY -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["buckets"]))' "$MODEL")
+scores=$(score "$MODEL" "$EVAL") && read -r now_f1 _ <<<"$scores"
+scores=$(score "$MODEL" "$REAL") && read -r _ now_acc <<<"$scores"
+scores=$(score "$OUT/models/without-bradesco.json" "$OUT/families/family-bradesco.csv") &&
+  read -r now_lofo _ <<<"$scores"
+scores=$(score "$OUT/models/before.json" "$EVAL") && read -r before_f1 _ <<<"$scores"
+scores=$(score "$OUT/models/before.json" "$REAL") && read -r _ before_acc <<<"$scores"
+scores=$(score "$OUT/models/before-without-bradesco.json" "$OUT/families/family-bradesco.csv") &&
+  read -r before_lofo _ <<<"$scores"
 
 {
   cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)
@@ -76,20 +106,28 @@ columns=$($PY -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["bucke
   echo
   $PY benches/quality_report.py "$OUT"
   echo
-  echo "### What the column limit costs"
+  echo "### What the shared buckets cost"
   echo
-  echo "Same corpus, same hashed features (\`classifier features\`); scikit-learn fits every"
-  echo "bucket any training row holds, the Rust models keep $columns columns."
+  echo "Same corpus; the Rust models are linfa's dense logistic regression, scikit-learn fits"
+  echo "every bucket a training row holds on the Rust featuriser's hashed features"
+  echo "(\`classifier features --hash-bits B\`), IDF-weighted, C = 1/alpha. Held-out"
+  echo "\`bradesco\`: trained without that style, scored on its rows."
   echo
-  echo "| model | columns | evaluation macro-F1 | real names accuracy |"
-  echo "|---|---:|---:|---:|"
-  echo "| Rust, columns by mutual information (shipped) | $columns | $info_f1 | $info_acc |"
-  echo "| Rust, columns by frequency | $columns | $freq_f1 | $freq_acc |"
-  $PY - "$sparse_eval" "$sparse_real" <<'PY'
+  echo "| model | hash space | columns | evaluation macro-F1 | real names accuracy | held-out \`bradesco\` macro-F1 |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| Rust, every bucket, alpha $alpha (shipped) | 2^13 | $columns | $now_f1 | $now_acc | $now_lofo |"
+  echo "| Rust, 8,000 buckets by mutual information, alpha 30 (before) | 2^20 | 8,000 | $before_f1 | $before_acc | $before_lofo |"
+  $PY - "$alpha" "$OUT/sparse-13.jsonl" "$OUT/sparse-20.jsonl" <<'PY'
 import json, sys
-e, r = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-print(f"| scikit-learn on the same hashed features, no limit | {e['columns_used']:,} | "
-      f"{e['macro_f1']:.4f} | {r['accuracy']:.4f} |")
+alpha = sys.argv[1]
+for bits, path in zip((13, 20), sys.argv[2:]):
+    e, r, b = (json.loads(line) for line in open(path))
+    print(f"| scikit-learn, every bucket, alpha {alpha} | 2^{bits} | {e['columns_used']:,} | "
+          f"{e['macro_f1']:.4f} | {r['accuracy']:.4f} | {b['macro_f1']:.4f} |")
 PY
+  echo
+  echo "### What the real names the models miss have in common"
+  echo
+  $PY benches/real_names_errors.py "$OUT/rust/real-br.csv" "$OUT/sklearn/real-br.csv"
 } > "$OUT/report.md"
 cat "$OUT/report.md"

@@ -18,10 +18,15 @@ Subcommands (run with the benches virtual environment, benches/.venv/bin/python)
       as its IN's columns followed by predicted,probability,confidence: the same layout as
       `classifier predict`. Training seconds go to standard error.
 
-  sklearn_reference.py sparse-hashed TRAIN_SVM TEST_SVM
-      Reference on the Rust featuriser's own hashed features, with no vocabulary limit: both
-      files are svmlight (`label_index bucket+1:value ...`, label index in the classifier's
-      label order). Prints one JSON object: macro_f1, accuracy, train_seconds, columns_used.
+  sklearn_reference.py sparse-hashed [--alpha A] [--max-columns N] TRAIN_SVM TEST_SVM [...]
+      Logistic regression on the Rust featuriser's own hashed features, weighted and penalised
+      as the Rust model is (smoothed inverse document frequency of the training rows, L2
+      penalty alpha on the summed loss, i.e. C = 1/alpha) but on every bucket a training row
+      holds (or its N most frequent), with no dense matrix. It differs from `classifier train`
+      in that it fits every row it is given (no hold-out) and counts a bucket in a row only when
+      the row's summed value there is not zero. The files are svmlight (`label_index
+      bucket+1:value ...`, label index in the classifier's label order). Prints one JSON
+      object per test file: macro_f1, accuracy, train_seconds, columns_used.
 
 CSV inputs may be gzip-compressed (.csv.gz).
 """
@@ -46,8 +51,9 @@ from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
 from sklearn.pipeline import make_pipeline, make_union  # noqa: E402
 from sklearn.preprocessing import FunctionTransformer  # noqa: E402
 
-# Hashed feature ids of the Rust featuriser: 1-based, up to 2^20 + 1.
-HASHED_FEATURES = 2**20 + 1
+# Hashed feature ids of the Rust featuriser: 1-based, up to 2^24 + 1 for the largest hash space
+# `classifier features --hash-bits` takes (only the columns a training row uses are fitted).
+HASHED_FEATURES = 2**24 + 1
 
 
 def read(path):
@@ -172,29 +178,42 @@ def predict(args, parser):
 
 
 def sparse_hashed(args):
+    import numpy as np
+    import scipy.sparse as sp
+
     x_train, y_train = load_svmlight_file(args.train_svm, n_features=HASHED_FEATURES,
                                           zero_based=False)
-    x_test, y_test = load_svmlight_file(args.test_svm, n_features=HASHED_FEATURES,
-                                        zero_based=False)
     x_train.eliminate_zeros()
     # A column that is zero in every training row gets weight zero at the L2-penalised optimum
     # (its loss gradient is always zero), so fitting on the used columns only gives the same
     # model as fitting on all 2^20 + 1, without lbfgs carrying 19 x 2^20 weights around.
     used = (x_train.getnnz(axis=0) > 0).nonzero()[0]
+    if args.max_columns:
+        # The most frequent buckets, as `classifier train --select frequency` keeps them.
+        counts = x_train[:, used].getnnz(axis=0)
+        best = np.lexsort((used, -counts))[:args.max_columns]
+        used = np.sort(used[best])
+    x_train = x_train[:, used]
+    # The Rust trainer's weighting: smoothed inverse document frequency per bucket.
+    df = x_train.getnnz(axis=0)
+    n = x_train.shape[0]
+    idf = sp.diags(np.log((1.0 + n) / (1.0 + df)) + 1.0)
 
-    model = LogisticRegression(C=1.0, max_iter=1000)
+    model = LogisticRegression(C=1.0 / args.alpha, max_iter=1000)
     started = time.perf_counter()
-    model.fit(x_train[:, used], y_train.astype(int))
+    model.fit(x_train @ idf, y_train.astype(int))
     train_seconds = time.perf_counter() - started
 
-    predicted = model.predict(x_test[:, used])
-    truth = y_test.astype(int)
-    print(json.dumps({
-        "macro_f1": f1_score(truth, predicted, average="macro"),
-        "accuracy": accuracy_score(truth, predicted),
-        "train_seconds": train_seconds,
-        "columns_used": len(used),
-    }))
+    for path in args.test_svm:
+        x_test, y_test = load_svmlight_file(path, n_features=HASHED_FEATURES, zero_based=False)
+        predicted = model.predict(x_test[:, used] @ idf)
+        truth = y_test.astype(int)
+        print(json.dumps({
+            "macro_f1": f1_score(truth, predicted, average="macro"),
+            "accuracy": accuracy_score(truth, predicted),
+            "train_seconds": train_seconds,
+            "columns_used": len(used),
+        }))
 
 
 def main():
@@ -219,8 +238,12 @@ def main():
 
     p = commands.add_parser("sparse-hashed",
                             help="logistic regression on the Rust hashed features (JSON)")
+    p.add_argument("--alpha", type=float, default=10.0,
+                   help="L2 penalty on the summed loss, as `classifier train --alpha`")
+    p.add_argument("--max-columns", type=int, default=0,
+                   help="keep only this many buckets, the most frequent (default: all)")
     p.add_argument("train_svm", help="svmlight training file")
-    p.add_argument("test_svm", help="svmlight test file")
+    p.add_argument("test_svm", nargs="+", help="svmlight test file(s)")
 
     args = parser.parse_args()
     if args.command == "throughput":

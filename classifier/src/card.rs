@@ -54,22 +54,32 @@ pub fn model_card(
         settings.max_iterations, settings.chunk_iterations, settings.alpha
     );
     let f = &settings.features;
+    // Fewer columns than the limit means every qualifying bucket was kept: nothing was chosen.
+    let columns = if report.columns < settings.max_columns {
+        format!(
+            "{} columns: every bucket in at least {} training rows",
+            report.columns, settings.min_df
+        )
+    } else {
+        format!(
+            "{} columns kept (buckets in at least {} training rows, at most {}, chosen by {})",
+            report.columns,
+            settings.min_df,
+            settings.max_columns,
+            match settings.selection {
+                crate::train::Selection::Information => "mutual information with the label",
+                crate::train::Selection::Frequency => "frequency",
+            }
+        )
+    };
     let _ = writeln!(
         out,
         "- features: 2^{} hash buckets; character {}-{}-grams inside words, words{}, direction, \
-         log2 amount bucket, round amount, MCC and MCC group, movement type; {} columns kept \
-         (buckets in at least {} training rows, at most {}, chosen by {}){}",
+         log2 amount bucket, round amount, MCC and MCC group, movement type; {columns}{}",
         f.hash_bits,
         f.char_ngram_min,
         f.char_ngram_max,
         if f.word_bigrams { ", word bigrams" } else { "" },
-        report.columns,
-        settings.min_df,
-        settings.max_columns,
-        match settings.selection {
-            crate::train::Selection::Information => "mutual information with the label",
-            crate::train::Selection::Frequency => "frequency",
-        },
         if settings.idf {
             ", values weighted by inverse document frequency (folded into the stored weights)"
         } else {

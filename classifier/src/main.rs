@@ -59,6 +59,10 @@ struct FeaturesArgs {
     /// Keep only the rows of this family.
     #[arg(long)]
     only_family: Option<String>,
+    /// Hash space: 2^hash_bits buckets (8 to 24); a larger one than the model's shows what
+    /// the shared buckets cost.
+    #[arg(long, default_value_t = FeatureSettings::default().hash_bits)]
+    hash_bits: u8,
     #[command(flatten)]
     input: InputArgs,
 }
@@ -105,6 +109,9 @@ struct TrainArgs {
     alpha: f32,
     #[arg(long, default_value_t = TrainSettings::default().max_iterations)]
     iterations: u64,
+    /// L-BFGS iterations per progress step; each step restarts the solver's curvature memory.
+    #[arg(long, default_value_t = TrainSettings::default().chunk_iterations)]
+    chunk_iterations: u64,
     #[arg(long, default_value_t = TrainSettings::default().max_columns)]
     max_columns: usize,
     #[arg(long, default_value_t = TrainSettings::default().min_df)]
@@ -232,6 +239,7 @@ fn run_train(a: TrainArgs) -> Result<()> {
         seed: a.seed,
         alpha: a.alpha,
         max_iterations: a.iterations,
+        chunk_iterations: a.chunk_iterations,
         max_columns: a.max_columns,
         min_df: a.min_df,
         selection: a.select,
@@ -243,7 +251,6 @@ fn run_train(a: TrainArgs) -> Result<()> {
             hash_bits: a.hash_bits,
             ..FeatureSettings::default()
         },
-        ..TrainSettings::default()
     };
     settings.features.validate().map_err(anyhow::Error::msg)?;
     let bar = indicatif::ProgressBar::new(settings.max_iterations);
@@ -436,8 +443,11 @@ fn run_features(a: FeaturesArgs) -> Result<()> {
         a.exclude_family.as_deref(),
         a.only_family.as_deref(),
     )?;
-    let featurizer =
-        classifier::Featurizer::new(FeatureSettings::default()).map_err(anyhow::Error::msg)?;
+    let featurizer = classifier::Featurizer::new(FeatureSettings {
+        hash_bits: a.hash_bits,
+        ..FeatureSettings::default()
+    })
+    .map_err(anyhow::Error::msg)?;
     let file =
         std::fs::File::create(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut out = std::io::BufWriter::new(file);
