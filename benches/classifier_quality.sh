@@ -62,7 +62,7 @@ echo "== what the shared buckets cost" >&2
 # 30), and scikit-learn trained like the Rust model on every bucket of the 2^20 and 2^13 spaces
 # (no column limit), on the evaluation set, the real names and the held-out bradesco style.
 alpha=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["training"]["alpha"])' "$MODEL")
-columns=$($PY -c 'import json,sys; print(f"{len(json.load(open(sys.argv[1]))[\"buckets\"]):,}")' "$MODEL")
+columns=$($PY -c 'import json,sys; print(format(len(json.load(open(sys.argv[1]))["buckets"]), ","))' "$MODEL")
 for bits in 13 20; do
   $BIN features --hash-bits $bits --data "$CORPUS" --out "$OUT/corpus-$bits.svm"
   $BIN features --hash-bits $bits --data "$CORPUS" --exclude-family bradesco \

@@ -47,8 +47,9 @@ impl Default for FeatureSettings {
         FeatureSettings {
             // 2^13 buckets, all of which training keeps as dense columns: every n-gram reaches
             // the model, sharing its bucket with others (the signs cancel them on average),
-            // instead of a 2^20 space of which only 8,000 chosen buckets got weights. On held-out
-            // statement styles that is worth 0.01-0.02 macro-F1 (benches/README.md).
+            // instead of a 2^20 space of which only 8,000 chosen buckets got weights. As good
+            // or slightly better on held-out statement styles, with no column choice
+            // (benches/README.md, `classifier_prototypes.sh`).
             hash_bits: 13,
             char_ngram_min: 3,
             char_ngram_max: 4,
