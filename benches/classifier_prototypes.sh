@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# The quick prototypes the shipped hash space and penalty were chosen with: scikit-learn's
+# Prototypes of the hash space and penalty, rerun on the featuriser's own buckets: scikit-learn's
 # logistic regression on the Rust featuriser's own hashed features (`classifier features`),
 # IDF-weighted with the penalty alpha as `classifier train` does (sklearn_reference.py
 # sparse-hashed), a few seconds per fit instead of minutes for linfa's dense one. For each
 # setting: evaluation-set macro-F1, and the macro-F1 of each statement family for a model
 # trained without it.
 #
-#   bash benches/classifier_prototypes.sh       # about 10 minutes on 2 cores
+#   bash benches/classifier_prototypes.sh       # about 7 minutes on 2 cores
 #
 # Settings: 2^13 buckets, every one a column, alpha 30, 20, 10 and 5; and 2^20 buckets, the
 # 8,000 most frequent, alpha 30 and 10 (the column limit of the settings before, chosen by
@@ -23,36 +23,33 @@ OUT=benches/out/prototypes
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-if [ ! -x benches/.venv/bin/python ]; then
-  python3 -m venv benches/.venv
-fi
-benches/.venv/bin/python -c 'import sklearn' 2>/dev/null ||
-  benches/.venv/bin/pip install --quiet 'scikit-learn==1.7.*' numpy scipy
-PY=benches/.venv/bin/python
+# shellcheck source=benches/sklearn_venv.sh
+. benches/sklearn_venv.sh
 cargo build --release --quiet -p classifier
 BIN=./target/release/classifier
 
-families=$($PY benches/split_families.py "$CORPUS" "$EVAL" "$OUT/families" 2>/dev/null)
+# Progress and row counts go to $OUT/log; a failing step stops the run (set -e).
+families=$($PY benches/split_families.py "$CORPUS" "$EVAL" "$OUT/families" 2>>"$OUT/log")
 for bits in 13 20; do
-  $BIN features --hash-bits $bits --data "$CORPUS" --out "$OUT/corpus-$bits.svm" 2>/dev/null
-  $BIN features --hash-bits $bits --data "$EVAL" --out "$OUT/eval-$bits.svm" 2>/dev/null
+  $BIN features --hash-bits $bits --data "$CORPUS" --out "$OUT/corpus-$bits.svm" 2>>"$OUT/log"
+  $BIN features --hash-bits $bits --data "$EVAL" --out "$OUT/eval-$bits.svm" 2>>"$OUT/log"
   for f in $families; do
     $BIN features --hash-bits $bits --data "$CORPUS" --exclude-family "$f" \
-      --out "$OUT/without-$f-$bits.svm" 2>/dev/null
+      --out "$OUT/without-$f-$bits.svm" 2>>"$OUT/log"
     $BIN features --hash-bits $bits --data "$OUT/families/family-$f.csv" \
-      --out "$OUT/$f-$bits.svm" 2>/dev/null
+      --out "$OUT/$f-$bits.svm" 2>>"$OUT/log"
   done
 done
 
 f1() { # bits columns alpha train test -> macro-F1
   local line
   line=$($PY benches/sklearn_reference.py sparse-hashed --alpha "$3" --max-columns "$2" \
-    "$OUT/$4-$1.svm" "$OUT/$5-$1.svm")
+    "$OUT/$4-$1.svm" "$OUT/$5-$1.svm") || return 1
   $PY -c 'import json,sys; print("%.4f" % json.loads(sys.argv[1])["macro_f1"])' "$line"
 }
 
 {
-  cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)
+  cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo "Run $(date -u +%F) on $cpu, $(nproc) cores: \`bash benches/classifier_prototypes.sh\`."
   echo
   header="| hash space | columns | alpha | evaluation"
@@ -67,7 +64,8 @@ f1() { # bits columns alpha train test -> macro-F1
     read -r bits columns alpha <<<"$setting"
     scores=()
     for f in $families; do
-      scores+=("$f=$(f1 "$bits" "$columns" "$alpha" "without-$f" "$f")")
+      score=$(f1 "$bits" "$columns" "$alpha" "without-$f" "$f")
+      scores+=("$f=$score")
     done
     evaluation=$(f1 "$bits" "$columns" "$alpha" corpus eval)
     $PY - "$bits" "$columns" "$alpha" "$evaluation" "${scores[@]}" <<'PY'

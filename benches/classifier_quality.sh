@@ -8,7 +8,8 @@
 # 2. Leave-one-family-out: for each statement family (bank style) of the corpus, both models
 #    are trained without it and scored on every row printed in its style (corpus and eval).
 # 3. Real Brazilian supplier names (benches/data/real-br-suppliers.csv, evaluation only).
-# 4. What the shared buckets cost: the shipped dense model (2^13 buckets, every one a column)
+# 4. What the hash space, the column limit and the penalty cost: the shipped dense model (2^13
+#    buckets, every one a column, alpha 10)
 #    against the settings before (2^20 buckets, 8,000 chosen columns) and against scikit-learn
 #    fitted on every bucket of either hash space, on sets 1 and 3 and held-out bradesco.
 #
@@ -29,12 +30,8 @@ OUT=benches/out/quality
 rm -rf "$OUT"
 mkdir -p "$OUT/rust" "$OUT/sklearn" "$OUT/families" "$OUT/models"
 
-if [ ! -x benches/.venv/bin/python ]; then
-  python3 -m venv benches/.venv
-fi
-benches/.venv/bin/python -c 'import sklearn' 2>/dev/null ||
-  benches/.venv/bin/pip install --quiet 'scikit-learn==1.7.*' numpy scipy
-PY=benches/.venv/bin/python
+# shellcheck source=benches/sklearn_venv.sh
+. benches/sklearn_venv.sh
 cargo build --release --quiet -p classifier
 BIN=./target/release/classifier
 
@@ -56,13 +53,14 @@ for f in $families; do
     --data "$OUT/families/family-$f.csv" --out "$OUT/sklearn/lofo-$f.csv"
 done
 
-echo "== what the shared buckets cost" >&2
+echo "== what the hash space, the column limit and the penalty cost" >&2
 # The shipped settings hash into 2^13 buckets and keep every one as a dense column. Against
 # them: the settings before this (2^20 buckets, the 8,000 best by mutual information, alpha
 # 30), and scikit-learn trained like the Rust model on every bucket of the 2^20 and 2^13 spaces
 # (no column limit), on the evaluation set, the real names and the held-out bradesco style.
 alpha=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["training"]["alpha"])' "$MODEL")
 columns=$($PY -c 'import json,sys; print(format(len(json.load(open(sys.argv[1]))["buckets"]), ","))' "$MODEL")
+bits=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["features"]["hash_bits"])' "$MODEL")
 for bits in 13 20; do
   $BIN features --hash-bits $bits --data "$CORPUS" --out "$OUT/corpus-$bits.svm"
   $BIN features --hash-bits $bits --data "$CORPUS" --exclude-family bradesco \
@@ -91,22 +89,27 @@ score() { # model data -> "macro-F1 accuracy"; stops the run when eval fails or 
   fi
   echo "$line"
 }
-scores=$(score "$MODEL" "$EVAL") && read -r now_f1 _ <<<"$scores"
-scores=$(score "$MODEL" "$REAL") && read -r _ now_acc <<<"$scores"
-scores=$(score "$OUT/models/without-bradesco.json" "$OUT/families/family-bradesco.csv") &&
-  read -r now_lofo _ <<<"$scores"
-scores=$(score "$OUT/models/before.json" "$EVAL") && read -r before_f1 _ <<<"$scores"
-scores=$(score "$OUT/models/before.json" "$REAL") && read -r _ before_acc <<<"$scores"
-scores=$(score "$OUT/models/before-without-bradesco.json" "$OUT/families/family-bradesco.csv") &&
-  read -r before_lofo _ <<<"$scores"
+# A plain assignment, so that set -e stops the run when a score is missing.
+scores=$(score "$MODEL" "$EVAL")
+read -r now_f1 _ <<<"$scores"
+scores=$(score "$MODEL" "$REAL")
+read -r _ now_acc <<<"$scores"
+scores=$(score "$OUT/models/without-bradesco.json" "$OUT/families/family-bradesco.csv")
+read -r now_lofo _ <<<"$scores"
+scores=$(score "$OUT/models/before.json" "$EVAL")
+read -r before_f1 _ <<<"$scores"
+scores=$(score "$OUT/models/before.json" "$REAL")
+read -r _ before_acc <<<"$scores"
+scores=$(score "$OUT/models/before-without-bradesco.json" "$OUT/families/family-bradesco.csv")
+read -r before_lofo _ <<<"$scores"
 
 {
-  cpu=$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)
+  cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
   echo "Run $(date -u +%F) on $cpu, $(nproc) cores: \`bash benches/classifier_quality.sh\`."
   echo
   $PY benches/quality_report.py "$OUT"
   echo
-  echo "### What the shared buckets cost"
+  echo "### What the hash space, the column limit and the penalty cost"
   echo
   echo "Same corpus; the Rust models are linfa's dense logistic regression, scikit-learn fits"
   echo "every bucket a training row holds on the Rust featuriser's hashed features"
@@ -115,7 +118,7 @@ scores=$(score "$OUT/models/before-without-bradesco.json" "$OUT/families/family-
   echo
   echo "| model | hash space | columns | evaluation macro-F1 | real names accuracy | held-out \`bradesco\` macro-F1 |"
   echo "|---|---:|---:|---:|---:|---:|"
-  echo "| Rust, every bucket, alpha $alpha (shipped) | 2^13 | $columns | $now_f1 | $now_acc | $now_lofo |"
+  echo "| Rust, \`$MODEL\`, alpha $alpha | 2^$bits | $columns | $now_f1 | $now_acc | $now_lofo |"
   echo "| Rust, 8,000 buckets by mutual information, alpha 30 (before) | 2^20 | 8,000 | $before_f1 | $before_acc | $before_lofo |"
   $PY - "$alpha" "$OUT/sparse-13.jsonl" "$OUT/sparse-20.jsonl" <<'PY'
 import json, sys

@@ -18,11 +18,8 @@ EVAL=classifier/data/eval.csv.gz
 OUT=benches/out
 mkdir -p "$OUT"
 
-if [ ! -x benches/.venv/bin/python ]; then
-  python3 -m venv benches/.venv
-fi
-benches/.venv/bin/python -c 'import sklearn' 2>/dev/null ||
-  benches/.venv/bin/pip install --quiet 'scikit-learn==1.7.*' numpy scipy
+# shellcheck source=benches/sklearn_venv.sh
+. benches/sklearn_venv.sh
 
 cargo build --release --quiet -p classifier -p benches
 

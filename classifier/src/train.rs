@@ -75,15 +75,16 @@ impl Default for TrainSettings {
             seed: 42,
             holdout: 0.1,
             // Chosen in scikit-learn prototypes on the same hashed features (benches/README.md,
-            // `classifier_prototypes.sh`): alpha 30 scored best on unseen brands (evaluation
+            // `classifier_prototypes.sh`): alpha 20-30 scored best on unseen brands (evaluation
             // set) but leaned on the statement style; 10 gives up 0.006 there and gains 0.012
-            // on held-out styles, the best mean of the two.
+            // on held-out styles, the best mean of the two (within noise of 20 and 5).
             alpha: 10.0,
             // 100 iterations give the same evaluation macro-F1 as 150 at two thirds of the time.
             max_iterations: 100,
             chunk_iterations: 15,
             min_df: 2,
-            // The whole default hash space (2^13): no bucket is dropped.
+            // The whole default hash space (2^13): no bucket is dropped for want of room (those
+            // in fewer than `min_df` rows still are).
             max_columns: 8_192,
             selection: Selection::Information,
             idf: true,
