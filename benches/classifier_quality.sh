@@ -60,7 +60,7 @@ echo "== what the hash space, the column limit and the penalty cost" >&2
 # (no column limit), on the evaluation set, the real names and the held-out bradesco style.
 alpha=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["training"]["alpha"])' "$MODEL")
 columns=$($PY -c 'import json,sys; print(format(len(json.load(open(sys.argv[1]))["buckets"]), ","))' "$MODEL")
-bits=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["features"]["hash_bits"])' "$MODEL")
+model_bits=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["features"]["hash_bits"])' "$MODEL")
 for bits in 13 20; do
   $BIN features --hash-bits $bits --data "$CORPUS" --out "$OUT/corpus-$bits.svm"
   $BIN features --hash-bits $bits --data "$CORPUS" --exclude-family bradesco \
@@ -79,29 +79,25 @@ $BIN train --data "$CORPUS" --eval "$EVAL" "${before[@]}" \
   --out "$OUT/models/before.json" 2>&1 | tail -1 >&2
 $BIN train --data "$CORPUS" --eval "$EVAL" "${before[@]}" --exclude-family bradesco \
   --out "$OUT/models/before-without-bradesco.json" 2>&1 | tail -1 >&2
-score() { # model data -> "macro-F1 accuracy"; stops the run when eval fails or says nothing
-  local line
+score() { # model data f1_var accuracy_var: sets both; stops the run when eval says nothing
+  local line f1 accuracy
   line=$($BIN eval --model "$1" --data "$2" |
     sed -n 's/^macro-F1 \*\*\([0-9.]*\)\*\*, accuracy \([0-9.]*\).*/\1 \2/p')
   if [ -z "$line" ]; then
     echo "no score for $1 on $2" >&2
     exit 1
   fi
-  echo "$line"
+  read -r f1 accuracy <<<"$line"
+  printf -v "$3" %s "$f1"
+  printf -v "$4" %s "$accuracy"
 }
-# A plain assignment, so that set -e stops the run when a score is missing.
-scores=$(score "$MODEL" "$EVAL")
-read -r now_f1 _ <<<"$scores"
-scores=$(score "$MODEL" "$REAL")
-read -r _ now_acc <<<"$scores"
-scores=$(score "$OUT/models/without-bradesco.json" "$OUT/families/family-bradesco.csv")
-read -r now_lofo _ <<<"$scores"
-scores=$(score "$OUT/models/before.json" "$EVAL")
-read -r before_f1 _ <<<"$scores"
-scores=$(score "$OUT/models/before.json" "$REAL")
-read -r _ before_acc <<<"$scores"
-scores=$(score "$OUT/models/before-without-bradesco.json" "$OUT/families/family-bradesco.csv")
-read -r before_lofo _ <<<"$scores"
+score "$MODEL" "$EVAL" now_f1 unused
+score "$MODEL" "$REAL" unused now_acc
+score "$OUT/models/without-bradesco.json" "$OUT/families/family-bradesco.csv" now_lofo unused
+score "$OUT/models/before.json" "$EVAL" before_f1 unused
+score "$OUT/models/before.json" "$REAL" unused before_acc
+score "$OUT/models/before-without-bradesco.json" "$OUT/families/family-bradesco.csv" \
+  before_lofo unused
 
 {
   cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
@@ -118,7 +114,7 @@ read -r before_lofo _ <<<"$scores"
   echo
   echo "| model | hash space | columns | evaluation macro-F1 | real names accuracy | held-out \`bradesco\` macro-F1 |"
   echo "|---|---:|---:|---:|---:|---:|"
-  echo "| Rust, \`$MODEL\`, alpha $alpha | 2^$bits | $columns | $now_f1 | $now_acc | $now_lofo |"
+  echo "| Rust, \`$MODEL\`, alpha $alpha | 2^$model_bits | $columns | $now_f1 | $now_acc | $now_lofo |"
   echo "| Rust, 8,000 buckets by mutual information, alpha 30 (before) | 2^20 | 8,000 | $before_f1 | $before_acc | $before_lofo |"
   $PY - "$alpha" "$OUT/sparse-13.jsonl" "$OUT/sparse-20.jsonl" <<'PY'
 import json, sys
